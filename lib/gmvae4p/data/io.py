@@ -1,0 +1,212 @@
+"""Read a cohort, check it against the data contract before any compute, write atomically.
+
+The contract: raw integer counts in ``X`` or a named layer; ``obs`` columns for patient and cell type (and
+optionally label, sample, batch) named by parameters; one label per unit (the sample when ``sample_key`` is set,
+else the patient); at least two classes; unique gene names. Each failure raises :class:`CohortError` with one
+sentence that names the column or parameter and says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .. import keys
+from .simulate import simulate_cohort
+
+_CHUNK = 1 << 24  # values checked at a time, so validation never holds more than a few temporaries of this size
+
+
+class CohortError(ValueError):
+    """Input data that breaks the data contract."""
+
+
+def load_cohort(
+    path: str | os.PathLike | None = None,
+    *,
+    patient_key: str,
+    cell_type_key: str,
+    label_key: str | None = None,
+    sample_key: str | None = None,
+    batch_key: str | None = None,
+    counts_layer: str | None = None,
+    simulate: dict | None = None,
+    seed: int = 0,
+) -> ad.AnnData:
+    """Read an ``.h5ad`` (or simulate a cohort when ``path`` is None), check it, and record the column roles.
+
+    ``obs`` is checked before the counts are loaded. On return ``X`` holds the raw counts (copied from
+    ``counts_layer`` when given) and ``adata.uns["gmvae4p"]["columns"]`` maps each role to its column.
+    """
+    columns = {"patient": patient_key, "cell_type": cell_type_key, "label": label_key, "sample": sample_key,
+               "batch": batch_key}
+    if path is None:
+        from . import simulate as sim
+
+        available = [sim.PATIENT, sim.CELL_TYPE, sim.LABEL, sim.BATCH]
+        _check_columns_exist(columns, available, "the simulated cohort's obs")
+        adata = simulate_cohort(**(simulate or {}), seed=seed).to_anndata()
+        source = "simulated"
+    else:
+        backed = _open(Path(path))
+        _check_obs(backed.obs, columns, f"{path}'s obs")
+        if counts_layer is not None and counts_layer not in backed.layers:
+            raise CohortError(f"counts_layer {counts_layer!r} is not a layer of {path} "
+                              f"(layers: {list(backed.layers) or 'none'}).")
+        adata = backed.to_memory()
+        backed.file.close()
+        source = str(path)
+    validate_cohort(adata, counts_layer=counts_layer, **{f"{role}_key": col for role, col in columns.items()})
+    if counts_layer is not None:
+        adata.X = adata.layers[counts_layer]
+    if not (sp.issparse(adata.X) and adata.X.format == "csr"):
+        adata.X = sp.csr_matrix(adata.X)  # every later stage gathers rows of cells
+    adata.uns[keys.UNS] = {"columns": {r: c for r, c in columns.items() if c is not None}, "source": source}
+    return adata
+
+
+def validate_cohort(
+    adata: ad.AnnData,
+    *,
+    patient_key: str,
+    cell_type_key: str,
+    label_key: str | None = None,
+    sample_key: str | None = None,
+    batch_key: str | None = None,
+    counts_layer: str | None = None,
+) -> None:
+    """Raise :class:`CohortError` at the first breach of the data contract; return None when all holds."""
+    if not isinstance(adata, ad.AnnData):
+        raise CohortError(f"expected an AnnData, got {type(adata).__name__}.")
+    columns = {"patient": patient_key, "cell_type": cell_type_key, "label": label_key, "sample": sample_key,
+               "batch": batch_key}
+    _check_obs(adata.obs, columns, "adata.obs")
+    if adata.n_vars == 0:
+        raise CohortError("the AnnData has no genes.")
+    duplicated = adata.var_names[adata.var_names.duplicated()].unique()
+    if len(duplicated):
+        raise CohortError(f"{len(duplicated)} gene names occur more than once in adata.var_names "
+                          f"(e.g. {list(duplicated[:3])}); call adata.var_names_make_unique() first.")
+    if counts_layer is not None and counts_layer not in adata.layers:
+        raise CohortError(f"counts_layer {counts_layer!r} is not in adata.layers "
+                          f"(layers: {list(adata.layers) or 'none'}).")
+    where = "adata.X" if counts_layer is None else f"adata.layers[{counts_layer!r}]"
+    check_counts(adata.X if counts_layer is None else adata.layers[counts_layer], where=where)
+
+
+def check_counts(matrix, *, where: str = "adata.X") -> None:
+    """Raise :class:`CohortError` unless ``matrix`` holds finite, non-negative integers."""
+    if matrix is None:
+        raise CohortError(f"{where} is empty; set counts_layer to the layer that holds raw counts.")
+    values = matrix.data if sp.issparse(matrix) else np.asarray(matrix).reshape(-1)
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+        raise CohortError(f"{where} has dtype {values.dtype}; gmvae4p needs raw counts.")
+    if np.issubdtype(values.dtype, np.integer):
+        if values.size and values.min() < 0:
+            raise CohortError(f"{where} holds negative values (minimum {values.min()}); gmvae4p needs raw counts.")
+        return
+    for start in range(0, values.size, _CHUNK):
+        chunk = values[start:start + _CHUNK]
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            raise CohortError(f"{where} holds NaN or infinite values ({chunk[bad][0]}); gmvae4p needs raw counts.")
+        if (chunk < 0).any():
+            raise CohortError(f"{where} holds negative values (minimum {chunk.min():.3g}), so it is not raw counts; "
+                              "set counts_layer to the layer that holds them.")
+        fractional = chunk != np.round(chunk)
+        if fractional.any():
+            raise CohortError(f"{where} holds non-integer values (e.g. {chunk[fractional][0]:.4g}), so it looks "
+                              "normalized or log-transformed; set counts_layer to the layer with raw integer counts.")
+
+
+def obs_column(adata: ad.AnnData, role: str) -> str | None:
+    """The ``obs`` column playing ``role`` (see :data:`gmvae4p.keys.ROLES`), None for an unset optional role."""
+    try:
+        columns = adata.uns[keys.UNS]["columns"]
+    except KeyError:
+        raise KeyError(f"adata.uns[{keys.UNS!r}] has no column roles: load the data with "
+                       "gmvae4p.data.load_cohort first (stage 01).") from None
+    return columns.get(role)
+
+
+def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> Path:
+    """Write ``adata`` to ``path`` through a temporary file in the same folder, so a reader never sees half a file."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike):
+    """``with atomic_path(final) as tmp:`` write ``tmp``; it replaces ``final`` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=final.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _open(path: Path) -> ad.AnnData:
+    if not path.is_file():
+        raise CohortError(f"data path {path} does not exist.")
+    if path.stat().st_size == 0:
+        raise CohortError(f"data path {path} is an empty file, not an AnnData .h5ad.")
+    try:
+        return ad.read_h5ad(path, backed="r")
+    except Exception as err:  # h5py and anndata raise many kinds for a file that is not an AnnData
+        raise CohortError(f"data path {path} could not be read as an AnnData .h5ad ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else 'no detail'}).") from err
+
+
+def _check_columns_exist(columns: dict, available, where: str) -> None:
+    for role, column in columns.items():
+        if column is not None and column not in available:
+            raise CohortError(f"{role}_key {column!r} is not a column of {where}; "
+                              f"choose one of {list(available)[:30]}.")
+
+
+def _check_obs(obs: pd.DataFrame, columns: dict, where: str) -> None:
+    if len(obs) == 0:
+        raise CohortError(f"{where} has no cells.")
+    _check_columns_exist(columns, obs.columns, where)
+    for role, column in columns.items():
+        if column is not None:
+            missing = int(obs[column].isna().sum())
+            if missing:
+                raise CohortError(f"{role}_key column {column!r} has no value for {missing} cells; "
+                                  "fill or drop them first.")
+    patient, sample, label = columns["patient"], columns["sample"], columns["label"]
+    if sample is not None:
+        patients_per_sample = obs.groupby(sample, observed=True)[patient].nunique()
+        shared = patients_per_sample[patients_per_sample > 1]
+        if len(shared):
+            raise CohortError(f"sample {shared.index[0]!r} (sample_key {sample!r}) holds cells of "
+                              f"{shared.iloc[0]} patients (patient_key {patient!r}); a sample must come from one "
+                              "patient.")
+    if label is None:
+        return
+    unit, unit_role = (sample, "sample") if sample is not None else (patient, "patient")
+    labels_per_unit = obs.groupby(unit, observed=True)[label].unique()
+    mixed = labels_per_unit[labels_per_unit.map(len) > 1]
+    if len(mixed):
+        found = sorted(map(str, mixed.iloc[0]))
+        hint = "" if sample is not None else " (set sample_key if a patient has several samples)"
+        raise CohortError(f"{unit_role} {mixed.index[0]!r} has {len(found)} labels in label_key column {label!r} "
+                          f"({', '.join(found)}); each {unit_role} needs exactly one{hint}.")
+    classes = pd.unique(obs[label].astype(str))
+    if len(classes) < 2:
+        raise CohortError(f"label_key column {label!r} has a single class ({classes[0]!r}); a classifier needs at "
+                          "least two (set label_key to null to run the cell-level stages only).")

@@ -1,0 +1,29 @@
+"""Every AnnData key gmvae4p reads or writes, named once.
+
+Columns of the user's data are parameters (``patient_key`` …); :func:`gmvae4p.data.load_cohort` records
+which column plays which role in ``adata.uns[UNS]["columns"]`` so later stages need not be told again.
+"""
+
+UNS = "gmvae4p"
+"""``adata.uns[UNS]``: ``{"columns": {role: obs column}, "source": path or "simulated"}``."""
+
+ROLES = ("patient", "cell_type", "label", "sample", "batch")
+"""Roles an ``obs`` column can play; patient and cell_type are required, the others optional."""
+
+COUNTS = "counts"
+"""``adata.layers[COUNTS]``: raw integer counts (``X`` holds log1p of normalized counts after stage 01)."""
+
+# Written by preprocessing (the QC names are scanpy's own, from ``sc.pp.calculate_qc_metrics``).
+MITO = "mt"
+N_GENES = "n_genes_by_counts"
+TOTAL_COUNTS = "total_counts"
+PCT_MITO = "pct_counts_mt"
+HIGHLY_VARIABLE = "highly_variable"
+UNS_PREPROCESS = "preprocess"
+"""``adata.uns[UNS_PREPROCESS]``: parameters and what QC removed."""
+
+# Written by the simulator.
+UNS_SIMULATION = "simulation"
+"""``adata.uns[UNS_SIMULATION]``: ground truth (disease genes, cell types, per-patient activity, oracle AUC)."""
+LOW_QUALITY = "simulated_low_quality"
+"""``obs[LOW_QUALITY]``: cells the simulator made low quality (high mitochondrial share, small library)."""

@@ -1,0 +1,29 @@
+"""Where a run's artifacts go: ``outputs/<run>/{data,models,tables,figures,notebooks}`` and ``run.json``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PREPROCESSED = "preprocessed.h5ad"
+RUN_RECORD = "run.json"
+
+
+class RunLayout:
+    """The folders of one run, created on first use."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        for folder in (self.data, self.models, self.tables, self.figures, self.notebooks):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    data = property(lambda self: self.root / "data")
+    models = property(lambda self: self.root / "models")
+    tables = property(lambda self: self.root / "tables")
+    figures = property(lambda self: self.root / "figures")
+    notebooks = property(lambda self: self.root / "notebooks")
+    run_record = property(lambda self: self.root / RUN_RECORD)
+    preprocessed = property(lambda self: self.data / PREPROCESSED)
+
+    def __repr__(self) -> str:
+        return f"RunLayout({str(self.root)!r})"

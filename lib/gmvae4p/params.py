@@ -1,0 +1,200 @@
+"""Parameters files: read, check names and types, hand each notebook its sections.
+
+A parameters file is YAML with top-level ``run_name`` and ``seed`` and one mapping per section. Each section
+is a dataclass below; its field defaults are the embedded default cohort (``parameters/demo.yaml``), and the
+notebooks' ``parameters`` cells hold the same literals so they run as is in JupyterLab. An unknown or misspelled
+name, or a value of the wrong type, is an error, not a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+
+class ParameterError(ValueError):
+    """A parameters file or section that cannot be used as it is."""
+
+
+@dataclasses.dataclass
+class DataSection:
+    """Where the cohort comes from and which ``obs`` columns play which role."""
+
+    path: str | None = None
+    """An ``.h5ad`` of raw counts; ``None`` simulates the cohort described by the ``simulate`` section."""
+    counts_layer: str | None = None
+    """Layer holding raw counts; ``None`` means ``X``."""
+    patient_key: str = "ind_cov"
+    cell_type_key: str = "ct_cov"
+    label_key: str | None = "disease_cov"
+    """``None`` runs the cell-level stages only (a cohort without a phenotype)."""
+    sample_key: str | None = None
+    """Set when a patient has several samples (e.g. control and stimulated): samples become the units."""
+    batch_key: str | None = "batch_cov"
+
+
+@dataclasses.dataclass
+class SimulateSection:
+    """The simulated cohort (:func:`gmvae4p.data.simulate_cohort`); used only when ``data.path`` is ``None``."""
+
+    n_patients: int = 60
+    n_cells: int = 12_000
+    n_genes: int = 2_000
+    n_cell_types: int = 8
+    disease_fraction: float = 0.5
+    effect_size: float = 0.6
+    activity_sd: float = 0.6
+    n_disease_genes: int = 40
+    disease_cell_types: list[str] = dataclasses.field(default_factory=lambda: ["CD14 Mono", "B", "CD4 T"])
+    composition_shift: float = 0.3
+    composition_shift_cell_types: list[str] = dataclasses.field(default_factory=lambda: ["CD14 Mono"])
+    composition_concentration: float = 30.0
+    n_marker_genes: int = 25
+    marker_lfc: float = 2.0
+    donor_effect_sd: float = 0.15
+    n_batches: int = 2
+    batch_effect_sd: float = 0.1
+    library_size: float = 2_000.0
+    library_size_sd: float = 0.35
+    dispersion: float = 3.0
+    zero_inflation: float = 0.0
+    low_quality_fraction: float = 0.02
+
+
+@dataclasses.dataclass
+class PreprocessSection:
+    """Quality control, normalization and highly variable genes (:mod:`gmvae4p.preprocess`)."""
+
+    min_genes: int = 100
+    min_cells: int = 3
+    max_pct_mito: float | None = 20.0
+    mito_prefix: str = "MT-"
+    target_sum: float = 10_000.0
+    n_top_genes: int | None = 1_000
+    """``None`` keeps every gene as highly variable."""
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataSection,
+    "simulate": SimulateSection,
+    "preprocess": PreprocessSection,
+}
+TOP_LEVEL: dict[str, type] = {"run_name": str, "seed": int}
+
+
+@dataclasses.dataclass
+class Parameters:
+    """A checked parameters file."""
+
+    run_name: str
+    seed: int
+    sections: dict[str, object]
+    source: Path | None = None
+
+    def notebook_parameters(self, names: typing.Iterable[str]) -> dict[str, object]:
+        """The values to inject into a notebook whose ``parameters`` cell declares ``names``."""
+        available = {"seed": self.seed, **{k: dataclasses.asdict(v) for k, v in self.sections.items()}}
+        return {name: available[name] for name in names if name in available}
+
+    def to_dict(self) -> dict[str, object]:
+        return {"run_name": self.run_name, "seed": self.seed,
+                **{k: dataclasses.asdict(v) for k, v in self.sections.items()}}
+
+
+def load(path: str | Path) -> Parameters:
+    """Read and check a parameters file; relative data paths are taken from the current folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"parameters file {path} does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParameterError(f"parameters file {path} is not valid YAML ({err}).") from err
+    if not isinstance(raw, dict):
+        raise ParameterError(f"parameters file {path} must hold a mapping of names to values.")
+    params = from_mapping(raw, where=str(path), default_run_name=path.stem)
+    params.source = path
+    data_path = params.sections["data"].path
+    if data_path is not None:
+        resolved = Path(data_path).expanduser().resolve()
+        if not resolved.is_file():
+            raise ParameterError(f"{path}: data.path {data_path} does not exist (relative paths are taken from "
+                                 f"the folder you run from, {Path.cwd()}).")
+        params.sections["data"].path = str(resolved)
+    return params
+
+
+def from_mapping(raw: dict, *, where: str = "parameters", default_run_name: str = "run") -> Parameters:
+    """Check a mapping of top-level names and sections; missing names take their defaults."""
+    _reject_unknown(raw, [*TOP_LEVEL, *SECTIONS], where)
+    top = {"run_name": default_run_name, "seed": 0}
+    for name, kind in TOP_LEVEL.items():
+        if name in raw:
+            top[name] = _checked(raw[name], kind, f"{where}: {name}")
+    sections = {name: check_section(name, raw.get(name) or {}, where=where) for name in SECTIONS}
+    return Parameters(run_name=top["run_name"], seed=top["seed"], sections=sections)
+
+
+def check_section(name: str, values: dict, *, where: str = "parameters"):
+    """Check one section's mapping (a notebook calls this on its ``parameters`` cell) and return its dataclass."""
+    if name not in SECTIONS:
+        raise ParameterError(f"{where}: there is no parameters section {name!r}; sections are {list(SECTIONS)}.")
+    if not isinstance(values, dict):
+        raise ParameterError(f"{where}: section {name!r} must be a mapping of names to values.")
+    cls = SECTIONS[name]
+    hints = typing.get_type_hints(cls)
+    _reject_unknown(values, list(hints), f"{where}: {name}")
+    checked = {key: _checked(value, hints[key], f"{where}: {name}.{key}") for key, value in values.items()}
+    return cls(**checked)
+
+
+def check_sections(**sections: dict) -> None:
+    """Check a notebook's section dictionaries (``check_sections(data=data, preprocess=preprocess)``)."""
+    for name, values in sections.items():
+        check_section(name, values, where="notebook parameters")
+
+
+def _reject_unknown(values: dict, known: list[str], where: str) -> None:
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known names are {known}"
+            raise ParameterError(f"{where}: unknown parameter {key!r}{hint}.")
+
+
+def _checked(value, kind, where: str):
+    """``value`` if it has type ``kind`` (ints are accepted for floats), else a ParameterError."""
+    if _matches(value, kind):
+        return float(value) if kind is float else value
+    raise ParameterError(f"{where} must be {_describe(kind)}, not {value!r}.")
+
+
+def _matches(value, kind) -> bool:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(kind))
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _describe(kind) -> str:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(kind))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(kind)[0])}"
+    return {type(None): "null", int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        kind, kind.__name__)

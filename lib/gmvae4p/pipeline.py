@@ -1,0 +1,160 @@
+"""The chain runner: ``python -m gmvae4p run parameters/demo.yaml`` executes the stage notebooks with papermill.
+
+Each notebook in :data:`STAGES` that exists runs in turn into ``outputs/<run>/notebooks/``, given the parameter
+sections its ``parameters`` cell declares plus ``output_dir``. ``run.json`` records the parameters, package
+versions, hardware and, per stage, wall time and the peak resident memory of the kernel (sampled), rewritten
+atomically after every stage. A failing notebook stops the chain; the error names the stage and the cell, and the
+partially executed notebook stays for inspection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import papermill as pm
+import psutil
+
+from . import params as params_module
+from .data import atomic_path
+from .layout import RunLayout
+
+STAGES = ("01_preprocess", "02_train_gmvae", "03_pseudobulk", "04_classify", "05_ablation", "06_figures")
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+PACKAGES = ("gmvae4p", "numpy", "scipy", "pandas", "anndata", "scanpy", "torch", "scikit-learn", "papermill")
+
+
+class StageFailed(RuntimeError):
+    """A stage notebook raised; the message names the stage, the cell and the error."""
+
+
+def run(parameters_file: str | os.PathLike, *, output_dir: str | os.PathLike | None = None,
+        stages: list[str] | None = None, notebooks: Path = NOTEBOOKS, log_output: bool = True) -> Path:
+    """Run the chain; return the run folder. Raises ParameterError before anything runs, StageFailed after."""
+    params = params_module.load(parameters_file)
+    selected = _select_stages(stages, notebooks)
+    layout = RunLayout(output_dir or Path("outputs") / params.run_name)
+    record = {
+        "run_name": params.run_name,
+        "parameters_file": str(Path(parameters_file).resolve()),
+        "parameters": params.to_dict(),
+        "command": " ".join(sys.argv),
+        "started": _now(),
+        "status": "running",
+        "versions": _versions(),
+        "hardware": _hardware(),
+        "stages": [],
+    }
+    _write_record(layout, record)
+    for stage in selected:
+        source = notebooks / f"{stage}.ipynb"
+        declared = pm.inspect_notebook(str(source))
+        values = {**params.notebook_parameters(declared), "output_dir": str(layout.root)}
+        target = layout.notebooks / source.name
+        entry = {"stage": stage, "notebook": str(target), "status": "running"}
+        record["stages"].append(entry)
+        failure, completed = None, False
+        with _PeakMemory() as memory:
+            start = time.perf_counter()
+            try:
+                pm.execute_notebook(str(source), str(target), parameters=values, cwd=str(notebooks),
+                                    kernel_name="python3", progress_bar=True, log_output=log_output)
+                completed = True
+            except pm.PapermillExecutionError as err:
+                entry["error"] = f"{err.ename}: {err.evalue}"
+                failure = StageFailed(f"stage {stage} failed in cell {err.exec_count} with {err.ename}: "
+                                      f"{err.evalue} (partly executed notebook: {target})")
+            finally:  # also when the kernel dies or the run is interrupted: the record says the stage failed
+                entry["status"] = "complete" if completed else "failed"
+                entry["wall_s"] = round(time.perf_counter() - start, 3)
+                entry["peak_rss_gb"] = round(memory.peak / 2**30, 3)
+                record["status"] = "running" if entry["status"] == "complete" else "failed"
+                _write_record(layout, record)
+        if failure is not None:
+            raise failure
+    record.update(status="complete", finished=_now(),
+                  total_wall_s=round(sum(s["wall_s"] for s in record["stages"]), 3))
+    _write_record(layout, record)
+    return layout.root
+
+
+def _select_stages(stages: list[str] | None, notebooks: Path) -> list[str]:
+    present = [s for s in STAGES if (notebooks / f"{s}.ipynb").is_file()]
+    if not stages:
+        return present
+    chosen = []
+    for wanted in stages:
+        matches = [s for s in present if s == wanted or s.split("_")[0] == wanted]
+        if not matches:
+            raise params_module.ParameterError(f"--stages: no stage notebook {wanted!r} in {notebooks} "
+                                               f"(present: {present}).")
+        chosen += matches
+    return [s for s in present if s in chosen]
+
+
+def _write_record(layout: RunLayout, record: dict) -> None:
+    with atomic_path(layout.run_record) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    found["python"] = platform.python_version()
+    return found
+
+
+def _hardware() -> dict:
+    info = {"machine": platform.machine(), "system": platform.platform(), "cpu_count": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "gpus": []}
+    try:
+        import torch
+
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # a broken CUDA install must not stop a CPU run from being recorded
+        pass
+    return info
+
+
+class _PeakMemory:
+    """Samples the summed resident memory of this process's children (the kernel and what it spawns)."""
+
+    INTERVAL_S = 0.2
+
+    def __enter__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.INTERVAL_S)
