@@ -1,7 +1,19 @@
-"""Cohort data: the simulator, reading, validation and atomic writes."""
+"""Cohort data: the simulator, reading, validation and atomic writes.
 
-from .io import CohortError, atomic_path, check_counts, load_cohort, obs_column, validate_cohort, write_h5ad
-from .simulate import SimulatedCohort, simulate_cohort
+Names load on first use, so ``gmvae4p.data.simulate`` imports without anndata (the GPU benchmarks need that).
+"""
 
-__all__ = ["CohortError", "SimulatedCohort", "atomic_path", "check_counts", "load_cohort", "obs_column",
-           "simulate_cohort", "validate_cohort", "write_h5ad"]
+import importlib
+
+_WHERE = {
+    "SimulatedCohort": "simulate", "simulate_cohort": "simulate",
+    "CohortError": "io", "atomic_path": "io", "check_counts": "io", "load_cohort": "io", "obs_column": "io",
+    "validate_cohort": "io", "write_h5ad": "io",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

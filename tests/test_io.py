@@ -1,0 +1,179 @@
+import re
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from gmvae4p import keys
+from gmvae4p.data import CohortError, load_cohort, obs_column, validate_cohort, write_h5ad
+
+from conftest import COLUMNS, KANG, KANG_PAIRED, TINY, real_data
+
+
+def _refused(adata, message, **columns):
+    with pytest.raises(CohortError) as err:
+        validate_cohort(adata, **{**COLUMNS, **columns})
+    text = str(err.value)
+    assert message in text
+    assert text.endswith(".") and not re.search(r"[.;:]\s+[A-Z]", text), f"not one sentence: {text}"
+    return text
+
+
+def test_valid_cohort_passes(tiny_cohort):
+    assert validate_cohort(tiny_cohort, **COLUMNS) is None
+
+
+def test_log_normalized_matrix_is_refused(tiny_cohort):
+    adata = tiny_cohort.copy()
+    adata.X = adata.X.copy()
+    adata.X.data = np.log1p(adata.X.data)
+    text = _refused(adata, "non-integer values")
+    assert "adata.X" in text and "counts_layer" in text
+
+
+@pytest.mark.parametrize("value, message", [(-1.0, "negative values"), (np.nan, "NaN or infinite"),
+                                            (np.inf, "NaN or infinite")])
+def test_negative_nan_and_inf_counts_are_refused(tiny_cohort, value, message):
+    adata = tiny_cohort.copy()
+    adata.X = adata.X.copy()
+    adata.X.data[5] = value
+    _refused(adata, message)
+
+
+def test_dense_integer_counts_pass_and_dense_negative_fails(tiny_cohort):
+    adata = tiny_cohort.copy()
+    adata.X = adata.X.toarray().astype(np.int32)
+    validate_cohort(adata, **COLUMNS)
+    adata.X[0, 0] = -3
+    _refused(adata, "negative values (minimum -3)")
+
+
+def test_missing_cell_type_column_is_refused_by_parameter_and_name(tiny_cohort):
+    adata = tiny_cohort.copy()
+    del adata.obs["ct_cov"]
+    text = _refused(adata, "cell_type_key 'ct_cov' is not a column of adata.obs")
+    assert "ind_cov" in text  # says what is there to choose from
+
+
+def test_patient_with_two_labels_is_refused(tiny_cohort):
+    adata = tiny_cohort.copy()
+    first = adata.obs["ind_cov"] == "P001"
+    labels = adata.obs["disease_cov"].astype(str).to_numpy()
+    labels[np.flatnonzero(first)[0]] = "healthy" if labels[first][1] == "SLE" else "SLE"
+    adata.obs["disease_cov"] = labels
+    _refused(adata, "patient 'P001' has 2 labels in label_key column 'disease_cov'")
+
+
+def test_single_class_is_refused_unless_label_key_is_null(tiny_cohort):
+    adata = tiny_cohort.copy()
+    adata.obs["disease_cov"] = "SLE"
+    _refused(adata, "label_key column 'disease_cov' has a single class ('SLE')")
+    validate_cohort(adata, **{**COLUMNS, "label_key": None})
+
+
+def test_duplicate_gene_names_are_refused(tiny_cohort):
+    adata = tiny_cohort.copy()
+    names = adata.var_names.to_numpy().copy()
+    names[1] = names[0]
+    adata.var_names = names
+    _refused(adata, "gene names occur more than once")
+
+
+def test_missing_values_and_samples_spanning_patients_are_refused(tiny_cohort):
+    adata = tiny_cohort.copy()
+    adata.obs["ind_cov"] = adata.obs["ind_cov"].astype(object)
+    adata.obs.iloc[3, adata.obs.columns.get_loc("ind_cov")] = None
+    _refused(adata, "patient_key column 'ind_cov' has no value for 1 cells")
+    adata = tiny_cohort.copy()
+    adata.obs["sample"] = "S1"
+    _refused(adata, "sample 'S1' (sample_key 'sample') holds cells of", sample_key="sample")
+
+
+def test_counts_layer_is_used_and_a_missing_one_is_refused(tiny_cohort):
+    adata = tiny_cohort.copy()
+    adata.layers["raw"] = adata.X.copy()
+    adata.X = adata.X.copy()
+    adata.X.data = np.log1p(adata.X.data)
+    validate_cohort(adata, **COLUMNS, counts_layer="raw")
+    _refused(adata, "counts_layer 'umi' is not in adata.layers", counts_layer="umi")
+
+
+def test_non_anndata_is_refused():
+    with pytest.raises(CohortError, match="expected an AnnData, got DataFrame"):
+        validate_cohort(pd.DataFrame(), **COLUMNS)
+
+
+@pytest.mark.parametrize("content, message", [(b"", "is an empty file"), (b"not hdf5 at all", "could not be read")])
+def test_unreadable_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "cohort.h5ad"
+    path.write_bytes(content)
+    with pytest.raises(CohortError, match=message):
+        load_cohort(path, **COLUMNS)
+    with pytest.raises(CohortError, match="does not exist"):
+        load_cohort(tmp_path / "absent.h5ad", **COLUMNS)
+
+
+def test_load_reads_a_file_moves_the_counts_layer_to_x_and_records_roles(tmp_path, tiny_cohort):
+    adata = tiny_cohort.copy()
+    adata.layers["raw"] = adata.X.copy()
+    adata.X = sp.csr_matrix(adata.shape, dtype=np.float32)
+    adata.write_h5ad(tmp_path / "c.h5ad")
+    loaded = load_cohort(tmp_path / "c.h5ad", **COLUMNS, counts_layer="raw")
+    assert (loaded.X != tiny_cohort.X).nnz == 0
+    assert obs_column(loaded, "cell_type") == "ct_cov" and obs_column(loaded, "sample") is None
+    assert loaded.uns[keys.UNS]["source"] == str(tmp_path / "c.h5ad")
+
+
+def test_columns_of_a_file_are_checked_before_the_counts_are_loaded(tmp_path, tiny_cohort, monkeypatch):
+    tiny_cohort.write_h5ad(tmp_path / "c.h5ad")
+    monkeypatch.setattr(ad.AnnData, "to_memory", lambda self: pytest.fail("counts were loaded"))
+    with pytest.raises(CohortError, match="patient_key 'donor'"):
+        load_cohort(tmp_path / "c.h5ad", **{**COLUMNS, "patient_key": "donor"})
+
+
+def test_simulated_cohort_checks_keys_before_simulating(monkeypatch):
+    import gmvae4p.data.io as io
+
+    monkeypatch.setattr(io, "simulate_cohort", lambda **kw: pytest.fail("simulated before checking keys"))
+    with pytest.raises(CohortError, match="cell_type_key 'cell_type' is not a column of the simulated cohort"):
+        load_cohort(None, **{**COLUMNS, "cell_type_key": "cell_type"}, simulate=TINY)
+
+
+def test_obs_column_names_the_missing_step(tiny_cohort):
+    with pytest.raises(KeyError, match="load_cohort first"):
+        obs_column(tiny_cohort, "patient")
+
+
+def test_write_is_atomic_and_a_failed_write_keeps_the_old_file(tmp_path, tiny_cohort, monkeypatch):
+    path = tmp_path / "data" / "out.h5ad"
+    write_h5ad(tiny_cohort, path)
+    before = path.read_bytes()
+
+    def broken_write(self, filename, *args, **kwargs):
+        open(filename, "wb").write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_h5ad(tiny_cohort, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["out.h5ad"]  # no temporary left behind
+
+
+def test_real_kang_data_loads_without_labels():
+    adata = load_cohort(real_data(KANG), patient_key="patient", cell_type_key="cell_type")
+    assert adata.shape == (12261, 1287)
+    assert adata.obs["patient"].nunique() == 8
+    with pytest.raises(CohortError, match="single class"):
+        load_cohort(KANG, patient_key="patient", cell_type_key="cell_type", label_key="condition")
+
+
+def test_real_paired_data_uses_samples_as_units():
+    path = real_data(KANG_PAIRED)
+    with pytest.raises(CohortError, match="patient '101' has 2 labels"):
+        load_cohort(path, patient_key="patient", cell_type_key="cell_type", label_key="condition")
+    adata = load_cohort(path, patient_key="patient", cell_type_key="cell_type", label_key="condition",
+                        sample_key="sample")
+    assert adata.obs["sample"].nunique() == 4

@@ -1,0 +1,94 @@
+"""The papermill chain on parameters/ci.yaml, then nbval over the executed notebooks."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import anndata as ad
+import nbformat
+import pytest
+
+from gmvae4p import keys
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _chain(parameters, output_dir, *extra):
+    return subprocess.run([sys.executable, "-m", "gmvae4p", "run", str(parameters), "--output-dir", str(output_dir),
+                           "--quiet", *extra], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def _nbval(*notebooks):
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                           "--nbval-current-env", "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
+                           *map(str, notebooks)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ci_run")
+    result = _chain(ROOT / "parameters" / "ci.yaml", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_chain_writes_notebooks_artifacts_and_run_record(ci_run):
+    record = json.loads((ci_run / "run.json").read_text())
+    assert record["status"] == "complete" and record["run_name"] == "ci"
+    assert record["parameters"]["simulate"]["n_patients"] == 12
+    assert record["versions"]["scanpy"] and record["hardware"]["cpu_count"] >= 1
+    stages = {s["stage"]: s for s in record["stages"]}
+    assert stages["01_preprocess"]["status"] == "complete"
+    assert stages["01_preprocess"]["wall_s"] > 0 and stages["01_preprocess"]["peak_rss_gb"] > 0
+    assert (ci_run / "notebooks" / "01_preprocess.ipynb").is_file()
+    for suffix in ("png", "pdf", "csv"):
+        assert (ci_run / "figures" / f"01_qc.{suffix}").stat().st_size > 0
+    adata = ad.read_h5ad(ci_run / "data" / "preprocessed.h5ad")
+    assert keys.COUNTS in adata.layers and adata.var[keys.HIGHLY_VARIABLE].sum() == 300
+    assert adata.uns[keys.UNS]["columns"]["patient"] == "ind_cov"
+
+
+def test_nbval_reexecutes_the_chain_notebooks_to_the_same_checked_outputs(ci_run):
+    result = _nbval(*sorted((ci_run / "notebooks").glob("*.ipynb")))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout
+
+
+def test_nbval_check_is_not_vacuous(ci_run, tmp_path):
+    notebook = nbformat.read(ci_run / "notebooks" / "01_preprocess.ipynb", as_version=4)
+    checked = [c for c in notebook.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    assert checked and all(c.outputs for c in checked)
+    text = checked[0].outputs[0]["data"]["text/plain"]
+    checked[0].outputs[0]["data"]["text/plain"] = text.replace("'n_genes_in': 400", "'n_genes_in': 401")
+    assert text != checked[0].outputs[0]["data"]["text/plain"]
+    tampered = tmp_path / "01_preprocess.ipynb"
+    nbformat.write(notebook, tampered)
+    assert _nbval(tampered).returncode != 0
+
+
+def test_failing_stage_names_the_cell_keeps_the_partial_notebook_and_earlier_artifacts(ci_run, tmp_path):
+    out = tmp_path / "run"
+    (out / "data").mkdir(parents=True)
+    shutil.copy(ci_run / "data" / "preprocessed.h5ad", out / "data")
+    before = (out / "data" / "preprocessed.h5ad").read_bytes()
+    parameters = tmp_path / "bad_column.yaml"
+    parameters.write_text((ROOT / "parameters" / "ci.yaml").read_text() + "\ndata:\n  patient_key: donor\n")
+    result = _chain(parameters, out)
+    assert result.returncode == 1
+    assert "stage 01_preprocess failed in cell" in result.stderr
+    assert "patient_key 'donor' is not a column of the simulated cohort" in result.stderr
+    assert (out / "notebooks" / "01_preprocess.ipynb").is_file()
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+    assert (out / "data" / "preprocessed.h5ad").read_bytes() == before
+
+
+def test_bad_parameters_stop_before_anything_runs(tmp_path):
+    parameters = tmp_path / "typo.yaml"
+    parameters.write_text("preprocess:\n  min_gene: 3\n")
+    result = _chain(parameters, tmp_path / "run")
+    assert result.returncode == 2
+    assert "unknown parameter 'min_gene' (did you mean 'min_genes'?)" in result.stderr
+    assert not (tmp_path / "run").exists()
