@@ -1,0 +1,1 @@
+"""The Gaussian-mixture VAE: likelihoods (distributions), the pure torch module (module)."""

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from gmvae4p.gmvae.module import UNLABELED, GMVAEModule
+
+G, K, B = 50, 4, 16
+
+
+def _counts(seed=0):
+    return torch.poisson(torch.rand(B, G, generator=torch.Generator().manual_seed(seed)) * 5)
+
+
+@pytest.mark.parametrize("likelihood", ["mse", "nb", "zinb"])
+@pytest.mark.parametrize("labels", [None, "all", "some"])
+def test_loss_terms_are_finite_scalars_and_every_parameter_gets_a_gradient(likelihood, labels):
+    torch.manual_seed(0)
+    module = GMVAEModule(G, K, latent_dim=8, hidden_dims=(32, 16), likelihood=likelihood)
+    y = {None: None, "all": torch.arange(B) % K, "some": torch.where(torch.arange(B) % 2 == 0, torch.arange(B) % K,
+                                                                      UNLABELED)}[labels]
+    out = module(_counts(), y)
+    for term in ("loss", "recon", "kl", "ce"):
+        assert out[term].dim() == 0 and torch.isfinite(out[term])
+    assert out["logits_y"].shape == (B, K)
+    out["loss"].backward()
+    unused = {"prior_logits"} if labels == "all" else set()  # KL(q(y) ‖ π) only concerns unlabelled cells
+    for name, p in module.named_parameters():
+        if name not in unused:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert (out["ce"] > 0) == (labels is not None)
+
+
+def test_decoder_runs_once_per_cell_whatever_k():
+    module = GMVAEModule(G, 12, latent_dim=8, hidden_dims=(32, 16), likelihood="nb")
+    rows = []
+    module.decoder.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].shape[0]))
+    module(_counts())
+    assert rows == [B]
+
+
+def test_kl_to_components_matches_torch_distributions():
+    torch.manual_seed(1)
+    module = GMVAEModule(G, K, latent_dim=6, hidden_dims=(16,), likelihood="mse")
+    with torch.no_grad():
+        module.prior_log_var.normal_()
+    mean, log_var = torch.randn(B, 6), torch.randn(B, 6)
+    ours = module.kl_to_components(mean, log_var)
+    q = Normal(mean[:, None, :], (0.5 * log_var).exp()[:, None, :])
+    p = Normal(module.prior_mean[None], (0.5 * module.prior_log_var).exp()[None])
+    torch.testing.assert_close(ours, kl_divergence(q, p).sum(-1))
+
+
+def test_labelled_kl_uses_the_true_component_and_unlabelled_the_weighted_sum():
+    torch.manual_seed(2)
+    module = GMVAEModule(G, K, latent_dim=4, hidden_dims=(16,), likelihood="mse").eval()
+    x, y = _counts(), torch.arange(B) % K
+    logits, mean, log_var = module.encode(x)
+    kl_all = module.kl_to_components(mean, log_var)
+    labelled = module(x, y, kl_weight=1.0, ce_weight=0.0)
+    recon = labelled["recon"]
+    torch.testing.assert_close(labelled["kl"], kl_all[torch.arange(B), y].mean())
+    q = logits.softmax(-1)
+    expected = ((q * kl_all).sum(-1) + (q * (q.log() - torch.full((K,), 1 / K).log())).sum(-1)).mean()
+    torch.testing.assert_close(module(x)["kl"], expected)
+    torch.testing.assert_close(module(x)["recon"], recon)
+
+
+def test_zscore_is_zero_at_the_component_mean_and_scaled_by_its_sd():
+    module = GMVAEModule(G, K, latent_dim=3, hidden_dims=(8,))
+    with torch.no_grad():
+        module.prior_log_var[1] = np.log(4.0)
+    component = torch.tensor([0, 1])
+    z = torch.stack([module.prior_mean[0], module.prior_mean[1] + 2.0]).detach()
+    torch.testing.assert_close(module.zscore(z, component), torch.tensor([[0.0] * 3, [1.0] * 3]))
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        GMVAEModule(G, K, likelihood="poisson")
+    with pytest.raises(ValueError, match="n_components must be at least 2"):
+        GMVAEModule(G, 1)
