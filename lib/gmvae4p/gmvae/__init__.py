@@ -1,1 +1,1 @@
-"""The Gaussian-mixture VAE: likelihoods (distributions), the pure torch module (module)."""
+"""The Gaussian-mixture VAE: likelihoods (distributions), the pure torch module (module), sparse batches (batches)."""
