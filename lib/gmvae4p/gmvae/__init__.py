@@ -1,1 +1,2 @@
-"""The Gaussian-mixture VAE: likelihoods (distributions), the pure torch module (module), sparse batches (batches)."""
+"""The Gaussian-mixture VAE: likelihoods (distributions), the pure torch module (module), sparse batches
+(batches), the single-process training loop (train)."""
