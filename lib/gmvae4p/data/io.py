@@ -53,6 +53,7 @@ def load_cohort(
         available = [sim.PATIENT, sim.CELL_TYPE, sim.LABEL, sim.BATCH]
         _check_columns_exist(columns, available, "the simulated cohort's obs")
         adata = simulate_cohort(**(simulate or {}), seed=seed).to_anndata()
+        validate_cohort(adata, counts_layer=counts_layer, **{f"{role}_key": c for role, c in columns.items()})
         source = "simulated"
     else:
         backed = _open(Path(path))
@@ -63,7 +64,7 @@ def load_cohort(
         adata = backed.to_memory()
         backed.file.close()
         source = str(path)
-    validate_cohort(adata, counts_layer=counts_layer, **{f"{role}_key": col for role, col in columns.items()})
+        _check_genes_and_counts(adata, counts_layer)  # obs was checked on the backed file
     if counts_layer is not None:
         adata.X = adata.layers[counts_layer]
     if not (sp.issparse(adata.X) and adata.X.format == "csr"):
@@ -88,6 +89,10 @@ def validate_cohort(
     columns = {"patient": patient_key, "cell_type": cell_type_key, "label": label_key, "sample": sample_key,
                "batch": batch_key}
     _check_obs(adata.obs, columns, "adata.obs")
+    _check_genes_and_counts(adata, counts_layer)
+
+
+def _check_genes_and_counts(adata: ad.AnnData, counts_layer: str | None) -> None:
     if adata.n_vars == 0:
         raise CohortError("the AnnData has no genes.")
     duplicated = adata.var_names[adata.var_names.duplicated()].unique()

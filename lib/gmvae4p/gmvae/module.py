@@ -63,23 +63,28 @@ class GMVAEModule(nn.Module):
         self.prior_logits = nn.Parameter(torch.zeros(n_components))
 
     def normalized_log1p(self, counts: torch.Tensor) -> torch.Tensor:
-        library = counts.sum(-1, keepdim=True).clamp_min(1.0)
-        return torch.log1p(counts * (self.target_sum / library))
+        return self._normalized_log1p(counts, counts.sum(-1, keepdim=True).clamp_min(1.0))
 
     def encode(self, counts: torch.Tensor):
         """``(logits of q(y|x), mean of q(z|x), log variance of q(z|x))``."""
-        hidden = self.encoder(self.normalized_log1p(counts))
+        return self._encode(self.normalized_log1p(counts))
+
+    def _normalized_log1p(self, counts: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(counts * (self.target_sum / library))
+
+    def _encode(self, x_log1p: torch.Tensor):
+        hidden = self.encoder(x_log1p)
         z_mean, z_log_var = self.head_z(hidden).chunk(2, dim=-1)
         return self.head_y(hidden), z_mean, z_log_var.clamp(-12.0, 8.0)
 
-    def log_likelihood(self, counts: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x | z) per cell, summed over genes."""
+    def _log_likelihood(self, counts: torch.Tensor, x_log1p: torch.Tensor, library: torch.Tensor,
+                        z: torch.Tensor) -> torch.Tensor:
+        """log p(x | z) per cell, summed over genes (library and log1p input computed once per batch by forward)."""
         hidden = self.decoder(z)
         out = self.head_x(hidden)
         if self.likelihood == "mse":
-            return log_gaussian_unit(self.normalized_log1p(counts), out).sum(-1)
-        log_library = counts.sum(-1, keepdim=True).clamp_min(1.0).log()
-        log_mu = F.log_softmax(out.float(), dim=-1) + log_library
+            return log_gaussian_unit(x_log1p, out).sum(-1)
+        log_mu = F.log_softmax(out.float(), dim=-1) + library.log()
         if self.likelihood == "nb":
             return log_nb(counts, log_mu, self.log_theta).sum(-1)
         return log_zinb(counts, log_mu, self.log_theta, self.head_zero(hidden)).sum(-1)
@@ -97,9 +102,11 @@ class GMVAEModule(nn.Module):
 
         ``labels``: component index per cell, −1 where unknown; None means no cell is labelled.
         """
-        logits_y, z_mean, z_log_var = self.encode(counts)
+        library = counts.sum(-1, keepdim=True).clamp_min(1.0)
+        x_log1p = self._normalized_log1p(counts, library)
+        logits_y, z_mean, z_log_var = self._encode(x_log1p)
         z = z_mean + torch.randn_like(z_mean) * (0.5 * z_log_var).exp() if self.training else z_mean
-        recon = -self.log_likelihood(counts, z)
+        recon = -self._log_likelihood(counts, x_log1p, library, z)
         kl_all = self.kl_to_components(z_mean, z_log_var)
         log_q_y = F.log_softmax(logits_y.float(), dim=-1)
         if labels is None:
