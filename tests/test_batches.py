@@ -15,28 +15,36 @@ def counts():
     return rows.tocsr()
 
 
-def test_planned_batches_densify_to_the_same_rows(counts):
-    batches = CSRBatches(counts)
-    order = np.random.default_rng(0).permutation(200)
-    plan = batches.plan(order, 64)
-    assert [len(rows) for rows, _ in plan] == [64, 64, 64, 8]
+@pytest.mark.parametrize("placement", ["resident", "streamed"])
+def test_shuffled_batches_cover_every_row_once_with_its_counts(counts, placement):
+    batches = CSRBatches(counts, placement=placement)
     seen = []
-    for rows, nnz in plan:
-        dense = batches.dense(rows, nnz)
+    for rows, dense in batches.batches(37, seed=3):
         np.testing.assert_array_equal(dense.numpy(), counts[rows.numpy()].toarray())
         seen += rows.tolist()
-    assert seen == order.tolist()
+    assert sorted(seen) == list(range(200)) and seen != sorted(seen)
+    sizes = [len(rows) for rows, _ in batches.batches(37, seed=3)]
+    assert len(sizes) == 37 and max(sizes) - min(sizes) <= 1 + (placement == "streamed")
 
 
-def test_a_shard_keeps_only_its_rows_and_bf16_is_exact_for_small_counts(counts):
-    shard = np.arange(1, 200, 2)
-    batches = CSRBatches(counts, rows=shard)
-    assert batches.n_rows == 100 and batches.data.numel() == counts[shard].nnz
-    (rows, nnz), = batches.plan(np.arange(100), 100)
-    dense = batches.dense(rows, nnz, dtype=torch.bfloat16)
-    np.testing.assert_array_equal(dense.float().numpy(), counts[shard].toarray())
+@pytest.mark.parametrize("placement", ["resident", "streamed"])
+def test_unshuffled_batches_keep_row_order_and_same_seed_same_order(counts, placement):
+    batches = CSRBatches(counts, placement=placement)
+    rows = torch.cat([r for r, _ in batches.batches(20)])
+    assert rows.tolist() == list(range(200))
+    first = torch.cat([r for r, _ in batches.batches(20, seed=1)])
+    assert torch.equal(first, torch.cat([r for r, _ in batches.batches(20, seed=1)]))
 
 
-def test_dense_input_is_refused():
+def test_bf16_is_exact_for_small_counts_and_int32_column_ids(counts):
+    batches = CSRBatches(counts)
+    assert batches.indices.dtype == torch.int32
+    ((rows, dense),) = batches.batches(1, dtype=torch.bfloat16)
+    np.testing.assert_array_equal(dense.float().numpy(), counts.toarray())
+
+
+def test_dense_input_and_unknown_placement_are_refused(counts):
     with pytest.raises(TypeError, match="scipy CSR"):
         CSRBatches(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="placement"):
+        CSRBatches(counts, placement="gpu")

@@ -7,7 +7,7 @@ import importlib
 
 _WHERE = {
     "SimulatedCohort": "simulate", "simulate_cohort": "simulate",
-    "CohortError": "io", "atomic_path": "io", "check_counts": "io", "load_cohort": "io", "obs_column": "io",
+    "CohortError": "io", "atomic_path": "atomic", "check_counts": "io", "load_cohort": "io", "obs_column": "io",
     "validate_cohort": "io", "write_h5ad": "io",
 }
 __all__ = sorted(_WHERE)

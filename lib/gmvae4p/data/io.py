@@ -8,9 +8,7 @@ sentence that names the column or parameter and says what to do.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import anndata as ad
@@ -19,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import keys
+from .atomic import atomic_path
 from .simulate import simulate_cohort
 
 _CHUNK = 1 << 24  # values checked at a time, so validation never holds more than a few temporaries of this size
@@ -149,19 +148,6 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike):
-    """``with atomic_path(final) as tmp:`` write ``tmp``; it replaces ``final`` only if the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.stem}.", suffix=final.suffix)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _open(path: Path) -> ad.AnnData:
