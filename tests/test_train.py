@@ -1,12 +1,18 @@
+import h5py
 import numpy as np
+import psutil
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from gmvae4p.data import simulate_cohort
+from gmvae4p.gmvae import train as training
 from gmvae4p.gmvae.batches import CSRBatches
+from gmvae4p.gmvae.config import ModuleConfig, TrainConfig
+from gmvae4p.gmvae.launch import TrainingFailed, launch
 from gmvae4p.gmvae.module import GMVAEModule
-from gmvae4p.gmvae.train import TrainConfig, epoch_line, predict, train
+from gmvae4p.gmvae.train import epoch_line, predict, train
+from gmvae4p.gmvae.trainset import read_shard, write_trainset
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +25,8 @@ def test_supervised_gmvae_calls_cell_types_of_held_out_patients(cohort, likeliho
     patients = cohort.obs["ind_cov"].to_numpy()
     held_out = np.isin(patients, ["P001", "P002", "P003"])
     types = torch.from_numpy(cohort.obs["ct_cov"].cat.codes.to_numpy().astype(np.int64))
-    train_batches = CSRBatches(cohort.counts, rows=np.flatnonzero(~held_out))
-    test_batches = CSRBatches(cohort.counts, rows=np.flatnonzero(held_out))
+    train_batches = CSRBatches(cohort.counts[~held_out])
+    test_batches = CSRBatches(cohort.counts[held_out])
     torch.manual_seed(0)
     module = GMVAEModule(cohort.counts.shape[1], 8, latent_dim=10, hidden_dims=(128, 64), likelihood=likelihood)
     lines = []
@@ -37,3 +43,90 @@ def test_epoch_line_has_the_documented_fields():
     line = epoch_line({"epoch": 3, "loss": 1.5, "recon": 1.0, "kl": 0.4, "ce": 0.1, "acc": 0.9, "val_acc": 0.85,
                        "cells_per_s": 12345.6}, 10)
     assert line == ("Epoch  3/10: loss=1.5, recon=1, kl=0.4, ce=0.1, acc=0.9000, val_acc=0.8500, cells/s=12,346")
+
+# The torchrun entry: one process vs two (gloo), resume, a killed rank.
+HELD_OUT = ["P001", "P002", "P003"]
+SMALL = ModuleConfig(likelihood="nb", latent_dim=10, hidden_dims=[128, 64])
+
+
+@pytest.fixture(scope="module")
+def trainset(cohort, tmp_path_factory):
+    path = tmp_path_factory.mktemp("trainset") / "trainset.h5"
+    types = cohort.obs["ct_cov"]
+    return write_trainset(path, cohort.counts, types.cat.codes.to_numpy(), component_names=list(types.cat.categories),
+                          genes=list(cohort.var_names), validation=cohort.obs["ind_cov"].isin(HELD_OUT).to_numpy())
+
+
+def test_trainset_shards_partition_the_cells_in_a_shuffled_order(cohort, trainset):
+    shards = [read_shard(trainset, rank, 3) for rank in range(3)]
+    cells = np.concatenate([s.cell_index for s in shards])
+    assert sorted(cells) == list(range(cohort.counts.shape[0])) and list(cells) != sorted(cells)
+    for shard in shards:
+        assert (shard.counts != cohort.counts[shard.cell_index]).nnz == 0
+        assert np.array_equal(shard.components, cohort.obs["ct_cov"].cat.codes.to_numpy()[shard.cell_index])
+
+
+def _held_out_accuracy(folder, cohort):
+    with h5py.File(folder / training.EMBEDDING) as f:
+        called = f["proba"][:].argmax(1)
+    held = cohort.obs["ind_cov"].isin(HELD_OUT).to_numpy()
+    return float((called[held] == cohort.obs["ct_cov"].cat.codes.to_numpy()[held]).mean())
+
+
+def test_two_gloo_processes_match_one_and_write_one_checkpoint(cohort, trainset, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    training.write_settings(one, SMALL, TrainConfig(epochs=6, batch_size=256))
+    training.write_settings(two, SMALL, TrainConfig(epochs=6, batch_size=128))  # same effective batch
+    training.run(trainset, one, log=None)
+    lines = []
+    launch(trainset, two, n_processes=2, device="cpu", log=lines.append)
+    assert "2 process(es) × batch 128 = effective batch 256" in lines[0]
+    assert sum(line.startswith("Epoch") for line in lines) == 6  # rank 0 alone logs
+    assert sorted(p.name for p in two.iterdir()) == ["checkpoint.pt", "embedding.h5", "model.pt", "settings.json"]
+    model = torch.load(two / training.MODEL, weights_only=True)
+    assert model["complete"] and len(model["history"]) == 6
+    assert not torch.load(two / training.CHECKPOINT, weights_only=True)["complete"]
+    single, double = _held_out_accuracy(one, cohort), _held_out_accuracy(two, cohort)
+    assert single >= 0.95 and abs(single - double) <= 0.01, (single, double)
+
+
+def test_resume_continues_where_the_checkpoint_stopped(trainset, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    training.write_settings(straight, SMALL, TrainConfig(epochs=4, batch_size=256))
+    full = training.run(trainset, straight, log=None)
+    training.write_settings(resumed, SMALL, TrainConfig(epochs=2, batch_size=256))
+    training.run(trainset, resumed, log=None)
+    training.write_settings(resumed, SMALL, TrainConfig(epochs=4, batch_size=256))
+    lines = []
+    continued = training.run(trainset, resumed, resume=True, log=lines.append)
+    assert "resuming after epoch 2" in lines[0] and [line[:9] for line in lines[1:3]] == ["Epoch 3/4", "Epoch 4/4"]
+    np.testing.assert_allclose([h["loss"] for h in continued], [h["loss"] for h in full], rtol=1e-4)
+
+
+def test_resume_without_a_checkpoint_or_with_other_settings_is_refused(trainset, tmp_path):
+    training.write_settings(tmp_path, SMALL, TrainConfig(epochs=1))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        training.run(trainset, tmp_path, resume=True, log=None)
+    training.run(trainset, tmp_path, log=None)
+    training.write_settings(tmp_path, ModuleConfig(likelihood="zinb"), TrainConfig(epochs=2))
+    with pytest.raises(ValueError, match="module settings"):
+        training.run(trainset, tmp_path, resume=True, log=None)
+
+
+def test_a_killed_rank_fails_the_launch_with_its_error_and_nothing_is_marked_complete(trainset, tmp_path):
+    training.write_settings(tmp_path, SMALL, TrainConfig(epochs=50, batch_size=128))
+
+    def kill_rank_one(line):
+        if not line.startswith("Epoch  1/"):
+            return
+        for process in psutil.Process().children(recursive=True):
+            try:
+                if process.environ().get("LOCAL_RANK") == "1":
+                    process.kill()
+            except psutil.Error:
+                pass
+
+    with pytest.raises(TrainingFailed, match=r"(?s)failed on rank 1.*SIGKILL"):
+        launch(trainset, tmp_path, n_processes=2, device="cpu", log=kill_rank_one)
+    assert not (tmp_path / training.MODEL).exists()
+    assert not torch.load(tmp_path / training.CHECKPOINT, weights_only=True)["complete"]

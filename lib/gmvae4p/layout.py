@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 PREPROCESSED = "preprocessed.h5ad"
+GMVAE_CELLS = "gmvae.h5ad"
+"""The preprocessed cells with the GMVAE's embedding keys (stage 02)."""
 RUN_RECORD = "run.json"
 
 
@@ -24,6 +26,15 @@ class RunLayout:
     notebooks = property(lambda self: self.root / "notebooks")
     run_record = property(lambda self: self.root / RUN_RECORD)
     preprocessed = property(lambda self: self.data / PREPROCESSED)
+    gmvae_cells = property(lambda self: self.data / GMVAE_CELLS)
+    gmvae = property(lambda self: self.models / "gmvae")
+    """Training set, settings, checkpoint, ``model.pt`` and ``embedding.h5`` of the GMVAE."""
+
+    def require(self, path: Path, stage: str) -> Path:
+        """``path`` if it exists, else an error naming the stage that writes it."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} does not exist: run stage {stage} with this output_dir first.")
+        return Path(path)
 
     def __repr__(self) -> str:
         return f"RunLayout({str(self.root)!r})"

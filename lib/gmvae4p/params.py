@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from .gmvae.config import ModuleConfig, TrainConfig
+
 
 class ParameterError(ValueError):
     """A parameters file or section that cannot be used as it is."""
@@ -79,10 +81,34 @@ class PreprocessSection:
     """``None`` keeps every gene as highly variable."""
 
 
+@dataclasses.dataclass
+class GMVAESection(TrainConfig, ModuleConfig):
+    """The GMVAE (stage 02): architecture (:class:`~gmvae4p.gmvae.config.ModuleConfig`), optimization
+    (:class:`~gmvae4p.gmvae.config.TrainConfig`) and how the run is placed and launched."""
+
+    use_highly_variable: bool = True
+    """Model the highly variable genes only (all genes when False or when none are flagged)."""
+    validation_fraction: float = 0.2
+    """Share of patients held out of training, for held-out accuracy (drawn with the run's seed)."""
+    n_processes: int | None = 1
+    """torchrun ranks (one per GPU); None trains inside the notebook's own process."""
+    device: str | None = None
+    """``cpu`` or ``cuda``; None picks CUDA when available."""
+
+    def __post_init__(self):
+        ModuleConfig.__post_init__(self)
+        TrainConfig.__post_init__(self)
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), not {self.validation_fraction!r}.")
+        if self.n_processes is not None and self.n_processes < 1:
+            raise ValueError(f"n_processes must be at least 1 or null, not {self.n_processes!r}.")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataSection,
     "simulate": SimulateSection,
     "preprocess": PreprocessSection,
+    "gmvae": GMVAESection,
 }
 TOP_LEVEL: dict[str, type] = {"run_name": str, "seed": int}
 
@@ -150,7 +176,10 @@ def check_section(name: str, values: dict, *, where: str = "parameters"):
     hints = typing.get_type_hints(cls)
     _reject_unknown(values, list(hints), f"{where}: {name}")
     checked = {key: _checked(value, hints[key], f"{where}: {name}.{key}") for key, value in values.items()}
-    return cls(**checked)
+    try:
+        return cls(**checked)
+    except ValueError as err:  # a value of the right type outside its range
+        raise ParameterError(f"{where}: {name}.{err}") from None
 
 
 def check_sections(**sections: dict) -> None:

@@ -11,9 +11,10 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 import numpy as np
 import pandas as pd
+import umap
 
 from . import keys
-from .data import atomic_path
+from .data import atomic_path, obs_column
 
 MAX_POINTS = 20_000
 """Cells drawn at most per cell-level figure; the figure says when it shows a subsample."""
@@ -57,6 +58,90 @@ def qc_overview(adata: ad.AnnData, *, min_genes: int, max_pct_mito: float | None
     shown = f"{len(cells):,} of {adata.n_obs:,} cells" if len(cells) < adata.n_obs else f"{adata.n_obs:,} cells"
     fig.suptitle(f"Quality control before filtering ({shown}; {int(data['removed_by_qc'].sum()):,} shown "
                  "would be removed)")
+    return fig, data
+
+
+def gmvae_training(history: dict[str, list]):
+    """Per-epoch loss terms and cell-type accuracy (training cells, and held-out patients when there were any).
+
+    ``history``: ``adata.uns["gmvae"]["history"]`` (one list per metric).
+    """
+    data = pd.DataFrame(history).set_index("epoch")
+    terms = [t for t in ("loss", "recon", "kl", "ce") if t in data]
+    fig, axes = plt.subplots(1, len(terms) + 1, figsize=(3.2 * (len(terms) + 1), 3.2), layout="constrained")
+    for ax, term in zip(axes, terms):
+        ax.plot(data.index, data[term], marker="o", ms=3, color="0.25")
+        ax.set(title=term, xlabel="epoch")
+    accuracy = axes[-1]
+    accuracy.plot(data.index, data["acc"], marker="o", ms=3, color="0.25", label="training cells")
+    if "val_acc" in data:
+        accuracy.plot(data.index, data["val_acc"], marker="o", ms=3, color="crimson", label="held-out patients")
+    accuracy.set(title="cell-type accuracy", xlabel="epoch", ylim=(0, 1.02))
+    accuracy.legend(frameon=False, fontsize=8)
+    for ax in axes:
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle("GMVAE training (per-cell means over the epoch)")
+    return fig, data
+
+
+def cell_type_confusion(adata: ad.AnnData):
+    """Annotated vs called cell type on held-out patients' cells, rows normalized (the diagonal is each type's
+    recall); the table also holds cell counts, recall and precision per type."""
+    if keys.GMVAE_CELL_TYPE not in adata.obs:
+        raise KeyError(f"adata.obs lacks {keys.GMVAE_CELL_TYPE!r}: train the GMVAE (stage 02) first.")
+    held = adata.obs[keys.GMVAE_HELD_OUT].to_numpy(bool)
+    if not held.any():
+        raise ValueError("no cell belongs to a held-out patient (validation_fraction = 0): nothing to show.")
+    components = list(adata.obs[keys.GMVAE_CELL_TYPE].cat.categories)
+    annotated = pd.Categorical(adata.obs[obs_column(adata, "cell_type")].astype(str)[held], categories=components)
+    called = pd.Categorical(adata.obs[keys.GMVAE_CELL_TYPE][held], categories=components)
+    counts = pd.crosstab(pd.Series(annotated, name="annotated"), pd.Series(called, name="called"), dropna=False)
+    counts = counts.reindex(index=components, columns=components, fill_value=0)
+    fractions = counts.div(counts.sum(1).replace(0, np.nan), axis=0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(components), 0.8 + 0.5 * len(components)),
+                           layout="constrained")
+    image = ax.imshow(fractions.to_numpy(), cmap="Greys", vmin=0, vmax=1)
+    for i in range(len(components)):
+        for j in range(len(components)):
+            if counts.iat[i, j]:
+                value = fractions.iat[i, j]
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.5 else "black")
+    ax.set_xticks(range(len(components)), components, rotation=45, ha="right")
+    ax.set_yticks(range(len(components)), [f"{c} ({n:,})" for c, n in zip(components, counts.sum(1))])
+    ax.set(xlabel="called by the GMVAE", ylabel="annotated (cells)")
+    fig.colorbar(image, ax=ax, shrink=0.7, label="fraction of annotated cells")
+    patients = adata.obs[obs_column(adata, "patient")][held].nunique()
+    fig.suptitle(f"Cell-type calls on {patients} held-out patients ({int(held.sum()):,} cells)")
+    table = counts.copy()
+    table["cells"] = counts.sum(1)
+    table["recall"] = np.diag(counts) / counts.sum(1).replace(0, np.nan)
+    table["precision"] = np.diag(counts) / counts.sum(0).replace(0, np.nan).to_numpy()
+    return fig, table
+
+
+def latent_umap(adata: ad.AnnData, *, color: list[str], seed: int = 0):
+    """UMAP of ``obsm["X_gmvae"]`` on at most :data:`MAX_POINTS` cells, one panel per ``obs`` column in ``color``."""
+    if keys.X_GMVAE not in adata.obsm:
+        raise KeyError(f"adata.obsm lacks {keys.X_GMVAE!r}: train the GMVAE (stage 02) first.")
+    cells = _subsample(adata.n_obs, seed)
+    # umap-learn directly: scanpy 1.11's neighbors calls csr_array.getnnz, which scipy 1.17 removed
+    coordinates = umap.UMAP(n_neighbors=15, random_state=seed).fit_transform(adata.obsm[keys.X_GMVAE][cells])
+    obs = adata.obs.iloc[cells][color]
+    data = pd.DataFrame(coordinates, index=obs.index, columns=["UMAP1", "UMAP2"]).join(obs)
+    fig, axes = plt.subplots(1, len(color), figsize=(5.2 * len(color), 4.4), layout="constrained", squeeze=False)
+    for ax, column in zip(axes[0], color):
+        groups = data[column].astype("category")
+        palette = plt.get_cmap("tab10" if len(groups.cat.categories) <= 10 else "tab20")
+        for i, group in enumerate(groups.cat.categories):
+            where = (groups == group).to_numpy()
+            ax.scatter(data["UMAP1"][where], data["UMAP2"][where], s=2, alpha=0.6, color=palette(i % palette.N),
+                       label=str(group), rasterized=True)
+        ax.set(title=column, xticks=[], yticks=[], xlabel="UMAP1", ylabel="UMAP2")
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.legend(frameon=False, fontsize=7, markerscale=4, loc="center left", bbox_to_anchor=(1, 0.5))
+    shown = f"{len(cells):,} of {adata.n_obs:,} cells" if len(cells) < adata.n_obs else f"{adata.n_obs:,} cells"
+    fig.suptitle(f"GMVAE latent space (UMAP of E[z|x], {shown})")
     return fig, data
 
 

@@ -1,2 +1,6 @@
-"""The Gaussian-mixture VAE: likelihoods (distributions), the pure torch module (module), sparse batches
-(batches), the single-process training loop (train)."""
+"""The Gaussian-mixture VAE (stage 02).
+
+config (settings) · distributions (likelihoods) · module (pure torch) · batches (sparse batches on the device) ·
+trainset (the training-set file) · train (loop and torchrun entry) · launch (torchrun from a notebook) ·
+model (AnnData-facing: fit, embed, save, load).
+"""

@@ -11,8 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LIKELIHOODS = ("mse", "nb", "zinb")
-
 
 def _wide(*tensors):
     dtype = torch.promote_types(tensors[0].dtype, torch.float32)

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributions import LIKELIHOODS, log_gaussian_unit, log_nb, log_zinb
+from .config import LIKELIHOODS
+from .distributions import log_gaussian_unit, log_nb, log_zinb
 
 UNLABELED = -1
 
@@ -97,10 +98,11 @@ class GMVAEModule(nn.Module):
                       + (z_log_var.exp() + (z_mean - self.prior_mean[None]) ** 2) / prior_log_var.exp() - 1).sum(-1)
 
     def forward(self, counts: torch.Tensor, labels: torch.Tensor | None = None, *, kl_weight: float = 1.0,
-                ce_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                ce_weight: float = 1.0, class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Loss terms averaged over cells, plus the q(y|x) logits.
 
         ``labels``: component index per cell, −1 where unknown; None means no cell is labelled.
+        ``class_weights``: per-component factor on the cross-entropy (rare types weigh more), default 1.
         """
         library = counts.sum(-1, keepdim=True).clamp_min(1.0)
         x_log1p = self._normalized_log1p(counts, library)
@@ -117,7 +119,10 @@ class GMVAEModule(nn.Module):
         q_y = log_q_y.exp()
         kl_unlabeled = (q_y * kl_all).sum(-1) + (q_y * (log_q_y - F.log_softmax(self.prior_logits, -1))).sum(-1)
         kl = torch.where(labeled, kl_labeled, kl_unlabeled)
-        ce = torch.where(labeled, F.nll_loss(log_q_y, safe, reduction="none"), torch.zeros_like(kl))
+        ce = F.nll_loss(log_q_y, safe, reduction="none")
+        if class_weights is not None:
+            ce = ce * class_weights[safe]
+        ce = torch.where(labeled, ce, torch.zeros_like(kl))
         loss = recon + kl_weight * kl + ce_weight * ce
         return {"loss": loss.mean(), "recon": recon.mean(), "kl": kl.mean(), "ce": ce.mean(), "logits_y": logits_y}
 

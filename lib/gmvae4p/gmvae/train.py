@@ -1,63 +1,90 @@
-"""The GMVAE training loop (one process; the torchrun/DDP entry builds on it).
+"""GMVAE training: the loop, and ``python -m gmvae4p.gmvae.train``, the entry that torchrun starts on every rank.
 
-AdamW, linear KL warm-up, bf16 autocast on CUDA, gradient clipping. Metrics accumulate as device tensors and are
-read once per epoch, so a step never waits for the host. One log line per epoch:
+The loop: AdamW, linear KL warm-up, bf16 autocast on CUDA, optional ``torch.compile``, gradient clipping. Metrics
+accumulate as device tensors and are read once per epoch, so a step never waits for the host. Under DDP each rank
+trains on its shard; metrics are all-reduced as sums and every rank takes the same number of steps. Rank 0 alone logs,
+checkpoints and writes. One log line per epoch:
 ``Epoch  3/10: loss=…, recon=…, kl=…, ce=…, acc=…, val_acc=…, cells/s=…``.
+
+Entry: ``python -m gmvae4p.gmvae.train TRAINSET OUTPUT_DIR [--resume]`` reads ``OUTPUT_DIR/settings.json``
+(:func:`write_settings`) and the training-set file (:mod:`.trainset`), and writes into ``OUTPUT_DIR``:
+
+- ``checkpoint.pt`` after every epoch (atomic; ``complete: False``; ``--resume`` continues from it);
+- ``embedding.h5``: per cell, in the training set's cell order, ``z_mean`` (E[z|x]), ``zscore`` and ``proba``
+  (q(y|x)), plus ``component_names``;
+- ``model.pt`` last, only when everything before succeeded (``complete: True``).
+
+Every ``.pt`` file loads with ``torch.load(..., weights_only=True)``. Needs torch, numpy, scipy and h5py only.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import math
+import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.distributed.elastic.multiprocessing.errors import record
 
+from ..data.atomic import atomic_path
 from .batches import CSRBatches
-from .module import GMVAEModule
+from .config import ModuleConfig, TrainConfig
+from .module import UNLABELED, GMVAEModule
+from .trainset import read_shard
 
 TERMS = ("loss", "recon", "kl", "ce")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 512
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    kl_warmup_epochs: float = 2.0
-    # The reconstruction is a per-cell sum over genes, cross-entropy is O(1) per cell: α must be of this order for
-    # q(y|x) to learn at all (measured: α = 1 left held-out balanced accuracy at chance; scANVI uses 50 for this).
-    ce_weight: float = 50.0
-    grad_clip: float = 5.0
-    seed: int = 0
+SETTINGS, CHECKPOINT, EMBEDDING, MODEL = "settings.json", "checkpoint.pt", "embedding.h5", "model.pt"
 
 
 def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, config: TrainConfig = TrainConfig(),
-          validation: tuple[CSRBatches, torch.Tensor] | None = None,
-          log: Callable[[str], None] | None = print) -> list[dict]:
+          validation: tuple[CSRBatches, torch.Tensor] | None = None, log: Callable[[str], None] | None = print,
+          optimizer: torch.optim.Optimizer | None = None, history: list[dict] | None = None,
+          on_epoch: Callable[[list[dict]], None] | None = None, seed: int = 0) -> list[dict]:
     """Train ``module`` on the rows of ``batches`` with component ``labels`` (−1: unknown); return per-epoch metrics.
 
-    ``validation``: held-out cells (other patients) and their labels, for ``val_acc``.
+    ``validation``: held-out cells (other patients) and their labels, for ``val_acc``. ``seed`` fixes shuffling and
+    dropout per epoch. ``optimizer`` and ``history``
+    continue a run (their epochs are skipped); ``on_epoch(history)`` runs after each epoch (checkpointing).
+    Under an initialized process group the module is wrapped in DDP and metrics are summed over ranks.
     """
     device = batches.device
     module.to(device).train()
-    optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    stepper = torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[device] if device.type == "cuda" else None) if distributed else module
+    if config.compile:
+        stepper = torch.compile(stepper)
+    optimizer = optimizer or make_optimizer(module, config)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    history = []
-    for epoch in range(config.epochs):
+    history = list(history or [])
+    # Every rank must take the same number of steps: the largest shard sets it.
+    n_batches = math.ceil(_reduce(torch.tensor([batches.n_rows], device=device), dist.ReduceOp.MAX)[0].item()
+                          / config.batch_size) if distributed else math.ceil(batches.n_rows / config.batch_size)
+    n_cells = _reduce(torch.tensor([float(batches.n_rows)], device=device))[0].item() if distributed \
+        else batches.n_rows
+    class_weights = _class_weights(labels, module.prior_mean.shape[0], distributed) \
+        if config.class_weighted and config.supervised else None
+    for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
-        plan = batches.plan(rng.permutation(batches.n_rows), config.batch_size)
+        torch.manual_seed(_epoch_seed(seed, epoch, rank))
         sums = torch.zeros(len(TERMS) + 2, device=device)  # terms × cells, correct calls, labelled cells
-        for step, (rows, nnz) in enumerate(plan):
-            kl_weight = min(1.0, (epoch + step / len(plan)) / config.kl_warmup_epochs) \
+        for step, (rows, x) in enumerate(batches.batches(n_batches, seed=_epoch_seed(seed, epoch, rank))):
+            kl_weight = min(1.0, (epoch + step / n_batches) / config.kl_warmup_epochs) \
                 if config.kl_warmup_epochs > 0 else 1.0
-            y = labels[rows]
+            y = labels[rows] if config.supervised else torch.full_like(rows, UNLABELED)
             with autocast:
-                out = module(batches.dense(rows, nnz), y, kl_weight=kl_weight, ce_weight=config.ce_weight)
+                out = stepper(x, y, kl_weight=kl_weight, ce_weight=config.ce_weight, class_weights=class_weights)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
@@ -66,20 +93,44 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
             sums += torch.stack([*(out[t].detach().float() * len(rows) for t in TERMS),
                                  ((out["logits_y"].argmax(-1) == y) & labelled).sum().float(),
                                  labelled.sum().float()])
-        totals = sums.tolist()  # the one host sync of the epoch
-        seconds = time.perf_counter() - start
-        metrics = {t: totals[i] / batches.n_rows for i, t in enumerate(TERMS)}
-        metrics.update(epoch=epoch + 1, acc=totals[-2] / max(totals[-1], 1.0), cells_per_s=batches.n_rows / seconds,
-                       seconds=seconds)
         if validation is not None:
             val_batches, val_labels = validation
-            metrics["val_acc"] = accuracy(predict(module, val_batches, config.batch_size)[0].argmax(-1), val_labels)
+            predicted = predict(module, val_batches, config.batch_size)[0].argmax(-1)
+            known = val_labels >= 0
+            sums = torch.cat([sums, torch.stack([((predicted == val_labels) & known).sum().float(),
+                                                 known.sum().float()])])
             module.train()
+        totals = _reduce(sums).tolist() if distributed else sums.tolist()  # the one host sync of the epoch
+        seconds = time.perf_counter() - start
+        metrics = {t: totals[i] / n_cells for i, t in enumerate(TERMS)}
+        n_terms = len(TERMS)
+        metrics.update(epoch=epoch + 1, acc=_ratio(totals[n_terms], totals[n_terms + 1]),
+                       cells_per_s=n_cells / seconds, seconds=seconds)
+        if validation is not None:
+            metrics["val_acc"] = _ratio(totals[n_terms + 2], totals[n_terms + 3])
         history.append(metrics)
-        if log is not None:
+        if log is not None and rank == 0:
             log(epoch_line(metrics, config.epochs))
+        if on_epoch is not None:
+            on_epoch(history)
     module.eval()
     return history
+
+
+def _class_weights(labels: torch.Tensor, n_components: int, distributed: bool) -> torch.Tensor:
+    """n / (types present × n_k) for each component k seen in training (1 for unseen ones): the mean weight per
+    labelled cell is 1, so ``ce_weight`` keeps its scale."""
+    counts = torch.bincount(labels[labels >= 0], minlength=n_components).float()
+    if distributed:
+        counts = _reduce(counts)
+    present = counts > 0
+    weights = torch.ones(n_components, device=labels.device)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
+def make_optimizer(module: GMVAEModule, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 @torch.no_grad()
@@ -88,11 +139,20 @@ def predict(module: GMVAEModule, batches: CSRBatches, batch_size: int) -> tuple[
     module.eval()
     logits, means = [], []
     with torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=batches.device.type == "cuda"):
-        for rows, nnz in batches.plan(np.arange(batches.n_rows), batch_size):
-            logits_y, z_mean, _ = module.encode(batches.dense(rows, nnz))
+        for _, x in batches.batches(math.ceil(batches.n_rows / batch_size)):
+            logits_y, z_mean, _ = module.encode(x)
             logits.append(logits_y.float())
             means.append(z_mean.float())
     return torch.cat(logits), torch.cat(means)
+
+
+def embed(module: GMVAEModule, batches: CSRBatches, components: torch.Tensor, batch_size: int) -> dict:
+    """Per row: ``z_mean``, ``proba`` (q(y|x)) and ``zscore``, the latter for the annotated component where known
+    (``components`` ≥ 0) and for the called one elsewhere."""
+    logits, z_mean = predict(module, batches, batch_size)
+    called = logits.argmax(-1)
+    component = torch.where(components.to(called.device) >= 0, components.to(called.device), called)
+    return {"z_mean": z_mean, "proba": F.softmax(logits, -1), "zscore": module.zscore(z_mean, component)}
 
 
 def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
@@ -107,3 +167,189 @@ def epoch_line(metrics: dict, n_epochs: int) -> str:
         parts.append(f"val_acc={metrics['val_acc']:.4f}")
     parts.append(f"cells/s={metrics['cells_per_s']:,.0f}")
     return f"Epoch {metrics['epoch']:>{width}}/{n_epochs}: " + ", ".join(parts)
+
+
+def write_settings(output_dir: str | os.PathLike, module_config: ModuleConfig, train_config: TrainConfig, *,
+                   seed: int = 0) -> Path:
+    """``OUTPUT_DIR/settings.json``, what the entry reads."""
+    path = Path(output_dir) / SETTINGS
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"module": dataclasses.asdict(module_config),
+                                   "train": dataclasses.asdict(train_config), "seed": seed}, indent=2) + "\n")
+    return path
+
+
+def read_settings(output_dir: str | os.PathLike) -> tuple[ModuleConfig, TrainConfig, int]:
+    path = Path(output_dir) / SETTINGS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: write it with gmvae4p.gmvae.train.write_settings "
+                                "(GMVAE.fit does) before starting the entry.")
+    raw = json.loads(path.read_text())
+    return ModuleConfig(**raw["module"]), TrainConfig(**raw["train"]), raw["seed"]
+
+
+def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: bool = False,
+        device: str | None = None, log: Callable[[str], None] | None = print) -> list[dict]:
+    """Train from a training-set file into ``output_dir`` (see the module docstring); return the history.
+
+    Runs as one process, or as one rank of a torchrun job (``WORLD_SIZE`` set): then the process group is set up
+    here (nccl on CUDA, gloo on CPU) and torn down at the end.
+    """
+    output_dir = Path(output_dir)
+    log = log or (lambda line: None)
+    module_config, config, seed = read_settings(output_dir)
+    rank, world_size, device = _init_distributed(device)
+    try:
+        if rank == 0:  # results of an earlier run must not pass for this one's if it fails
+            for stale in (MODEL, EMBEDDING):
+                (output_dir / stale).unlink(missing_ok=True)
+        shard = read_shard(trainset, rank, world_size)
+        torch.manual_seed(seed)  # same initial weights on every rank
+        module = GMVAEModule(len(shard.genes), len(shard.component_names), **module_kwargs(module_config))
+        module.to(device)
+        optimizer = make_optimizer(module, config)
+        history = []
+        if resume:
+            history = _load_checkpoint(output_dir / CHECKPOINT, module, optimizer, module_config, config, device)
+        components = torch.from_numpy(shard.components).to(device)
+        held_out = shard.validation
+        train_rows, val_rows = np.flatnonzero(~held_out), np.flatnonzero(held_out)
+        train_batches = CSRBatches(shard.counts[train_rows], device=device, placement=config.placement)
+        validation = None
+        if len(val_rows) and config.supervised and _any_rank(len(val_rows) > 0, device):
+            validation = (CSRBatches(shard.counts[val_rows], device=device, placement=config.placement),
+                          components[torch.from_numpy(val_rows).to(device)])
+        if rank == 0:
+            log(f"GMVAE ({module_config.likelihood}, {'supervised' if config.supervised else 'unsupervised'}): "
+                f"{shard.n_cells:,} cells × {len(shard.genes):,} genes, {len(shard.component_names)} components; "
+                f"{world_size} process(es) × batch {config.batch_size} = effective batch "
+                f"{world_size * config.batch_size}; device {device}, counts {train_batches.placement}"
+                + (f"; resuming after epoch {len(history)}" if history else ""))
+
+        def save_checkpoint(history):
+            if rank == 0:
+                _save(output_dir / CHECKPOINT, module, module_config, config, shard, history, complete=False,
+                      optimizer=optimizer)
+
+        history = train(module, train_batches, components[torch.from_numpy(train_rows).to(device)], config=config,
+                        validation=validation, log=log, optimizer=optimizer, history=history, on_epoch=save_checkpoint,
+                        seed=seed)
+        del train_batches, validation
+        result = embed(module, CSRBatches(shard.counts, device=device, placement=config.placement), components,
+                       config.batch_size)
+        gathered = _gather_rows(torch.cat([result[k] for k in ("z_mean", "proba", "zscore")], 1), world_size)
+        if rank == 0:
+            _write_embedding(output_dir / EMBEDDING, gathered, trainset, module_config.latent_dim, shard)
+            _save(output_dir / MODEL, module, module_config, config, shard, history, complete=True)
+            log(f"Wrote {output_dir / MODEL} and {output_dir / EMBEDDING}.")
+        return history
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+
+
+def module_kwargs(config: ModuleConfig) -> dict:
+    kwargs = dataclasses.asdict(config)
+    kwargs["hidden_dims"] = tuple(kwargs["hidden_dims"])
+    return kwargs
+
+
+def _save(path: Path, module, module_config, config, shard, history, *, complete, optimizer=None) -> None:
+    state = {"module": module.state_dict(), "module_config": dataclasses.asdict(module_config),
+             "train_config": dataclasses.asdict(config), "history": history, "genes": shard.genes,
+             "component_names": shard.component_names, "complete": complete}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, module, optimizer, module_config, config, device) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: there is no checkpoint at {path}; start without --resume.")
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state["module_config"] != dataclasses.asdict(module_config):
+        raise ValueError(f"--resume: {path} was trained with module settings {state['module_config']}, "
+                         f"not {dataclasses.asdict(module_config)}; start without --resume.")
+    module.load_state_dict(state["module"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["history"]
+
+
+def _write_embedding(path: Path, rows: torch.Tensor, trainset, latent_dim: int, shard) -> None:
+    """Rows come in stored order; ``cell_index`` puts them back in the cohort's cell order."""
+    with h5py.File(trainset, "r") as f:
+        cell_index = f["cell_index"][:]
+    values = np.empty((len(cell_index), rows.shape[1]), dtype=np.float32)
+    values[cell_index] = rows.cpu().numpy()
+    n_components = len(shard.component_names)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f["z_mean"] = values[:, :latent_dim]
+        f["proba"] = values[:, latent_dim:latent_dim + n_components]
+        f["zscore"] = values[:, latent_dim + n_components:]
+        f["component_names"] = np.asarray(shard.component_names, dtype=object).astype("S")
+
+
+def _init_distributed(device: str | None) -> tuple[int, int, torch.device]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if world_size == 1:
+        return 0, 1, torch.device(device or ("cuda" if use_cuda else "cpu"))
+    # RANK and WORLD_SIZE shard the data; LOCAL_RANK only picks the GPU, so multi-node rendezvous works unchanged.
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    target = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(target)
+    dist.init_process_group("nccl" if use_cuda else "gloo", device_id=target if use_cuda else None)
+    return dist.get_rank(), world_size, target
+
+
+def _reduce(values: torch.Tensor, op=None) -> torch.Tensor:
+    dist.all_reduce(values, op=op or dist.ReduceOp.SUM)
+    return values
+
+
+def _any_rank(flag: bool, device) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    return bool(_reduce(torch.tensor([float(flag)], device=device), dist.ReduceOp.MAX)[0].item())
+
+
+def _gather_rows(rows: torch.Tensor, world_size: int) -> torch.Tensor:
+    """All ranks' rows in rank order (shards differ in size by at most one: pad, gather, trim)."""
+    if world_size == 1:
+        return rows
+    sizes = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(world_size)]
+    dist.all_gather(sizes, torch.tensor([len(rows)], device=rows.device))
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, rows.shape[1], dtype=rows.dtype, device=rows.device)
+    padded[:len(rows)] = rows
+    parts = [torch.empty_like(padded) for _ in range(world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:int(size.item())] for part, size in zip(parts, sizes)])
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Shuffling and dropout of an epoch depend on (seed, epoch, rank) only, so a resumed run repeats them."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else float("nan")
+
+
+@record  # torchrun's failure summary then carries this rank's traceback
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gmvae4p.gmvae.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("trainset", help="training-set file (gmvae4p.gmvae.trainset.write_trainset)")
+    parser.add_argument("output_dir", help="folder holding settings.json; checkpoints and results go here")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoint.pt")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    args = parser.parse_args(argv)
+    run(args.trainset, args.output_dir, resume=args.resume, device=args.device,
+        log=lambda line: print(line, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

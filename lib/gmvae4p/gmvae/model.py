@@ -1,0 +1,231 @@
+"""The GMVAE for AnnData users: fit, embed, save, load.
+
+:meth:`GMVAE.fit` writes the training-set file and settings into a folder and trains, in this process or under
+torchrun (``n_processes``), then writes into the AnnData (keys in :mod:`gmvae4p.keys`):
+``obsm["X_gmvae"]``, ``obsm["X_gmvae_zscore"]``, ``obs["gmvae_cell_type"]``, ``obsm["gmvae_proba"]``,
+``obs["gmvae_held_out"]`` and ``uns["gmvae"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from sklearn.metrics import balanced_accuracy_score
+
+from .. import keys
+from ..data import obs_column
+from ..data.atomic import atomic_path
+from . import train as training
+from .batches import CSRBatches
+from .config import ModuleConfig, TrainConfig
+from .launch import launch
+from .module import UNLABELED, GMVAEModule
+from .trainset import write_trainset
+
+TRAINSET = "trainset.h5"
+MODEL_SETTINGS = ("use_highly_variable", "supervised", *(f.name for f in dataclasses.fields(ModuleConfig)))
+
+
+def split_settings(settings: dict) -> tuple[dict, dict]:
+    """A ``gmvae`` parameters section as ``(GMVAE(adata, ...) arguments, GMVAE.fit(...) arguments)``."""
+    return ({k: v for k, v in settings.items() if k in MODEL_SETTINGS},
+            {k: v for k, v in settings.items() if k not in MODEL_SETTINGS})
+
+
+class GMVAE:
+    """Gaussian-mixture VAE with one component per cell type of ``adata``.
+
+    Parameters
+    ----------
+    adata
+        Preprocessed cohort (:func:`gmvae4p.preprocess.qc_normalize_hvg`): raw counts in ``layers["counts"]``,
+        column roles in ``uns["gmvae4p"]``.
+    use_highly_variable
+        Model the genes flagged in ``var["highly_variable"]`` (all genes when False).
+    supervised
+        Train q(y|x) on the annotated cell types; False fits K = number of cell types components without labels.
+    **module_settings
+        :class:`gmvae4p.gmvae.config.ModuleConfig` fields (``likelihood``, ``latent_dim``, ``hidden_dims`` …).
+    """
+
+    def __init__(self, adata: ad.AnnData, *, use_highly_variable: bool = True, supervised: bool = True,
+                 **module_settings):
+        _check_preprocessed(adata)
+        self.adata = adata
+        self.module_config = ModuleConfig(**module_settings)
+        self.supervised = supervised
+        if use_highly_variable and keys.HIGHLY_VARIABLE in adata.var:
+            self.genes = adata.var_names[adata.var[keys.HIGHLY_VARIABLE].to_numpy(bool)].tolist()
+        else:
+            self.genes = adata.var_names.tolist()
+        types = adata.obs[obs_column(adata, "cell_type")].astype("category")
+        self.cell_types = types.cat.remove_unused_categories().cat.categories.tolist()
+        self.component_names = self.cell_types if supervised else [f"component {i}" for i in
+                                                                   range(len(self.cell_types))]
+        self.module: GMVAEModule | None = None
+        self.history: list[dict] = []
+        self.held_out_patients: list[str] = []
+
+    def fit(self, output_dir: str | os.PathLike, *, validation_fraction: float = 0.2,
+            held_out_patients: list[str] | None = None, n_processes: int | None = None, device: str | None = None,
+            resume: bool = False, seed: int = 0, log: Callable[[str], None] = print, **train_settings) -> GMVAE:
+        """Train, then write the embedding into ``adata``.
+
+        ``held_out_patients`` (or a ``validation_fraction`` of patients drawn with ``seed``) are left out of
+        training and give ``val_acc``. ``n_processes=None`` trains in this process; an integer starts torchrun with
+        that many ranks. ``train_settings``: :class:`gmvae4p.gmvae.config.TrainConfig` fields.
+        """
+        config = TrainConfig(supervised=self.supervised, **train_settings)
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        patients = self.adata.obs[obs_column(self.adata, "patient")].astype(str).to_numpy()
+        self.held_out_patients = _held_out(patients, held_out_patients, validation_fraction, seed)
+        validation = np.isin(patients, self.held_out_patients)
+        if validation.all():
+            raise ValueError("held_out_patients / validation_fraction leave no patient to train on.")
+        components = self._components(self.adata) if self.supervised else np.full(self.adata.n_obs, UNLABELED)
+        write_trainset(output_dir / TRAINSET, self._counts(self.adata), components,
+                       component_names=self.component_names, genes=self.genes, validation=validation, seed=seed)
+        training.write_settings(output_dir, self.module_config, config, seed=seed)
+        if n_processes is None:
+            training.run(output_dir / TRAINSET, output_dir, resume=resume, device=device, log=log)
+        else:
+            launch(output_dir / TRAINSET, output_dir, n_processes=n_processes, resume=resume, device=device, log=log)
+        self._load_module(output_dir / training.MODEL)
+        with h5py.File(output_dir / training.EMBEDDING, "r") as f:
+            self._write_keys(self.adata, f["z_mean"][:], f["proba"][:], f["zscore"][:])
+        return self
+
+    def embed(self, adata: ad.AnnData | None = None, *, batch_size: int = 2048, device: str | None = None) -> None:
+        """Write the embedding keys into ``adata`` (default: the training AnnData) with the trained module."""
+        if self.module is None:
+            raise RuntimeError("this GMVAE is not trained: call fit first, or GMVAE.load a saved one.")
+        adata = self.adata if adata is None else adata
+        _check_preprocessed(adata)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.module.to(device)
+        known = self._components(adata) if self.supervised else np.full(adata.n_obs, UNLABELED)
+        result = training.embed(self.module, CSRBatches(self._counts(adata), device=device),
+                                torch.from_numpy(known).to(device), batch_size)
+        self._write_keys(adata, *(result[k].cpu().numpy() for k in ("z_mean", "proba", "zscore")))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the trained module and its settings to ``path`` (a ``.pt`` file ``torch.load(weights_only=True)``
+        reads)."""
+        if self.module is None:
+            raise RuntimeError("this GMVAE is not trained: call fit first.")
+        state = {"module": self.module.state_dict(), "module_config": dataclasses.asdict(self.module_config),
+                 "genes": self.genes, "component_names": self.component_names, "supervised": self.supervised,
+                 "history": self.history, "complete": True}
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, adata: ad.AnnData) -> GMVAE:
+        """A trained GMVAE from :meth:`save` or a training folder's ``model.pt``, for embedding ``adata``."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        supervised = state.get("supervised", state.get("train_config", {}).get("supervised", True))
+        missing = [g for g in state["genes"] if g not in adata.var_names]
+        if missing:
+            raise ValueError(f"adata lacks {len(missing)} of the model's {len(state['genes'])} genes "
+                             f"(first: {missing[:3]}); embed data measured on the same genes.")
+        model = cls(adata, supervised=supervised, **state["module_config"])
+        model.genes, model.component_names = state["genes"], state["component_names"]
+        model._load_module(path, state)
+        return model
+
+    def _load_module(self, path, state=None) -> None:
+        state = state or torch.load(path, map_location="cpu", weights_only=True)
+        if not state.get("complete"):
+            raise RuntimeError(f"{path} is not a completed training run.")
+        module = GMVAEModule(len(state["genes"]), len(state["component_names"]),
+                             **training.module_kwargs(ModuleConfig(**state["module_config"])))
+        module.load_state_dict(state["module"])
+        self.module, self.history = module.eval(), state["history"]
+
+    def _counts(self, adata: ad.AnnData) -> sp.csr_matrix:
+        counts = adata[:, self.genes].layers[keys.COUNTS]
+        return sp.csr_matrix(counts, dtype=np.float32)
+
+    def _components(self, adata: ad.AnnData) -> np.ndarray:
+        """Index of each cell's annotated type among the components, −1 for a type the model does not know."""
+        types = adata.obs[obs_column(adata, "cell_type")].astype(str).to_numpy()
+        lookup = {name: i for i, name in enumerate(self.component_names)}
+        return np.array([lookup.get(t, UNLABELED) for t in types], dtype=np.int64)
+
+    def _write_keys(self, adata: ad.AnnData, z_mean, proba, zscore) -> None:
+        adata.obsm[keys.X_GMVAE] = np.asarray(z_mean, dtype=np.float32)
+        adata.obsm[keys.X_GMVAE_ZSCORE] = np.asarray(zscore, dtype=np.float32)
+        adata.obsm[keys.GMVAE_PROBA] = np.asarray(proba, dtype=np.float32)
+        adata.obs[keys.GMVAE_CELL_TYPE] = pd.Categorical.from_codes(np.asarray(proba).argmax(1),
+                                                                    categories=self.component_names)
+        patients = adata.obs[obs_column(adata, "patient")].astype(str)
+        adata.obs[keys.GMVAE_HELD_OUT] = patients.isin(self.held_out_patients).to_numpy()
+        adata.uns[keys.UNS_GMVAE] = {
+            "settings": {**_plain(dataclasses.asdict(self.module_config)), "supervised": self.supervised},
+            "components": list(self.component_names),
+            "genes": list(self.genes),
+            "held_out_patients": list(self.held_out_patients),
+            "history": {k: [h[k] for h in self.history] for k in (self.history[0] if self.history else {})},
+            "metrics": self.held_out_metrics(adata),
+        }
+
+    def held_out_metrics(self, adata: ad.AnnData) -> dict:
+        """Accuracy and balanced accuracy of the cell-type call on held-out patients' annotated cells."""
+        if not (self.supervised and keys.GMVAE_CELL_TYPE in adata.obs):
+            return {}
+        held = adata.obs[keys.GMVAE_HELD_OUT].to_numpy(bool) if keys.GMVAE_HELD_OUT in adata.obs else \
+            np.zeros(adata.n_obs, bool)
+        truth = self._components(adata)
+        cells = held & (truth >= 0)
+        if not cells.any():
+            return {}
+        called = adata.obs[keys.GMVAE_CELL_TYPE].cat.codes.to_numpy()[cells]
+        return {"held_out_cells": int(cells.sum()),
+                "held_out_accuracy": float((called == truth[cells]).mean()),
+                "held_out_balanced_accuracy": float(balanced_accuracy_score(truth[cells], called))}
+
+
+def summary(adata: ad.AnnData) -> pd.Series:
+    """What the GMVAE was fitted to (the counts a re-run must reproduce; accuracies are in ``uns["gmvae"]``)."""
+    record = adata.uns[keys.UNS_GMVAE]
+    return pd.Series({"cells": adata.n_obs, "genes modelled": len(record["genes"]),
+                      "components": len(record["components"]), "likelihood": record["settings"]["likelihood"],
+                      "held-out patients": len(record["held_out_patients"]),
+                      "epochs": len(record["history"].get("epoch", []))}, name="GMVAE")
+
+
+def _check_preprocessed(adata: ad.AnnData) -> None:
+    if keys.COUNTS not in adata.layers:
+        raise KeyError(f"adata.layers[{keys.COUNTS!r}] is missing: run gmvae4p.preprocess.qc_normalize_hvg "
+                       "(stage 01) first.")
+    obs_column(adata, "patient")  # raises when the column roles were never recorded
+
+
+def _held_out(patients: np.ndarray, chosen: list[str] | None, fraction: float, seed: int) -> list[str]:
+    unique = np.unique(patients)
+    if chosen is not None:
+        unknown = sorted(set(chosen) - set(unique))
+        if unknown:
+            raise ValueError(f"held_out_patients {unknown} are not patients of this cohort.")
+        return sorted(chosen)
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), not {fraction}.")
+    n = math.ceil(fraction * len(unique)) if fraction > 0 and len(unique) > 1 else 0
+    return sorted(np.random.default_rng(seed).choice(unique, n, replace=False).tolist())
+
+
+def _plain(values: dict) -> dict:
+    """Settings as h5ad-writable values (lists become arrays there anyway; None is not writable)."""
+    return {k: v for k, v in values.items() if v is not None}

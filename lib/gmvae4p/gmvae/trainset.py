@@ -1,0 +1,89 @@
+"""The GMVAE's training-set file: counts, components and the validation split, readable with h5py alone.
+
+:class:`gmvae4p.gmvae.model.GMVAE` writes it from an AnnData; the torchrun entry (:mod:`.train`) and the benchmark
+read it without anndata. Rows are stored in a random order (``cell_index`` maps each stored row back to its cell),
+so that contiguous DDP shards and streamed chunks are random samples of the cohort. A rank reads only its shard.
+
+Layout (HDF5): ``indptr`` int64, ``indices`` int32, ``data`` float32 (the CSR of raw counts, stored rows × genes),
+``components`` int64 (component of each stored row, −1 when unknown), ``validation`` bool (held-out patients),
+``cell_index`` int64, ``genes`` and ``component_names`` (strings); attribute ``format``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.atomic import atomic_path
+
+FORMAT = "gmvae4p-trainset-1"
+
+
+@dataclasses.dataclass
+class Shard:
+    """Stored rows ``start:stop`` of a training set."""
+
+    counts: sp.csr_matrix
+    components: np.ndarray
+    validation: np.ndarray
+    cell_index: np.ndarray
+    start: int
+    stop: int
+    n_cells: int
+    genes: list[str]
+    component_names: list[str]
+
+
+def write_trainset(path: str | os.PathLike, counts: sp.csr_matrix, components: np.ndarray, *,
+                   component_names: list[str], genes: list[str], validation: np.ndarray, seed: int = 0) -> Path:
+    """Write cells × genes ``counts`` with their ``components`` (−1: unknown) and ``validation`` mask, shuffled."""
+    counts = sp.csr_matrix(counts)
+    n_cells = counts.shape[0]
+    components, validation = np.asarray(components, dtype=np.int64), np.asarray(validation, dtype=bool)
+    if len(components) != n_cells or len(validation) != n_cells:
+        raise ValueError("components and validation need one entry per cell (row of counts).")
+    if len(genes) != counts.shape[1]:
+        raise ValueError(f"genes has {len(genes)} names for {counts.shape[1]} columns of counts.")
+    if components.max(initial=-1) >= len(component_names):
+        raise ValueError("a component index is out of range of component_names.")
+    order = np.random.default_rng(seed).permutation(n_cells)
+    shuffled = counts[order]
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f["indptr"] = shuffled.indptr.astype(np.int64)
+        f["indices"] = shuffled.indices.astype(np.int32)
+        f["data"] = shuffled.data.astype(np.float32)
+        f["components"] = components[order]
+        f["validation"] = validation[order]
+        f["cell_index"] = order.astype(np.int64)
+        f["genes"] = np.asarray(genes, dtype=object).astype("S")
+        f["component_names"] = np.asarray(component_names, dtype=object).astype("S")
+    return Path(path)
+
+
+def shard_bounds(n_cells: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Stored rows of ``rank``: contiguous, sizes differing by at most one."""
+    bounds = np.linspace(0, n_cells, world_size + 1).round().astype(np.int64)
+    return int(bounds[rank]), int(bounds[rank + 1])
+
+
+def read_shard(path: str | os.PathLike, rank: int = 0, world_size: int = 1) -> Shard:
+    """The rows of ``rank`` out of ``world_size`` (all rows by default), read without touching the others."""
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a gmvae4p training set (format {f.attrs.get('format')!r}).")
+        n_cells = len(f["components"])
+        start, stop = shard_bounds(n_cells, rank, world_size)
+        indptr = f["indptr"][start:stop + 1]
+        first, last = int(indptr[0]), int(indptr[-1])
+        genes = [g.decode() for g in f["genes"][:]]
+        counts = sp.csr_matrix((f["data"][first:last], f["indices"][first:last], indptr - first),
+                               shape=(stop - start, len(genes)))
+        return Shard(counts=counts, components=f["components"][start:stop], validation=f["validation"][start:stop],
+                     cell_index=f["cell_index"][start:stop], start=start, stop=stop, n_cells=n_cells, genes=genes,
+                     component_names=[c.decode() for c in f["component_names"][:]])

@@ -1,0 +1,99 @@
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+
+from conftest import COLUMNS, KANG, real_data
+from gmvae4p import keys
+from gmvae4p.data import load_cohort
+from gmvae4p.gmvae.model import GMVAE, split_settings, summary
+from gmvae4p.params import GMVAESection
+from gmvae4p.preprocess import qc_normalize_hvg
+
+SMALL = {"likelihood": "nb", "latent_dim": 8, "hidden_dims": [64, 32]}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    adata = load_cohort(simulate={"n_patients": 8, "n_cells": 1600, "n_genes": 300, "n_marker_genes": 15},
+                        seed=2, **COLUMNS)
+    adata = qc_normalize_hvg(adata, min_genes=50, n_top_genes=200)
+    folder = tmp_path_factory.mktemp("gmvae")
+    model = GMVAE(adata, **SMALL).fit(folder, epochs=8, batch_size=128, log=None)
+    return adata, model, folder
+
+
+def test_fit_writes_the_documented_keys(fitted, tmp_path):
+    adata, model, _ = fitted
+    assert adata.obsm[keys.X_GMVAE].shape == adata.obsm[keys.X_GMVAE_ZSCORE].shape == (adata.n_obs, 8)
+    np.testing.assert_allclose(adata.obsm[keys.GMVAE_PROBA].sum(1), 1, rtol=1e-5)
+    assert list(adata.obs[keys.GMVAE_CELL_TYPE].cat.categories) == model.cell_types
+    held = adata.obs[keys.GMVAE_HELD_OUT]
+    assert sorted(adata.obs["ind_cov"][held].unique()) == model.held_out_patients and len(model.held_out_patients) == 2
+    record = adata.uns[keys.UNS_GMVAE]
+    assert len(record["genes"]) == 200 and len(record["history"]["loss"]) == 8
+    assert record["metrics"]["held_out_balanced_accuracy"] >= 0.9
+    assert summary(adata)["held-out patients"] == 2
+    adata.write_h5ad(tmp_path / "cells.h5ad")  # every key must be writable
+    assert ad.read_h5ad(tmp_path / "cells.h5ad").uns[keys.UNS_GMVAE]["components"].tolist() == model.cell_types
+
+
+def test_saved_model_embeds_new_data_as_it_did_the_training_data(fitted, tmp_path):
+    adata, model, _ = fitted
+    loaded = GMVAE.load(model.save(tmp_path / "gmvae.pt"), adata)
+    other = adata[:300].copy()
+    del other.obsm[keys.X_GMVAE]
+    loaded.embed(other)
+    np.testing.assert_allclose(other.obsm[keys.X_GMVAE], adata.obsm[keys.X_GMVAE][:300], atol=1e-5)
+    with pytest.raises(ValueError, match="lacks 200 of the model's 200 genes"):
+        GMVAE.load(tmp_path / "gmvae.pt", adata[:, ~adata.var[keys.HIGHLY_VARIABLE]].copy())
+
+
+def test_bad_input_is_refused_before_training(fitted, tmp_path):
+    adata, _, _ = fitted
+    raw = adata.copy()
+    del raw.layers[keys.COUNTS]
+    with pytest.raises(KeyError, match="run gmvae4p.preprocess.qc_normalize_hvg"):
+        GMVAE(raw)
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        GMVAE(adata, likelihood="poisson")
+    with pytest.raises(ValueError, match=r"held_out_patients \['P999'\]"):
+        GMVAE(adata).fit(tmp_path, held_out_patients=["P999"])
+    with pytest.raises(TypeError, match="epoch"):
+        GMVAE(adata).fit(tmp_path, epoch=3)
+    assert not (tmp_path / "trainset.h5").exists()
+
+
+def test_the_parameters_section_splits_into_model_and_fit_arguments():
+    model_settings, fit_settings = split_settings(GMVAESection().__dict__)
+    assert {"likelihood", "hidden_dims", "supervised", "use_highly_variable"} <= set(model_settings)
+    assert {"epochs", "n_processes", "validation_fraction", "device"} <= set(fit_settings)
+    assert not set(model_settings) & set(fit_settings)
+
+
+KANG_FOLDS = [["101", "107"], ["1015", "1016"], ["1039", "1244"], ["1256", "1488"]]
+
+
+@pytest.mark.slow
+def test_gmvae_calls_held_out_donors_cell_types_at_least_as_well_as_class_weighted_logistic_regression(tmp_path):
+    """4 folds of held-out donor pairs of Kang et al.; both models see the same 6 training donors per fold."""
+    adata = load_cohort(real_data(KANG), patient_key="patient", cell_type_key="cell_type")
+    adata.layers[keys.COUNTS] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    types = adata.obs["cell_type"].astype(str).to_numpy()
+    patients = adata.obs["patient"].astype(str).to_numpy()
+    gmvae_scores, reference_scores = [], []
+    for fold in KANG_FOLDS:
+        test = np.isin(patients, fold)
+        reference = LogisticRegression(class_weight="balanced", max_iter=1000).fit(adata.X[~test], types[~test])
+        reference_scores.append(balanced_accuracy_score(types[test], reference.predict(adata.X[test])))
+        GMVAE(adata, use_highly_variable=False).fit(tmp_path / fold[0], held_out_patients=fold, epochs=20,
+                                                    log=None)
+        called = adata.obs[keys.GMVAE_CELL_TYPE].astype(str).to_numpy()[test]
+        gmvae_scores.append(balanced_accuracy_score(types[test], called))
+    print(f"balanced accuracy per fold: GMVAE {np.round(gmvae_scores, 3)}, "
+          f"logistic regression {np.round(reference_scores, 3)}")
+    assert np.mean(gmvae_scores) >= np.mean(reference_scores), (gmvae_scores, reference_scores)
