@@ -71,6 +71,8 @@ class CSRBatches:
         ``seed=None`` keeps row order (prediction); an integer shuffles (training). Under DDP every rank passes the
         same ``n_batches`` so that all take the same number of steps.
         """
+        if self.n_rows == 0:  # a DDP rank may hold no validation cells
+            return
         n_batches = max(1, min(n_batches, self.n_rows))
         if self.placement == "resident":
             order = np.arange(self.n_rows) if seed is None else np.random.default_rng(seed).permutation(self.n_rows)
@@ -93,8 +95,6 @@ class CSRBatches:
     def _chunk(self, start: int, stop: int):
         """Device tensors ``(indptr from 0, indices, data)`` for rows ``start:stop`` (a copy is only queued)."""
         first, last = self.host_indptr[start], self.host_indptr[stop]
-        if self.placement == "resident":
-            return self.indptr[start:stop + 1] - first, self.indices[first:last], self.data[first:last]
         arrays = (self.indptr[start:stop + 1] - first, self.indices[first:last], self.data[first:last])
         if self._copy_stream is None:
             return arrays

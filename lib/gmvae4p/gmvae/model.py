@@ -24,7 +24,6 @@ from sklearn.metrics import balanced_accuracy_score
 
 from .. import keys
 from ..data import obs_column
-from ..data.atomic import atomic_path
 from . import train as training
 from .batches import CSRBatches
 from .config import ModuleConfig, TrainConfig
@@ -72,6 +71,7 @@ class GMVAE:
         self.cell_types = types.cat.remove_unused_categories().cat.categories.tolist()
         self.component_names = self.cell_types if supervised else [f"component {i}" for i in
                                                                    range(len(self.cell_types))]
+        self.train_config = TrainConfig(supervised=supervised)
         self.module: GMVAEModule | None = None
         self.history: list[dict] = []
         self.held_out_patients: list[str] = []
@@ -85,7 +85,7 @@ class GMVAE:
         training and give ``val_acc``. ``n_processes=None`` trains in this process; an integer starts torchrun with
         that many ranks. ``train_settings``: :class:`gmvae4p.gmvae.config.TrainConfig` fields.
         """
-        config = TrainConfig(supervised=self.supervised, **train_settings)
+        config = self.train_config = TrainConfig(supervised=self.supervised, **train_settings)
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         patients = self.adata.obs[obs_column(self.adata, "patient")].astype(str).to_numpy()
@@ -124,24 +124,22 @@ class GMVAE:
         reads)."""
         if self.module is None:
             raise RuntimeError("this GMVAE is not trained: call fit first.")
-        state = {"module": self.module.state_dict(), "module_config": dataclasses.asdict(self.module_config),
-                 "genes": self.genes, "component_names": self.component_names, "supervised": self.supervised,
-                 "history": self.history, "complete": True}
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        training.save_state(path, self.module, self.module_config, self.train_config, genes=self.genes,
+                            component_names=self.component_names, history=self.history, complete=True)
         return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, adata: ad.AnnData) -> GMVAE:
         """A trained GMVAE from :meth:`save` or a training folder's ``model.pt``, for embedding ``adata``."""
         state = torch.load(path, map_location="cpu", weights_only=True)
-        supervised = state.get("supervised", state.get("train_config", {}).get("supervised", True))
+        supervised = state["train_config"]["supervised"]
         missing = [g for g in state["genes"] if g not in adata.var_names]
         if missing:
             raise ValueError(f"adata lacks {len(missing)} of the model's {len(state['genes'])} genes "
                              f"(first: {missing[:3]}); embed data measured on the same genes.")
         model = cls(adata, supervised=supervised, **state["module_config"])
         model.genes, model.component_names = state["genes"], state["component_names"]
+        model.train_config = TrainConfig(**state["train_config"])
         model._load_module(path, state)
         return model
 
@@ -160,9 +158,8 @@ class GMVAE:
 
     def _components(self, adata: ad.AnnData) -> np.ndarray:
         """Index of each cell's annotated type among the components, −1 for a type the model does not know."""
-        types = adata.obs[obs_column(adata, "cell_type")].astype(str).to_numpy()
-        lookup = {name: i for i, name in enumerate(self.component_names)}
-        return np.array([lookup.get(t, UNLABELED) for t in types], dtype=np.int64)
+        types = adata.obs[obs_column(adata, "cell_type")].astype(str)
+        return pd.Categorical(types, categories=self.component_names).codes.astype(np.int64)  # −1: unknown
 
     def _write_keys(self, adata: ad.AnnData, z_mean, proba, zscore) -> None:
         adata.obsm[keys.X_GMVAE] = np.asarray(z_mean, dtype=np.float32)

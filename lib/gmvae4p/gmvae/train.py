@@ -52,8 +52,8 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
           on_epoch: Callable[[list[dict]], None] | None = None, seed: int = 0) -> list[dict]:
     """Train ``module`` on the rows of ``batches`` with component ``labels`` (−1: unknown); return per-epoch metrics.
 
-    ``validation``: held-out cells (other patients) and their labels, for ``val_acc``. ``seed`` fixes shuffling and
-    dropout per epoch. ``optimizer`` and ``history``
+    ``validation``: held-out cells (other patients) and their labels, for ``val_acc`` (under DDP every rank passes
+    it, possibly with no rows). ``seed`` fixes shuffling and dropout per epoch. ``optimizer`` and ``history``
     continue a run (their epochs are skipped); ``on_epoch(history)`` runs after each epoch (checkpointing).
     Under an initialized process group the module is wrapped in DDP and metrics are summed over ranks.
     """
@@ -137,7 +137,8 @@ def make_optimizer(module: GMVAEModule, config: TrainConfig) -> torch.optim.Opti
 def predict(module: GMVAEModule, batches: CSRBatches, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(q(y|x) logits, E[z|x])`` for every row of ``batches``, in row order (module left in eval mode)."""
     module.eval()
-    logits, means = [], []
+    logits = [torch.empty(0, module.prior_mean.shape[0], device=batches.device)]
+    means = [torch.empty(0, module.prior_mean.shape[1], device=batches.device)]
     with torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=batches.device.type == "cuda"):
         for _, x in batches.batches(math.ceil(batches.n_rows / batch_size)):
             logits_y, z_mean, _ = module.encode(x)
@@ -216,7 +217,8 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
         train_rows, val_rows = np.flatnonzero(~held_out), np.flatnonzero(held_out)
         train_batches = CSRBatches(shard.counts[train_rows], device=device, placement=config.placement)
         validation = None
-        if len(val_rows) and config.supervised and _any_rank(len(val_rows) > 0, device):
+        # every rank must agree, or the ranks' all-reduces would differ in size
+        if _any_rank(len(val_rows) > 0, device) and config.supervised:
             validation = (CSRBatches(shard.counts[val_rows], device=device, placement=config.placement),
                           components[torch.from_numpy(val_rows).to(device)])
         if rank == 0:
@@ -228,8 +230,9 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
 
         def save_checkpoint(history):
             if rank == 0:
-                _save(output_dir / CHECKPOINT, module, module_config, config, shard, history, complete=False,
-                      optimizer=optimizer)
+                save_state(output_dir / CHECKPOINT, module, module_config, config, genes=shard.genes,
+                           component_names=shard.component_names, history=history, complete=False,
+                           optimizer=optimizer)
 
         history = train(module, train_batches, components[torch.from_numpy(train_rows).to(device)], config=config,
                         validation=validation, log=log, optimizer=optimizer, history=history, on_epoch=save_checkpoint,
@@ -240,7 +243,8 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
         gathered = _gather_rows(torch.cat([result[k] for k in ("z_mean", "proba", "zscore")], 1), world_size)
         if rank == 0:
             _write_embedding(output_dir / EMBEDDING, gathered, trainset, module_config.latent_dim, shard)
-            _save(output_dir / MODEL, module, module_config, config, shard, history, complete=True)
+            save_state(output_dir / MODEL, module, module_config, config, genes=shard.genes,
+                       component_names=shard.component_names, history=history, complete=True)
             log(f"Wrote {output_dir / MODEL} and {output_dir / EMBEDDING}.")
         return history
     finally:
@@ -254,10 +258,13 @@ def module_kwargs(config: ModuleConfig) -> dict:
     return kwargs
 
 
-def _save(path: Path, module, module_config, config, shard, history, *, complete, optimizer=None) -> None:
+def save_state(path: str | os.PathLike, module: GMVAEModule, module_config: ModuleConfig, config: TrainConfig, *,
+               genes: list[str], component_names: list[str], history: list[dict], complete: bool,
+               optimizer: torch.optim.Optimizer | None = None) -> None:
+    """The one layout of every ``.pt`` file (checkpoint, ``model.pt``, ``GMVAE.save``), written atomically."""
     state = {"module": module.state_dict(), "module_config": dataclasses.asdict(module_config),
-             "train_config": dataclasses.asdict(config), "history": history, "genes": shard.genes,
-             "component_names": shard.component_names, "complete": complete}
+             "train_config": dataclasses.asdict(config), "history": history, "genes": genes,
+             "component_names": component_names, "complete": complete}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     with atomic_path(path) as tmp:

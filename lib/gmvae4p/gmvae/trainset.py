@@ -74,6 +74,8 @@ def shard_bounds(n_cells: int, rank: int, world_size: int) -> tuple[int, int]:
 
 def read_shard(path: str | os.PathLike, rank: int = 0, world_size: int = 1) -> Shard:
     """The rows of ``rank`` out of ``world_size`` (all rows by default), read without touching the others."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"training set {path} does not exist: GMVAE.fit writes it (write_trainset).")
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
             raise ValueError(f"{path} is not a gmvae4p training set (format {f.attrs.get('format')!r}).")
