@@ -1,10 +1,12 @@
 """GMVAE training speed and memory at lupus scale (torch + numpy + scipy + h5py only, for the device image).
 
 Synthetic counts with the lupus cohort's shape (834,096 cells × 24,205 genes, ~3.8 % non-zero, 8 types with
-type-specific gene means), so the measurement does not wait for the full simulator. Per likelihood: seconds per
-epoch (median over the epochs after the first), cells/s, peak GPU memory; peak host RSS of the process.
+type-specific gene means), so the measurement does not wait for the full simulator. Per likelihood, with and without
+``torch.compile``: seconds per epoch (median over the epochs after the first), cells/s, peak GPU memory; peak
+host RSS of the process. Optionally, in the same process, the seed-style reference path (dense host matrix,
+DataLoader, the seed's plain VAE) for a side-by-side ratio, and a kernel profile.
 
-    python bench/bench_gmvae.py --out results.json [--cells 834096 --genes 24205 --epochs 4]
+    python bench/bench_gmvae.py --out results.json [--epochs 4 --reference-steps 40 --profile zinb]
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from gmvae4p.gmvae.batches import CSRBatches  # noqa: E402
@@ -28,20 +33,116 @@ from gmvae4p.gmvae.module import GMVAEModule  # noqa: E402
 from gmvae4p.gmvae.train import train  # noqa: E402
 
 
-def synthetic_counts(n_cells: int, n_genes: int, n_types: int, nnz_per_cell: int, seed: int = 0):
-    """Each cell draws its non-zero genes from its type's gene distribution; values are 1 + Poisson(0.6)."""
-    rng = np.random.default_rng(seed)
-    types = rng.integers(0, n_types, n_cells)
-    type_genes = [rng.dirichlet(np.full(n_genes, 0.3)) for _ in range(n_types)]
-    indices = np.empty(n_cells * nnz_per_cell, dtype=np.int32)
+def synthetic_counts(n_cells: int, n_genes: int, n_types: int, nnz_per_cell: int, device: torch.device,
+                     seed: int = 0):
+    """Each cell draws its non-zero genes from its type's gene distribution; values are 1 + Poisson(0.6).
+    Drawn with torch on ``device`` (the GPU makes 767 million draws in seconds), returned as host CSR."""
+    generator = torch.Generator(device).manual_seed(seed)
+    types = torch.randint(0, n_types, (n_cells,), generator=generator, device=device)
+    gene_weights = torch.distributions.Dirichlet(torch.full((n_genes,), 0.3)).sample((n_types,)).to(device)
+    indices = torch.empty(n_cells, nnz_per_cell, dtype=torch.int32, device=device)
     for k in range(n_types):
-        cells = np.flatnonzero(types == k)
-        draws = rng.choice(n_genes, size=len(cells) * nnz_per_cell, p=type_genes[k]).astype(np.int32)
-        rows = (cells[:, None] * nnz_per_cell + np.arange(nnz_per_cell)).ravel()
-        indices[rows] = draws
-    data = (1 + rng.poisson(0.6, size=indices.size)).astype(np.float32)
-    indptr = np.arange(0, indices.size + 1, nnz_per_cell, dtype=np.int64)
-    return sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes)), types
+        cells = torch.nonzero(types == k).squeeze(1)
+        indices[cells] = torch.multinomial(gene_weights[k], len(cells) * nnz_per_cell, replacement=True,
+                                           generator=generator).view(len(cells), nnz_per_cell).int()
+    data = 1 + torch.poisson(torch.full((n_cells * nnz_per_cell,), 0.6, device=device), generator=generator)
+    indptr = np.arange(0, n_cells * nnz_per_cell + 1, nnz_per_cell, dtype=np.int64)
+    return (sp.csr_matrix((data.float().cpu().numpy(), indices.view(-1).cpu().numpy(), indptr),
+                          shape=(n_cells, n_genes)), types.cpu().numpy())
+
+
+class SeedVAE(nn.Module):
+    """The seed's "fast" model, for the reference path: encoder G→512→256→z with BatchNorm and Dropout, decoder
+    mirrored, a separate G→512→256→K classifier; MSE on log1p + 0.1·KL to the true type's learned prior + CE."""
+
+    def __init__(self, n_genes: int, n_types: int, latent_dim: int = 64):
+        super().__init__()
+
+        def mlp(sizes):
+            layers = []
+            for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+                layers += [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU(), nn.Dropout(0.1)]
+            return nn.Sequential(*layers)
+
+        self.encoder, self.head_z = mlp([n_genes, 512, 256]), nn.Linear(256, 2 * latent_dim)
+        self.decoder, self.head_x = mlp([latent_dim, 256, 512]), nn.Linear(512, n_genes)
+        self.classifier = nn.Sequential(mlp([n_genes, 512, 256]), nn.Linear(256, n_types))
+        self.prior_mean = nn.Parameter(torch.randn(n_types, latent_dim))
+        self.prior_log_var = nn.Parameter(torch.zeros(n_types, latent_dim))
+
+    def forward(self, x, y):
+        mean, log_var = self.head_z(self.encoder(x)).chunk(2, -1)
+        z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+        recon = ((self.head_x(self.decoder(z)) - x) ** 2).sum(-1)
+        prior_mean, prior_log_var = self.prior_mean[y], self.prior_log_var[y]
+        kl = 0.5 * (prior_log_var - log_var + (log_var.exp() + (mean - prior_mean) ** 2) / prior_log_var.exp()
+                    - 1).sum(-1)
+        ce = F.cross_entropy(self.classifier(x), y, reduction="none")
+        return (recon + 0.1 * kl + ce).mean()
+
+
+def reference_path(counts: sp.csr_matrix, types: np.ndarray, device: torch.device, *, batch_size: int,
+                   steps: int, warmup: int = 10) -> dict:
+    """The seed's data path and model, as it ran: a dense float32 host matrix of log1p-normalized counts,
+    TensorDataset + DataLoader(4 workers, pinned), fp32. Times ``steps`` steps after ``warmup`` and scales the
+    median step to an epoch. Uses as many rows as fit in 60 % of available host memory (a step's cost does not
+    depend on how many rows the matrix has)."""
+    available = _available_host_bytes()
+    n_rows = min(counts.shape[0], int(0.6 * available / (counts.shape[1] * 4)))
+    start = time.perf_counter()
+    dense = np.empty((n_rows, counts.shape[1]), dtype=np.float32)
+    for first in range(0, n_rows, 50_000):
+        part = counts[first:min(n_rows, first + 50_000)]
+        part = sp.diags(1e4 / np.maximum(part.sum(1).A1, 1)) @ part
+        part.data = np.log1p(part.data)
+        dense[first:first + part.shape[0]] = part.toarray()
+    dense_seconds = time.perf_counter() - start
+    loader = DataLoader(TensorDataset(torch.from_numpy(dense), torch.from_numpy(types[:n_rows]).long()),
+                        batch_size=batch_size, shuffle=True, num_workers=4, pin_memory=device.type == "cuda",
+                        drop_last=True)
+    torch.manual_seed(0)
+    model = SeedVAE(counts.shape[1], int(types.max()) + 1).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    times, last = [], None
+    for step, (x, y) in enumerate(loader):
+        loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if step >= warmup:
+            times.append(now - last)
+        last = now
+        if len(times) == steps:
+            break
+    step_seconds = statistics.median(times)
+    n_batches = -(-counts.shape[0] // batch_size)
+    return {"rows_in_dense_matrix": n_rows, "dense_gb": round(dense.nbytes / 2**30, 1),
+            "dense_build_seconds": round(dense_seconds, 1), "steps_timed": len(times),
+            "step_seconds_median": round(step_seconds, 4),
+            "seconds_per_epoch_from_median_step": round(step_seconds * n_batches, 3)}
+
+
+def _available_host_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/meminfo has no MemAvailable line")
+
+
+def profile_steps(counts: sp.csr_matrix, labels: torch.Tensor, device: torch.device, likelihood: str, *,
+                  batch_size: int, compiled: bool, rows: int = 100_000) -> str:
+    """The CUDA kernels of one epoch over the first ``rows`` cells, by total device time."""
+    batches = CSRBatches(counts[:rows], device=device, placement="resident")
+    module = GMVAEModule(counts.shape[1], 8, likelihood=likelihood)
+    config = TrainConfig(epochs=1, batch_size=batch_size, lr=2e-3, compile=compiled)
+    train(module, batches, labels[:rows], config=config, log=None)  # warm-up (and compilation)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                            torch.profiler.ProfilerActivity.CUDA]) as profiler:
+        train(module, batches, labels[:rows], config=config, log=None)
+    return profiler.key_averages().table(sort_by="cuda_time_total", row_limit=25)
 
 
 def main() -> None:
@@ -54,40 +155,61 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--likelihoods", default="mse,nb,zinb")
     parser.add_argument("--placements", default="resident")
+    parser.add_argument("--compile", default="off,on", help="TrainConfig.compile settings to run: off, on")
+    parser.add_argument("--reference-steps", type=int, default=0, help="time the seed-style path (0: skip)")
+    parser.add_argument("--profile", default="", help="likelihood to profile (eager and compiled), or empty")
     args = parser.parse_args()
+
+    def save(results):
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
-    counts, types = synthetic_counts(args.cells, args.genes, 8, int(args.density * args.genes))
+    counts, types = synthetic_counts(args.cells, args.genes, 8, int(args.density * args.genes), device)
     results = {"cells": args.cells, "genes": args.genes, "nnz": int(counts.nnz), "batch_size": args.batch_size,
                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "data_seconds": round(time.perf_counter() - start, 1), "runs": []}
+    print(json.dumps(results), flush=True)
     labels = torch.from_numpy(types).to(device)
     for placement in args.placements.split(","):
         batches = CSRBatches(counts, device=device, placement=placement)
         for likelihood in args.likelihoods.split(","):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            torch.manual_seed(0)
-            module = GMVAEModule(args.genes, 8, likelihood=likelihood)
-            history = train(module, batches, labels, config=TrainConfig(epochs=args.epochs,
-                            batch_size=args.batch_size, lr=2e-3), log=lambda line: print(line, flush=True))
-            seconds = [h["seconds"] for h in history[1:]]
-            run = {"placement": batches.placement, "likelihood": likelihood,
-                   "seconds_per_epoch_median": round(statistics.median(seconds), 3),
-                   "seconds_per_epoch": [round(s, 3) for s in seconds],
-                   "first_epoch_seconds": round(history[0]["seconds"], 3),
-                   "cells_per_s": round(args.cells / statistics.median(seconds)),
-                   "train_acc_last_epoch": round(history[-1]["acc"], 4),
-                   "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda"
-                   else None}
-            print(json.dumps(run), flush=True)
-            results["runs"].append(run)
-            del module
+            for compiled in args.compile.split(","):
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                torch.manual_seed(0)
+                module = GMVAEModule(args.genes, 8, likelihood=likelihood)
+                config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=2e-3,
+                                     compile=compiled == "on")
+                history = train(module, batches, labels, config=config, log=lambda line: print(line, flush=True))
+                seconds = [h["seconds"] for h in history[1:]]
+                run = {"placement": batches.placement, "likelihood": likelihood, "compiled": compiled == "on",
+                       "seconds_per_epoch_median": round(statistics.median(seconds), 3),
+                       "seconds_per_epoch": [round(s, 3) for s in seconds],
+                       "first_epoch_seconds": round(history[0]["seconds"], 3),
+                       "cells_per_s": round(args.cells / statistics.median(seconds)),
+                       "loss_last_epoch": round(history[-1]["loss"], 2),
+                       "train_acc_last_epoch": round(history[-1]["acc"], 4),
+                       "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                       if device.type == "cuda" else None}
+                print(json.dumps(run), flush=True)
+                results["runs"].append(run)
+                save(results)  # a run cut short by a time limit keeps what it measured
+                del module
         del batches
         if device.type == "cuda":
             torch.cuda.empty_cache()
     results["peak_host_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    if args.profile:
+        for compiled in args.compile.split(","):
+            results[f"profile_{args.profile}_compile_{compiled}"] = profile_steps(
+                counts, labels, device, args.profile, batch_size=args.batch_size, compiled=compiled == "on")
+            print(results[f"profile_{args.profile}_compile_{compiled}"], flush=True)
+    if args.reference_steps:
+        results["reference"] = reference_path(counts, types, device, batch_size=args.batch_size,
+                                              steps=args.reference_steps)
+        print(json.dumps(results["reference"]), flush=True)
+    save(results)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from gmvae4p.gmvae.module import UNLABELED, GMVAEModule
+from gmvae4p.gmvae.distributions import log_gaussian_unit, log_nb, log_zinb
+from gmvae4p.gmvae.module import UNLABELED, GMVAEModule, SparseCounts
 
 G, K, B = 50, 4, 16
 
@@ -80,3 +81,30 @@ def test_bad_arguments_are_refused():
         GMVAEModule(G, K, likelihood="poisson")
     with pytest.raises(ValueError, match="n_components must be at least 2"):
         GMVAEModule(G, 1)
+
+
+@pytest.mark.parametrize("likelihood", ["mse", "nb", "zinb"])
+def test_sparse_likelihood_equals_the_dense_elementwise_sum(likelihood):
+    """Zero-count sums over all genes plus the non-zero entries' gain = the textbook sum over every entry."""
+    torch.manual_seed(3)
+    module = GMVAEModule(G, K, latent_dim=4, hidden_dims=(16,), likelihood=likelihood).double().eval()
+    x = _counts().double()
+    x[2] = 0  # an empty cell
+    library = x.sum(-1, keepdim=True).clamp_min(1.0)
+    x_log1p = torch.log1p(x * module.target_sum / library)
+    assert module.width % 8 == 0 and module.width >= G  # gene-wide layers padded for tensor cores
+    _, z_mean, _ = module._encode(torch.nn.functional.pad(x_log1p, (0, module.width - G)))
+    hidden = module.decoder(z_mean)
+    out = module.head_x(hidden)[:, :G]
+    log_mu = torch.log_softmax(out, -1) + library.log()
+    expected = {"mse": lambda: log_gaussian_unit(x_log1p, out),
+                "nb": lambda: log_nb(x, log_mu, module.log_theta),
+                "zinb": lambda: log_zinb(x, log_mu, module.log_theta, module.head_zero(hidden)[:, :G])}[likelihood]()
+    torch.testing.assert_close(module(x)["recon"], -expected.sum(-1).mean())
+
+
+def test_sparse_counts_round_trip():
+    x = _counts()
+    sparse = SparseCounts.from_dense(x)
+    assert len(sparse.value) == int((x > 0).sum())
+    torch.testing.assert_close(sparse.to_dense(), x)

@@ -6,6 +6,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from gmvae4p.data import simulate_cohort
+from gmvae4p.gmvae import launch as launch_module
 from gmvae4p.gmvae import train as training
 from gmvae4p.gmvae.batches import CSRBatches
 from gmvae4p.gmvae.config import ModuleConfig, TrainConfig
@@ -46,6 +47,21 @@ def test_epoch_line_has_the_documented_fields():
 
 # The torchrun entry: one process vs two (gloo), resume, a killed rank.
 HELD_OUT = ["P001", "P002", "P003"]
+def test_compiled_step_trains_like_the_eager_one(cohort, monkeypatch):
+    """``compile=True`` changes kernels, not arithmetic: with eager random numbers the losses agree."""
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    types = torch.from_numpy(cohort.obs["ct_cov"].cat.codes.to_numpy().astype(np.int64))
+    batches = CSRBatches(cohort.counts[:1500])
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        module = GMVAEModule(cohort.counts.shape[1], 8, latent_dim=6, hidden_dims=(32,), likelihood="zinb")
+        history = train(module, batches, types[:1500], config=TrainConfig(epochs=2, batch_size=256,
+                                                                           compile=compiled), log=None)
+        losses[compiled] = [h["loss"] for h in history]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+
+
 SMALL = ModuleConfig(likelihood="nb", latent_dim=10, hidden_dims=[128, 64])
 
 
@@ -130,3 +146,18 @@ def test_a_killed_rank_fails_the_launch_with_its_error_and_nothing_is_marked_com
         launch(trainset, tmp_path, n_processes=2, device="cpu", log=kill_rank_one)
     assert not (tmp_path / training.MODEL).exists()
     assert not torch.load(tmp_path / training.CHECKPOINT, weights_only=True)["complete"]
+
+
+def test_a_rank_killed_by_a_signal_is_named_even_when_torchrun_blames_the_rank_it_left_stranded():
+    summary = "\n".join([
+        "=" * 60, "gmvae4p.gmvae.train FAILED", "-" * 60, "Failures:", "[1]:", "  time      : 2026-11-24_10:00:02",
+        "  rank      : 1 (local_rank: 1)", "  exitcode  : -9 (pid: 11)",
+        "  traceback : Signal 9 (SIGKILL) received by PID 11", "-" * 60, "Root Cause (first observed failure):",
+        "[0]:", "  time      : 2026-11-24_10:00:01", "  rank      : 0 (local_rank: 0)", "  exitcode  : 1 (pid: 10)",
+        "  traceback : RuntimeError: Connection closed by peer", "=" * 60])
+    message = launch_module._failure_message(1, {0: ["Epoch 1/5: loss=3"], 1: ["Epoch 1/5: loss=2"]}, summary)
+    assert message.startswith("GMVAE training failed on rank 1;") and "SIGKILL" in message
+    assert "Epoch 1/5: loss=2" in message and "Also failed: rank 0" in message
+    assert "Connection closed" not in message.split("(Also")[0]
+    without_signal = summary.replace("Signal 9 (SIGKILL) received by PID 11", "ValueError: bad")
+    assert launch_module._failure_message(1, {}, without_signal).startswith("GMVAE training failed on rank 0;")

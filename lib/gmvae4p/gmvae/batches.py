@@ -1,4 +1,4 @@
-"""Counts held as CSR tensors and densified on the compute device one batch at a time.
+"""Counts held as CSR tensors, cut into batches of rows on the compute device (as :class:`.module.SparseCounts`).
 
 Two placements. *Resident*: the CSR arrays live on the device (834k × 24k at 4 % non-zero is about 6 GB with
 float32 values and int32 column ids) and a batch is any set of rows. *Streamed*, for matrices that do not fit:
@@ -7,7 +7,7 @@ copied to the device asynchronously on a side stream while the previous one trai
 streamed batch therefore mixes rows of one chunk only: write rows in random order (:mod:`.trainset` does).
 
 Batches are planned on the host from the host copy of ``indptr`` (row order, each batch's non-zero count), so
-densifying on the device needs no host synchronization. No DataLoader, no per-row Python.
+gathering a batch's entries on the device needs no host synchronization. No DataLoader, no per-row Python.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import scipy.sparse as sp
 import torch
 
 from .config import PLACEMENTS
+from .module import SparseCounts
 
 CHUNK_BATCHES = 8
 """Batches per streamed chunk: large enough to hide the copy, small enough that a chunk is cheap to hold twice."""
 
 
 class CSRBatches:
-    """Rows of a CSR count matrix, densified per batch on ``device``.
+    """Rows of a CSR count matrix, served in batches on ``device``.
 
     Parameters
     ----------
@@ -64,9 +65,8 @@ class CSRBatches:
         """Bytes of the CSR arrays (on the device when resident)."""
         return sum(t.numel() * t.element_size() for t in (self.indptr, self.indices, self.data))
 
-    def batches(self, n_batches: int, *, seed: int | None = None,
-                dtype: torch.dtype = torch.float32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``n_batches`` batches covering every row once: ``(row ids on the device, dense counts)``.
+    def batches(self, n_batches: int, *, seed: int | None = None) -> Iterator[tuple[torch.Tensor, SparseCounts]]:
+        """``n_batches`` batches covering every row once: ``(row ids on the device, their counts)``.
 
         ``seed=None`` keeps row order (prediction); an integer shuffles (training). Under DDP every rank passes the
         same ``n_batches`` so that all take the same number of steps.
@@ -76,7 +76,7 @@ class CSRBatches:
         n_batches = max(1, min(n_batches, self.n_rows))
         if self.placement == "resident":
             order = np.arange(self.n_rows) if seed is None else np.random.default_rng(seed).permutation(self.n_rows)
-            yield from self._chunk_batches(0, self._chunk(0, self.n_rows), order, n_batches, dtype)
+            yield from self._chunk_batches(0, self._chunk(0, self.n_rows), order, n_batches)
             return
         rng = None if seed is None else np.random.default_rng(seed)
         n_chunks = -(-n_batches // CHUNK_BATCHES)
@@ -90,7 +90,7 @@ class CSRBatches:
                 ahead = self._chunk(bounds[chunk_order[i + 1]], bounds[chunk_order[i + 1] + 1])
             start, stop = bounds[c], bounds[c + 1]
             order = np.arange(stop - start) if rng is None else rng.permutation(stop - start)
-            yield from self._chunk_batches(start, self._ready(current), order, len(split[i]), dtype)
+            yield from self._chunk_batches(start, self._ready(current), order, len(split[i]))
 
     def _chunk(self, start: int, stop: int):
         """Device tensors ``(indptr from 0, indices, data)`` for rows ``start:stop`` (a copy is only queued)."""
@@ -109,26 +109,24 @@ class CSRBatches:
                 t.record_stream(current)
         return chunk
 
-    def _chunk_batches(self, start: int, chunk, order: np.ndarray, n_batches: int, dtype: torch.dtype):
+    def _chunk_batches(self, start: int, chunk, order: np.ndarray, n_batches: int):
         indptr, indices, data = chunk
         host_lengths = np.diff(self.host_indptr[start:start + len(order) + 1])[order]
         device_order = torch.from_numpy(order).to(self.device, non_blocking=True)
         for part in np.array_split(np.arange(len(order)), n_batches):
             local = device_order[part[0]:part[-1] + 1]
             nnz = int(host_lengths[part[0]:part[-1] + 1].sum())
-            yield local + start, _densify(indptr, indices, data, local, nnz, self.n_genes, dtype)
+            yield local + start, _select_rows(indptr, indices, data, local, nnz, self.n_genes)
 
 
-def _densify(indptr, indices, data, rows, nnz, n_genes, dtype):
-    """Rows ``rows`` of the CSR ``(indptr, indices, data)`` as a dense tensor; ``nnz`` known from the host plan."""
+def _select_rows(indptr, indices, data, rows, nnz, n_genes) -> SparseCounts:
+    """Rows ``rows`` of the CSR ``(indptr, indices, data)``; ``nnz`` is known from the host plan (no sync)."""
     starts = indptr[rows]
     lengths = indptr[rows + 1] - starts
     entry_row = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), lengths, output_size=nnz)
     first_entry = torch.cumsum(lengths, 0) - lengths
     position = torch.arange(nnz, device=rows.device) - first_entry[entry_row] + starts[entry_row]
-    out = torch.zeros(len(rows), n_genes, dtype=dtype, device=rows.device)
-    out[entry_row, indices[position]] = data[position].to(dtype)
-    return out
+    return SparseCounts(entry_row, indices[position].long(), data[position], (len(rows), n_genes))
 
 
 def _too_large(device: torch.device, *arrays: torch.Tensor) -> bool:

@@ -2,8 +2,7 @@
 
 The command is an argument list (no shell). torchrun prefixes every line of a worker with its local rank
 (``--tee 3``); rank 0's lines are passed on, torchrun's own lines are kept only for the error. When any rank fails,
-:class:`TrainingFailed` names the rank torchrun saw fail first and quotes its last lines and torchrun's account
-of it; the entry writes ``model.pt`` only after a complete run, so no output is marked complete.
+:class:`TrainingFailed` names the rank that failed first and quotes its last lines and torchrun's account of it; the entry writes ``model.pt`` only after a complete run, so no output is marked complete.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from collections.abc import Callable
 
 TAIL_LINES = 25
 _RANK_PREFIX = re.compile(r"^\[default(\d+)\]:(.*)$")
-_ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+) \(local_rank: (\d+)\)(.*?)(?:={20,}|\Z)", re.S)
+_FAILURE = re.compile(r"rank\s*:\s*(\d+) \(local_rank: (\d+)\)(.*?)(?=\n\s*\[\d+\]:|[=-]{20,}|\Z)", re.S)
 
 
 class TrainingFailed(RuntimeError):
@@ -62,11 +61,22 @@ def launch(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, n_proc
 
 
 def _failure_message(returncode: int, rank_tail: dict, launcher_output: str) -> str:
-    cause = _ROOT_CAUSE.search(launcher_output)
-    if cause is None:  # torchrun itself failed before or around its workers
+    failures = [(int(m[1]), int(m[2]), m[3].strip()) for m in _FAILURE.finditer(launcher_output)]
+    if not failures:  # torchrun itself failed before or around its workers
         tail = "\n".join(launcher_output.splitlines()[-TAIL_LINES:])
         return f"GMVAE training failed (torchrun exit code {returncode}):\n{tail}"
-    rank, local_rank, account = int(cause[1]), int(cause[2]), cause[3].strip()
+    # A rank killed by a signal is the cause when others then fail at a collective; torchrun's "root cause" orders
+    # by timestamps and may name one of the latter.
+    signalled = [f for f in failures if "Signal" in f[2]]
+    rank, local_rank, account = (signalled or [f for f in failures if f[0] == _root_cause(launcher_output)]
+                                 or failures)[0]
     last = "\n".join(rank_tail.get(local_rank, [])) or "(no output)"
+    others = sorted({f[0] for f in failures} - {rank})
     return (f"GMVAE training failed on rank {rank}; torchrun reports:\n{account}\n"
-            f"Last lines of rank {rank}:\n{last}")
+            f"Last lines of rank {rank}:\n{last}" + (f"\n(Also failed: rank {', '.join(map(str, others))}.)"
+                                                    if others else ""))
+
+
+def _root_cause(launcher_output: str) -> int | None:
+    match = re.search(r"Root Cause.*?rank\s*:\s*(\d+)", launcher_output, re.S)
+    return int(match[1]) if match else None

@@ -7,18 +7,63 @@ cell-type call) and a Gaussian q(z|x) head. A cell with a label (≥ 0) takes KL
 ``ce_weight`` × cross-entropy of q(y|x); a cell without one (label −1) takes the q(y|x)-weighted KL over components
 plus KL(q(y|x) ‖ π). K enters only through K × latent_dim arithmetic: the decoder runs once per cell.
 Every term is summed over genes or latent dimensions per cell and averaged over cells.
+
+Counts come as :class:`SparseCounts` (coordinates of the non-zero entries). The encoder's input is densified once, in
+the autocast dtype; the likelihood is the per-cell sum of what every gene contributes at a zero count (from decoder
+outputs alone) plus what each non-zero entry adds (see :mod:`.distributions`). The first part is the only per-gene
+element-wise arithmetic left (``TrainConfig.compile`` fuses it, with the rest of the step).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import LIKELIHOODS
-from .distributions import log_gaussian_unit, log_nb, log_zinb
+from .distributions import log_gaussian_unit, log_nb_count_gain, log_nb_zero, log_zinb_nonzero, log_zinb_zero
 
 UNLABELED = -1
+
+
+class SparseCounts(NamedTuple):
+    """A batch of count rows by its non-zero entries: ``counts[row[i], col[i]] = value[i]`` in a ``shape`` matrix."""
+
+    row: torch.Tensor
+    col: torch.Tensor
+    value: torch.Tensor
+    shape: tuple[int, int]
+
+    @classmethod
+    def from_dense(cls, counts: torch.Tensor) -> SparseCounts:
+        row, col = counts.nonzero(as_tuple=True)
+        return cls(row, col, counts[row, col], tuple(counts.shape))
+
+    def flat_index(self, n_columns: int | None = None) -> torch.Tensor:
+        """Positions of the entries in the flattened matrix, rows ``n_columns`` wide (default: ``shape[1]``)."""
+        return self.row * (n_columns or self.shape[1]) + self.col
+
+    def to_dense(self, dtype: torch.dtype = torch.float32, values: torch.Tensor | None = None, *,
+                 n_columns: int | None = None) -> torch.Tensor:
+        """The dense matrix, with ``values`` (default: the counts) at the non-zero entries; ``n_columns`` pads it."""
+        n_columns = n_columns or self.shape[1]
+        dense = torch.zeros(self.shape[0] * n_columns, dtype=dtype, device=self.value.device)
+        dense[self.flat_index(n_columns)] = (self.value if values is None else values).to(dtype)
+        return dense.view(self.shape[0], n_columns)
+
+
+def zero_count_sums(likelihood: str, out: torch.Tensor, zero_logits: torch.Tensor | None, log_library: torch.Tensor,
+                    log_theta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per cell, the log-likelihood summed over genes as if every count were zero, and (nb, zinb) the log-softmax
+    normaliser of the decoder output."""
+    if likelihood == "mse":
+        return log_gaussian_unit(torch.zeros_like(out), out).sum(-1), None
+    log_norm = torch.logsumexp(out.float(), -1, keepdim=True)
+    log_mu = out.float() - log_norm + log_library
+    zero = log_nb_zero(log_mu, log_theta) if likelihood == "nb" else log_zinb_zero(log_mu, log_theta, zero_logits)
+    return zero.sum(-1), log_norm
 
 
 def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
@@ -51,44 +96,68 @@ class GMVAEModule(nn.Module):
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, not {likelihood!r}.")
         if n_components < 2:
             raise ValueError(f"n_components must be at least 2, not {n_components}.")
-        self.likelihood, self.target_sum = likelihood, target_sum
-        self.encoder = _mlp([n_genes, *hidden_dims], dropout)
+        self.likelihood, self.target_sum, self.n_genes = likelihood, target_sum, n_genes
+        # Gene-wide layers are padded to a multiple of 8 columns: rows of 16 bytes in bf16 let cuBLAS use its
+        # tensor-core kernels (at 24,205 genes it fell back to kernels 5× slower). Padded inputs are zero and
+        # padded outputs are never read.
+        self.width = -(-n_genes // 8) * 8
+        self.encoder = _mlp([self.width, *hidden_dims], dropout)
         self.head_y = nn.Linear(hidden_dims[-1], n_components)
         self.head_z = nn.Linear(hidden_dims[-1], 2 * latent_dim)
         self.decoder = _mlp([latent_dim, *reversed(hidden_dims)], dropout)
-        self.head_x = nn.Linear(hidden_dims[0], n_genes)
-        self.head_zero = nn.Linear(hidden_dims[0], n_genes) if likelihood == "zinb" else None
+        self.head_x = nn.Linear(hidden_dims[0], self.width)
+        self.head_zero = nn.Linear(hidden_dims[0], self.width) if likelihood == "zinb" else None
         self.log_theta = nn.Parameter(torch.zeros(n_genes)) if likelihood != "mse" else None
         self.prior_mean = nn.Parameter(torch.randn(n_components, latent_dim))
         self.prior_log_var = nn.Parameter(torch.zeros(n_components, latent_dim))
         self.prior_logits = nn.Parameter(torch.zeros(n_components))
 
-    def normalized_log1p(self, counts: torch.Tensor) -> torch.Tensor:
-        return self._normalized_log1p(counts, counts.sum(-1, keepdim=True).clamp_min(1.0))
+    def encode(self, counts: SparseCounts | torch.Tensor):
+        """``(logits of q(y|x), mean of q(z|x), log variance of q(z|x))``; ``counts`` sparse or a dense tensor."""
+        counts = _as_sparse(counts)
+        return self._encode(self._input(counts, self._normalized_log1p(counts, _library(counts))))
 
-    def encode(self, counts: torch.Tensor):
-        """``(logits of q(y|x), mean of q(z|x), log variance of q(z|x))``."""
-        return self._encode(self.normalized_log1p(counts))
+    def _normalized_log1p(self, counts: SparseCounts, library: torch.Tensor) -> torch.Tensor:
+        """log1p of the non-zero counts scaled to ``target_sum`` per cell."""
+        return torch.log1p(counts.value * (self.target_sum / library.index_select(0, counts.row)))
 
-    def _normalized_log1p(self, counts: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
-        return torch.log1p(counts * (self.target_sum / library))
+    def _input(self, counts: SparseCounts, log1p_values: torch.Tensor) -> torch.Tensor:
+        """The dense encoder input, made directly in the autocast dtype (no float32 copy to cast)."""
+        device = counts.value.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.prior_mean.dtype
+        return counts.to_dense(dtype, log1p_values, n_columns=self.width)
 
     def _encode(self, x_log1p: torch.Tensor):
         hidden = self.encoder(x_log1p)
         z_mean, z_log_var = self.head_z(hidden).chunk(2, dim=-1)
         return self.head_y(hidden), z_mean, z_log_var.clamp(-12.0, 8.0)
 
-    def _log_likelihood(self, counts: torch.Tensor, x_log1p: torch.Tensor, library: torch.Tensor,
+    def _log_likelihood(self, counts: SparseCounts, log1p_values: torch.Tensor, library: torch.Tensor,
                         z: torch.Tensor) -> torch.Tensor:
-        """log p(x | z) per cell, summed over genes (library and log1p input computed once per batch by forward)."""
+        """log p(x | z) per cell, summed over genes: zero-count sums over all genes plus the non-zero entries' gain."""
         hidden = self.decoder(z)
         out = self.head_x(hidden)
+        zero_logits = self.head_zero(hidden) if self.head_zero is not None else None
+        log_library = library.log()[:, None]
+        genes = slice(0, self.n_genes)
+        zero_sums, log_norm = zero_count_sums(self.likelihood, out[:, genes],
+                                                    None if zero_logits is None else zero_logits[:, genes],
+                                                    log_library, self.log_theta)
+        # index_select, not advanced indexing: its backward is an atomic index_add, not a sort
+        flat, row = counts.flat_index(self.width), counts.row
+        out_at = out.reshape(-1).index_select(0, flat).float()
         if self.likelihood == "mse":
-            return log_gaussian_unit(x_log1p, out).sum(-1)
-        log_mu = F.log_softmax(out.float(), dim=-1) + library.log()
-        if self.likelihood == "nb":
-            return log_nb(counts, log_mu, self.log_theta).sum(-1)
-        return log_zinb(counts, log_mu, self.log_theta, self.head_zero(hidden)).sum(-1)
+            gain = log_gaussian_unit(log1p_values, out_at) - log_gaussian_unit(torch.zeros_like(out_at), out_at)
+        else:
+            log_mu = out_at + (log_library - log_norm)[:, 0].index_select(0, row)
+            log_theta = self.log_theta.index_select(0, counts.col)
+            if self.likelihood == "nb":
+                gain = log_nb_count_gain(counts.value, log_mu, log_theta)
+            else:
+                zero_logits_at = zero_logits.reshape(-1).index_select(0, flat)
+                gain = (log_zinb_nonzero(counts.value, log_mu, log_theta, zero_logits_at)
+                        - log_zinb_zero(log_mu, log_theta, zero_logits_at))
+        return zero_sums.index_add(0, row, gain.to(zero_sums.dtype))
 
     def kl_to_components(self, z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
         """KL(q(z|x) ‖ N(μ_k, σ_k²)) for every cell and component, summed over latent dimensions: (cells, K)."""
@@ -97,22 +166,23 @@ class GMVAEModule(nn.Module):
         return 0.5 * (prior_log_var - z_log_var
                       + (z_log_var.exp() + (z_mean - self.prior_mean[None]) ** 2) / prior_log_var.exp() - 1).sum(-1)
 
-    def forward(self, counts: torch.Tensor, labels: torch.Tensor | None = None, *, kl_weight: float = 1.0,
+    def forward(self, counts: SparseCounts | torch.Tensor, labels: torch.Tensor | None = None, *, kl_weight: float = 1.0,
                 ce_weight: float = 1.0, class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Loss terms averaged over cells, plus the q(y|x) logits.
 
         ``labels``: component index per cell, −1 where unknown; None means no cell is labelled.
         ``class_weights``: per-component factor on the cross-entropy (rare types weigh more), default 1.
         """
-        library = counts.sum(-1, keepdim=True).clamp_min(1.0)
-        x_log1p = self._normalized_log1p(counts, library)
-        logits_y, z_mean, z_log_var = self._encode(x_log1p)
+        counts = _as_sparse(counts)
+        library = _library(counts)
+        log1p_values = self._normalized_log1p(counts, library)
+        logits_y, z_mean, z_log_var = self._encode(self._input(counts, log1p_values))
         z = z_mean + torch.randn_like(z_mean) * (0.5 * z_log_var).exp() if self.training else z_mean
-        recon = -self._log_likelihood(counts, x_log1p, library, z)
+        recon = -self._log_likelihood(counts, log1p_values, library, z)
         kl_all = self.kl_to_components(z_mean, z_log_var)
         log_q_y = F.log_softmax(logits_y.float(), dim=-1)
         if labels is None:
-            labels = torch.full(counts.shape[:1], UNLABELED, dtype=torch.long, device=counts.device)
+            labels = torch.full(counts.shape[:1], UNLABELED, dtype=torch.long, device=counts.value.device)
         labeled = labels >= 0
         safe = labels.clamp_min(0)
         kl_labeled = kl_all.gather(1, safe[:, None]).squeeze(1)
@@ -131,3 +201,13 @@ class GMVAEModule(nn.Module):
         """(E[z|x] − μ_k) / σ_k for each cell's component k: what is left after removing cell identity."""
         return (z_mean.float() - self.prior_mean[component]) * torch.exp(-0.5 * self.prior_log_var[component])
 
+
+
+def _as_sparse(counts: SparseCounts | torch.Tensor) -> SparseCounts:
+    return counts if isinstance(counts, SparseCounts) else SparseCounts.from_dense(counts)
+
+
+def _library(counts: SparseCounts) -> torch.Tensor:
+    """Total counts per cell (at least 1, so that an empty cell does not divide by zero)."""
+    total = counts.value.new_zeros(counts.shape[0]).index_add_(0, counts.row, counts.value)
+    return total.clamp_min(1.0)

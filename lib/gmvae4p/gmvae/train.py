@@ -63,8 +63,8 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
     rank = dist.get_rank() if distributed else 0
     stepper = torch.nn.parallel.DistributedDataParallel(
         module, device_ids=[device] if device.type == "cuda" else None) if distributed else module
-    if config.compile:
-        stepper = torch.compile(stepper)
+    if config.compile:  # shapes vary with each batch's non-zero count: compile for dynamic shapes at once
+        stepper = torch.compile(stepper, dynamic=True)
     optimizer = optimizer or make_optimizer(module, config)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     history = list(history or [])
@@ -79,12 +79,12 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
         start = time.perf_counter()
         torch.manual_seed(_epoch_seed(seed, epoch, rank))
         sums = torch.zeros(len(TERMS) + 2, device=device)  # terms × cells, correct calls, labelled cells
+        kl_weights = _kl_weights(epoch, n_batches, config.kl_warmup_epochs, device)
         for step, (rows, x) in enumerate(batches.batches(n_batches, seed=_epoch_seed(seed, epoch, rank))):
-            kl_weight = min(1.0, (epoch + step / n_batches) / config.kl_warmup_epochs) \
-                if config.kl_warmup_epochs > 0 else 1.0
             y = labels[rows] if config.supervised else torch.full_like(rows, UNLABELED)
             with autocast:
-                out = stepper(x, y, kl_weight=kl_weight, ce_weight=config.ce_weight, class_weights=class_weights)
+                out = stepper(x, y, kl_weight=kl_weights[step], ce_weight=config.ce_weight,
+                              class_weights=class_weights)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
@@ -117,6 +117,13 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
     return history
 
 
+def _kl_weights(epoch: int, n_batches: int, warmup_epochs: float, device) -> torch.Tensor:
+    """The KL weight of each step of an epoch (linear warm-up to 1), as one device tensor: a compiled step takes
+    it as data, where a Python float would be a new constant every step."""
+    progress = epoch + torch.arange(n_batches, device=device, dtype=torch.float32) / n_batches
+    return (progress / warmup_epochs).clamp(max=1.0) if warmup_epochs > 0 else torch.ones_like(progress)
+
+
 def _class_weights(labels: torch.Tensor, n_components: int, distributed: bool) -> torch.Tensor:
     """n / (types present × n_k) for each component k seen in training (1 for unseen ones): the mean weight per
     labelled cell is 1, so ``ce_weight`` keeps its scale."""
@@ -130,7 +137,9 @@ def _class_weights(labels: torch.Tensor, n_components: int, distributed: bool) -
 
 
 def make_optimizer(module: GMVAEModule, config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    """AdamW; on CUDA the fused kernel (one launch for all parameters instead of a few per tensor)."""
+    return torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                             fused=module.prior_mean.is_cuda)
 
 
 @torch.no_grad()
