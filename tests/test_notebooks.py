@@ -51,6 +51,16 @@ def test_chain_writes_notebooks_artifacts_and_run_record(ci_run):
     assert adata.uns[keys.UNS]["columns"]["patient"] == "ind_cov"
 
 
+def test_pseudobulk_stage_writes_samples_with_every_modality_and_its_figures(ci_run):
+    samples = ad.read_h5ad(ci_run / "data" / "pseudobulk.h5ad")
+    assert (samples.obs[keys.KIND] == "mixture").sum() == 12 * 4 and (samples.obs[keys.KIND] == "whole").sum() == 12
+    assert (samples.obs.loc[samples.obs[keys.KIND] == "mixture", "n_cells"] == 100).all()
+    assert samples.obsm[keys.COMMUNICATION].shape[1] > 0  # the simulator names genes after liana's pairs
+    for name in ("03_unit_composition", "03_state_heatmap", "03_top_communication"):
+        for suffix in ("png", "pdf", "csv"):
+            assert (ci_run / "figures" / f"{name}.{suffix}").stat().st_size > 0
+
+
 def test_nbval_reexecutes_the_chain_notebooks_to_the_same_checked_outputs(ci_run):
     result = _nbval(*sorted((ci_run / "notebooks").glob("*.ipynb")))
     assert result.returncode == 0, result.stdout[-3000:]

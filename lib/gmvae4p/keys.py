@@ -41,3 +41,19 @@ GMVAE_HELD_OUT = "gmvae_held_out"
 """``adata.obs[GMVAE_HELD_OUT]``: the cell's patient was held out of GMVAE training (validation)."""
 UNS_GMVAE = "gmvae"
 """``adata.uns[UNS_GMVAE]``: settings, components, genes, held-out patients, per-epoch history, metrics."""
+
+# Written by the pseudobulk stage (stage 03, :func:`gmvae4p.modalities.make_pseudobulk`), on an AnnData of samples.
+KIND = "kind"
+"""``obs[KIND]``: ``mixture`` (a random cell-type mixture) or ``whole`` (all of a unit's cells, for bulk deployment)."""
+PROPORTIONS = "proportions"
+"""``obsm[PROPORTIONS]``: the sample's realized cell-type fractions (a DataFrame, one column per cell type)."""
+COMPOSITION = "composition"
+"""``obsm[COMPOSITION]``: the unit's true cell-type fractions over all its cells."""
+STATES = "states"
+"""``obsm[STATES]``: per cell type, the mean GMVAE z-score of the drawn cells (NaN where a type was not drawn);
+feature names in ``uns[UNS_PSEUDOBULK]["state_features"]``."""
+COMMUNICATION = "communication"
+"""``obsm[COMMUNICATION]``: ligand–receptor scores per (pair, sender, receiver), all of them (selection happens
+inside cross-validation); names in ``uns[UNS_PSEUDOBULK]["communication_features"]``."""
+UNS_PSEUDOBULK = "pseudobulk"
+"""``uns[UNS_PSEUDOBULK]``: settings, cell-type order, feature names."""

@@ -8,6 +8,8 @@ from pathlib import Path
 PREPROCESSED = "preprocessed.h5ad"
 GMVAE_CELLS = "gmvae.h5ad"
 """The preprocessed cells with the GMVAE's embedding keys (stage 02)."""
+PSEUDOBULK = "pseudobulk.h5ad"
+"""Pseudobulk samples and their modalities (stage 03)."""
 RUN_RECORD = "run.json"
 
 
@@ -27,6 +29,7 @@ class RunLayout:
     run_record = property(lambda self: self.root / RUN_RECORD)
     preprocessed = property(lambda self: self.data / PREPROCESSED)
     gmvae_cells = property(lambda self: self.data / GMVAE_CELLS)
+    pseudobulk = property(lambda self: self.data / PSEUDOBULK)
     gmvae = property(lambda self: self.models / "gmvae")
     """Training set, settings, checkpoint, ``model.pt`` and ``embedding.h5`` of the GMVAE."""
 

@@ -66,6 +66,7 @@ class SimulateSection:
     dispersion: float = 3.0
     zero_inflation: float = 0.0
     low_quality_fraction: float = 0.02
+    n_ligand_receptor_genes: int = 200
 
 
 @dataclasses.dataclass
@@ -104,11 +105,35 @@ class GMVAESection(TrainConfig, ModuleConfig):
             raise ValueError(f"n_processes must be at least 1 or null, not {self.n_processes!r}.")
 
 
+@dataclasses.dataclass
+class PseudobulkSection:
+    """TAPE-style pseudobulk samples and their modalities (stage 03, :func:`gmvae4p.modalities.make_pseudobulk`)."""
+
+    n_samples: int = 10
+    """Random cell-type mixtures per unit (plus one whole-unit sample)."""
+    n_cells: int = 500
+    """Cells per mixture, drawn with replacement from the unit's own cells."""
+    sparse_prob: float = 0.5
+    """``int(K · sparse_prob)`` of a unit's K cell types are left out of each mixture (never all)."""
+    resource: str = "consensus"
+    """liana's ligand–receptor resource for the communication modality."""
+    n_top_interactions: int = 500
+    """Communication features kept by the classifier: the most variable over each fold's training units."""
+
+    def __post_init__(self):
+        for name in ("n_samples", "n_cells", "n_top_interactions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}.")
+        if not 0 <= self.sparse_prob < 1:
+            raise ValueError(f"sparse_prob must be in [0, 1), not {self.sparse_prob!r}.")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataSection,
     "simulate": SimulateSection,
     "preprocess": PreprocessSection,
     "gmvae": GMVAESection,
+    "pseudobulk": PseudobulkSection,
 }
 TOP_LEVEL: dict[str, type] = {"run_name": str, "seed": int}
 

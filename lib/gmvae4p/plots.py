@@ -145,6 +145,91 @@ def latent_umap(adata: ad.AnnData, *, color: list[str], seed: int = 0):
     return fig, data
 
 
+def unit_composition(samples: ad.AnnData):
+    """Stacked bars of each unit's true cell-type composition (its whole-unit sample), units grouped by label."""
+    whole = samples.obs[keys.KIND] == "whole"
+    data = samples.obsm[keys.COMPOSITION][whole.to_numpy()].copy()
+    data.index = samples.obs.loc[whole, "unit"].astype(str).to_numpy()
+    labels = samples.obs.loc[whole, "label"].astype(str).to_numpy() if "label" in samples.obs else \
+        np.full(len(data), "all")
+    data.insert(0, "label", labels)
+    data = data.sort_values(["label", *data.columns[1:2]])
+    groups = list(dict.fromkeys(data["label"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(min(16, 2 + 0.12 * len(data)), 4), sharey=True,
+                             layout="constrained", width_ratios=[(data["label"] == g).sum() for g in groups],
+                             squeeze=False)
+    colors = plt.get_cmap("tab10" if data.shape[1] <= 11 else "tab20").colors
+    for ax, group in zip(axes[0], groups):
+        part = data[data["label"] == group].drop(columns="label")
+        bottom = np.zeros(len(part))
+        for k, cell_type in enumerate(part.columns):
+            ax.bar(np.arange(len(part)), part[cell_type], bottom=bottom, width=1.0, color=colors[k % len(colors)],
+                   label=cell_type)
+            bottom += part[cell_type].to_numpy()
+        ax.set(title=f"{group} ({len(part)} units)", xticks=[], xlim=(-0.5, len(part) - 0.5), xlabel="units")
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0][0].set_ylabel("fraction of the unit's cells")
+    axes[0][-1].legend(frameon=False, fontsize=8, bbox_to_anchor=(1.0, 1.0), loc="upper left")
+    fig.suptitle("Cell-type composition per unit")
+    return fig, data
+
+
+def state_heatmap(samples: ad.AnnData):
+    """Mean GMVAE z-score of each (cell type, latent dimension) over mixture samples, one column block per label:
+    where the labels' cell states differ."""
+    names = samples.uns[keys.UNS_PSEUDOBULK]["state_features"]
+    mixture = (samples.obs[keys.KIND] == "mixture").to_numpy()
+    values = pd.DataFrame(samples.obsm[keys.STATES][mixture], columns=names)
+    label = samples.obs.loc[mixture, "label"].astype(str).to_numpy() if "label" in samples.obs else \
+        np.full(mixture.sum(), "all")
+    means = values.groupby(label).mean().T  # features × labels (NaN, missing types, left out of each mean)
+    cell_type = means.index.str.split("|").str[0]
+    dims = means.index.str.split("|").str[1]
+    data = pd.concat({g: means[g].set_axis(pd.MultiIndex.from_arrays([cell_type, dims])).unstack()
+                      for g in means.columns}, axis=1)  # cell types × (label, dim)
+    data = data.reindex(list(dict.fromkeys(cell_type)))
+    limit = float(np.nanmax(np.abs(data.to_numpy()))) or 1.0
+    fig, ax = plt.subplots(figsize=(min(16, 3 + 0.18 * data.shape[1]), 1.2 + 0.35 * len(data)),
+                           layout="constrained")
+    image = ax.imshow(data.to_numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
+                      interpolation="nearest")
+    ax.set_yticks(np.arange(len(data)), data.index)
+    n_dims = len(data.columns) // len(means.columns)
+    ax.set_xticks([n_dims * (i + 0.5) - 0.5 for i in range(len(means.columns))], list(means.columns))
+    for i in range(1, len(means.columns)):
+        ax.axvline(n_dims * i - 0.5, color="k", lw=1)
+    ax.set_xlabel(f"label (each block: {n_dims} latent dimensions)")
+    fig.colorbar(image, ax=ax, label="mean z-score of drawn cells", shrink=0.8)
+    fig.suptitle("Cell-type states by label (mixture samples)")
+    data.columns = [f"{g}|{d}" for g, d in data.columns]
+    return fig, data
+
+
+def top_communication(samples: ad.AnnData, *, n_top: int = 20):
+    """The ``n_top`` ligand–receptor interactions with the highest mean score over mixture samples, per label."""
+    names = samples.uns[keys.UNS_PSEUDOBULK]["communication_features"]
+    mixture = (samples.obs[keys.KIND] == "mixture").to_numpy()
+    values = samples.obsm[keys.COMMUNICATION][mixture]
+    label = samples.obs.loc[mixture, "label"].astype(str).to_numpy() if "label" in samples.obs else \
+        np.full(mixture.sum(), "all")
+    overall = np.nanmean(values, axis=0) if len(names) else np.array([])
+    top = np.argsort(-np.nan_to_num(overall, nan=-np.inf))[:n_top]
+    data = pd.DataFrame({g: np.nanmean(values[label == g][:, top], axis=0) for g in dict.fromkeys(label)},
+                        index=[names[i] for i in top])
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * max(len(data), 1)), layout="constrained")
+    positions = np.arange(len(data))
+    width = 0.8 / max(len(data.columns), 1)
+    for i, group in enumerate(data.columns):
+        ax.barh(positions + i * width, data[group], height=width, label=group)
+    ax.set_yticks(positions + 0.4 - width / 2, data.index, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ligand × receptor mean log-CPM (sender → receiver)")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(frameon=False, fontsize=8)
+    fig.suptitle(f"Top {len(data)} of {len(names):,} ligand–receptor interactions (mixture samples)")
+    return fig, data
+
+
 def save_figure(fig, data: pd.DataFrame, folder: str | os.PathLike, name: str) -> list[Path]:
     """Write ``name.pdf``, ``name.png`` and the plotted data ``name.csv`` into ``folder``, each atomically."""
     folder = Path(folder)

@@ -91,6 +91,7 @@ def simulate_cohort(
     dispersion: float = 3.0,
     zero_inflation: float = 0.0,
     low_quality_fraction: float = 0.02,
+    n_ligand_receptor_genes: int = 200,
     seed: int = 0,
     n_threads: int | None = None,
 ) -> SimulatedCohort:
@@ -124,6 +125,10 @@ def simulate_cohort(
         Negative-binomial inverse dispersion (gene-wise, log-normal around this) and the zero-inflation probability.
     low_quality_fraction
         Cells with a high mitochondrial share and a small library, for QC to remove.
+    n_ligand_receptor_genes
+        About this many background genes are named after whole ligand–receptor pairs of liana's consensus resource
+        (:func:`~gmvae4p.data.ligand_receptor_genes`), so that the communication modality has pairs to score; their
+        expression is background like any other. 0 names none (and needs no liana).
     seed
         The result depends on the seed alone, not on ``n_threads``.
     n_threads
@@ -134,7 +139,7 @@ def simulate_cohort(
     _check_arguments(locals(), cell_types)
     rng = np.random.default_rng(seed)
 
-    genes = _gene_layout(cell_types, n_genes, n_marker_genes, n_disease_genes, rng)
+    genes = _gene_layout(cell_types, n_genes, n_marker_genes, n_disease_genes, n_ligand_receptor_genes, rng)
     n_disease = round(disease_fraction * n_patients)
     is_disease = rng.permutation(np.arange(n_patients) < n_disease)
     activity = rng.normal(is_disease.astype(float), activity_sd)
@@ -235,11 +240,19 @@ class _Genes:
     mito: np.ndarray
 
 
-def _gene_layout(cell_types, n_genes, n_marker_genes, n_disease_genes, rng) -> _Genes:
-    """Named markers, interferon and mitochondrial genes first, generic ``G00001`` … for the rest."""
+def _gene_layout(cell_types, n_genes, n_marker_genes, n_disease_genes, n_ligand_receptor_genes, rng) -> _Genes:
+    """Named markers, interferon and mitochondrial genes first, then ligand–receptor symbols, then generic
+    ``G00001`` … (the latter two are background genes alike: names do not change what is drawn)."""
     named = list(dict.fromkeys(g for t in cell_types for g in NAMED_MARKERS.get(t, ())))
     named += list(INTERFERON_GENES[:n_disease_genes]) + list(MITO_GENES)
-    names = np.array(named + [f"G{i:05d}" for i in range(1, n_genes - len(named) + 1)])
+    background = []
+    if n_ligand_receptor_genes:
+        from .ligand_receptor import ligand_receptor_genes  # reads liana's resource: only when asked for
+        taken = set(named)
+        background = [g for g in ligand_receptor_genes(n_ligand_receptor_genes + len(taken)) if g not in taken]
+        background = background[:max(0, min(n_ligand_receptor_genes, n_genes - len(named)))]
+    background += [f"G{i:05d}" for i in range(1, n_genes - len(named) - len(background) + 1)]
+    names = np.array(named + background)
     index = {g: i for i, g in enumerate(names)}
     generic = iter(rng.permutation(np.arange(len(named), n_genes)))
     disease = [index[g] for g in INTERFERON_GENES[:n_disease_genes]]
@@ -346,7 +359,7 @@ def _check_arguments(scope: dict, cell_types: list[str]) -> None:
         if not a[name] > 0:
             raise ValueError(f"simulate: {name} must be positive, not {a[name]!r}.")
     for name in ["activity_sd", "donor_effect_sd", "batch_effect_sd", "library_size_sd", "n_disease_genes",
-                 "effect_size", "n_marker_genes"]:
+                 "effect_size", "n_marker_genes", "n_ligand_receptor_genes"]:
         if a[name] < 0:
             raise ValueError(f"simulate: {name} must not be negative, not {a[name]!r}.")
     for name in ["zero_inflation", "low_quality_fraction"]:

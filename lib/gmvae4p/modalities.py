@@ -1,0 +1,108 @@
+"""Per-sample modalities beyond expression, each one more sparse product with a pseudobulk plan's weights.
+
+- **states**: for each cell type, the mean GMVAE z-score (``obsm["X_gmvae_zscore"]``, stage 02) of the sample's drawn
+  cells of that type: what a type's cells are doing once their identity is removed. A type with no drawn cells is
+  NaN (missing), not zero.
+- **communication**: for each ligand–receptor pair of liana's curated consensus resource (read from the installed
+  liana package; no network) whose genes the data has, and each sender and receiver type, the mean log-CPM of the
+  ligand in the sender's drawn cells times that of the receptor in the receiver's. A complex counts as its least
+  expressed subunit, as liana does. Selecting the most variable interactions must see training units only, so this
+  module returns the full matrix and :func:`most_variable` selects inside each cross-validation fold.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from . import keys
+from .data.ligand_receptor import ligand_receptor_table
+from .pseudobulk import MixturePlan, PseudobulkError, _check_settings, _counts, plan_mixtures, pseudobulk_counts, \
+    to_anndata, weighted_sums
+
+def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500, sparse_prob: float = 0.5,
+                    seed: int = 0, resource: str = "consensus", progress: bool = True) -> ad.AnnData:
+    """Stage 03 in one call: the plan (:func:`gmvae4p.pseudobulk.plan_mixtures`), pseudobulk counts, states and
+    communication, as one AnnData of samples (keys in :mod:`gmvae4p.keys`). Every input is checked first."""
+    _check_settings(n_samples=n_samples, n_cells=n_cells, sparse_prob=sparse_prob)
+    _counts(adata)
+    _zscore(adata)
+    pairs = ligand_receptor_pairs(adata.var_names, resource=resource)
+    plan = plan_mixtures(adata, n_samples=n_samples, n_cells=n_cells, sparse_prob=sparse_prob, seed=seed,
+                         progress=progress)
+    state_values, state_names = states(adata, plan)
+    communication_values, communication_names = communication(adata, plan, pairs)
+    return to_anndata(adata, plan, pseudobulk_counts(adata, plan),
+                      obsm={keys.STATES: state_values, keys.COMMUNICATION: communication_values},
+                      uns={"settings": {"n_samples": n_samples, "n_cells": n_cells, "sparse_prob": sparse_prob,
+                                        "seed": seed, "resource": resource},
+                           "state_features": state_names, "communication_features": communication_names,
+                           "ligand_receptor_pairs": pairs.to_dict(orient="list")})
+
+
+def states(adata: ad.AnnData, plan: MixturePlan) -> tuple[np.ndarray, list[str]]:
+    """Samples × (types · latent dims) mean z-scores per type, and the feature names ``"<type>|z<j>"``."""
+    zscore = _zscore(adata)
+    means = _means(plan, weighted_sums(plan, zscore, columns=np.arange(zscore.shape[1])))
+    names = [f"{t}|z{j}" for t in plan.cell_types for j in range(zscore.shape[1])]
+    return means.reshape(len(means), -1).astype(np.float32), names
+
+
+def ligand_receptor_pairs(genes, *, resource: str = "consensus") -> pd.DataFrame:
+    """Pairs of liana's ``resource`` whose every ligand and receptor subunit is among ``genes``: columns
+    ``ligand``, ``receptor`` (complexes as ``A_B``)."""
+    genes = set(genes)
+    pairs = ligand_receptor_table(resource)
+    present = pairs.map(lambda name: all(g in genes for g in name.split("_"))).all(axis=1)
+    return pairs[present].reset_index(drop=True)
+
+
+def communication(adata: ad.AnnData, plan: MixturePlan, pairs: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Samples × (pairs · senders · receivers) scores, and the names ``"<ligand>→<receptor>|<sender>→<receiver>"``.
+
+    Missing types make NaN scores, as in :func:`states`.
+    """
+    subunits = sorted({g for name in pd.concat([pairs["ligand"], pairs["receptor"]]) for g in name.split("_")})
+    column = pd.Index(adata.var_names).get_indexer(subunits)
+    if (column < 0).any():
+        raise PseudobulkError(f"genes {[g for g, c in zip(subunits, column) if c < 0][:5]} of the pairs are not in "
+                              "adata.var_names.")
+    counts = _counts(adata)
+    library = np.asarray(counts.sum(1), dtype=np.float64).ravel()
+    sums = weighted_sums(plan, counts, columns=column, log_cpm_library=library)
+    means = _means(plan, sums).astype(np.float32)  # samples × types × subunit genes: mean log-CPM
+    index = {g: i for i, g in enumerate(subunits)}
+
+    def expression(names):  # samples × pairs × types, a complex as its least expressed subunit
+        return np.stack([means[:, :, [index[g] for g in name.split("_")]].min(-1) for name in names], axis=1)
+
+    ligand, receptor = expression(pairs["ligand"]), expression(pairs["receptor"])
+    # made directly in (sample, pair, sender, receiver) order: the product is the one large array written
+    scores = (ligand[:, :, :, None] * receptor[:, :, None, :]).reshape(len(ligand), -1)
+    types = plan.cell_types
+    names = [f"{lig}→{rec}|{s}→{r}" for lig, rec in zip(pairs["ligand"], pairs["receptor"])
+             for s in types for r in types]
+    return scores, names
+
+
+def most_variable(features: np.ndarray, rows: np.ndarray, n_top: int) -> np.ndarray:
+    """Column indices of the ``n_top`` features with the largest variance over ``rows`` (the training units'
+    samples: selecting on all rows would let test units choose features). NaN entries are ignored; a column
+    missing in every row is never chosen."""
+    variance = np.nanvar(features[rows], axis=0) if len(rows) else np.zeros(features.shape[1])
+    variance = np.where(np.isnan(variance), -np.inf, variance)
+    return np.sort(np.argsort(-variance, kind="stable")[:n_top])
+
+
+def _means(plan: MixturePlan, sums: np.ndarray) -> np.ndarray:
+    """Per-type sums over drawn cells → means; NaN where a sample drew no cell of the type."""
+    drawn = plan.cells_per_type()[:, :, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(drawn > 0, sums / drawn, np.nan)
+
+
+def _zscore(adata: ad.AnnData) -> np.ndarray:
+    if keys.X_GMVAE_ZSCORE not in adata.obsm:
+        raise PseudobulkError(f"adata.obsm[{keys.X_GMVAE_ZSCORE!r}] is missing: run stage 02 (GMVAE) first.")
+    return np.asarray(adata.obsm[keys.X_GMVAE_ZSCORE], dtype=np.float64)

@@ -1,0 +1,158 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import anndata as ad
+
+from gmvae4p import keys
+from gmvae4p.data import write_h5ad
+from gmvae4p.modalities import communication, ligand_receptor_pairs, make_pseudobulk, most_variable, states
+from gmvae4p.pseudobulk import MIXTURE, WHOLE, PseudobulkError, plan_mixtures, pseudobulk_counts
+
+TYPES = ["B", "CD4 T", "Mono", "NK"]
+# Real pairs of liana's consensus resource, a receptor complex among them (checked by the test that uses them).
+LR_GENES = ["LGALS9", "PTPRC", "CD44", "TGFB1", "TGFBR1", "TGFBR2"]
+
+
+def _cohort(seed=0, n_cells=240):
+    rng = np.random.default_rng(seed)
+    genes = LR_GENES + [f"G{i}" for i in range(30)]
+    obs = pd.DataFrame({"ind_cov": rng.choice(["P1", "P2", "P3"], n_cells),
+                        "ct_cov": rng.choice(TYPES, n_cells), "disease_cov": "healthy"},
+                       index=[f"c{i}" for i in range(n_cells)])
+    obs.loc[obs["ind_cov"] == "P3", "disease_cov"] = "SLE"
+    obs.loc[(obs["ind_cov"] == "P2") & (obs["ct_cov"] == "NK"), "ct_cov"] = "B"  # P2 has no NK cells
+    counts = sp.random(n_cells, len(genes), density=0.3, format="csr", random_state=seed, dtype=np.float32)
+    counts.data = np.ceil(counts.data * 6)
+    adata = ad.AnnData(X=counts.copy(), obs=obs, var=pd.DataFrame(index=genes))
+    adata.layers[keys.COUNTS] = counts
+    adata.obsm[keys.X_GMVAE_ZSCORE] = rng.normal(size=(n_cells, 3)).astype(np.float32)
+    adata.uns[keys.UNS] = {"columns": {"patient": "ind_cov", "cell_type": "ct_cov", "label": "disease_cov"}}
+    return adata
+
+
+def test_each_mixture_has_n_cells_drawn_from_its_own_unit_and_whole_rows_take_every_cell_once():
+    adata = _cohort()
+    plan = plan_mixtures(adata, n_samples=6, n_cells=50, sparse_prob=0.5, progress=False)
+    obs, weights = plan.obs, plan.weights
+    assert list(obs["kind"].value_counts().sort_index()) == [3 * 6, 3]
+    patient_of_cell = adata.obs["ind_cov"].to_numpy()
+    for i in range(len(obs)):
+        row = weights[i]
+        assert set(patient_of_cell[row.indices]) == {obs["patient"].iloc[i]}
+        expected = 50 if obs["kind"].iloc[i] == MIXTURE else int((patient_of_cell == obs["unit"].iloc[i]).sum())
+        assert row.sum() == expected == obs["n_cells"].iloc[i]
+        if obs["kind"].iloc[i] == WHOLE:
+            assert set(row.data) == {1.0}
+    # int(K · 0.5) of a unit's K types are zeroed: at most 2 of 4 types (P1, P3), 2 of 3 (P2, no NK) drawn
+    drawn_types = (plan.cells_per_type() > 0).sum(1)[obs["kind"].to_numpy() == MIXTURE]
+    assert drawn_types.max() <= 2 and drawn_types.min() >= 1
+    assert (plan.cells_per_type()[(obs["patient"] == "P2").to_numpy(), TYPES.index("NK")] == 0).all()
+
+
+def test_pseudobulk_counts_are_exactly_the_sum_of_the_drawn_cells():
+    adata = _cohort()
+    plan = plan_mixtures(adata, n_samples=4, n_cells=30, progress=False)
+    dense = adata.layers[keys.COUNTS].toarray()
+    expected = np.stack([np.sum([dense[c] * w for c, w in zip(row.indices, row.data)], axis=0)
+                         for row in plan.weights])
+    np.testing.assert_array_equal(pseudobulk_counts(adata, plan), expected)
+
+
+def test_same_seed_same_samples_other_seed_other_samples():
+    adata = _cohort()
+    first, again, other = (plan_mixtures(adata, n_samples=4, n_cells=30, seed=s, progress=False) for s in (1, 1, 2))
+    assert (first.weights != again.weights).nnz == 0 and first.obs.equals(again.obs)
+    assert (first.weights != other.weights).nnz > 0
+
+
+def test_states_are_mean_zscores_of_the_drawn_cells_per_type_and_missing_types_are_nan():
+    adata = _cohort()
+    plan = plan_mixtures(adata, n_samples=5, n_cells=40, progress=False)
+    values, names = states(adata, plan)
+    assert values.shape == (len(plan.obs), len(TYPES) * 3) and names[:2] == ["B|z0", "B|z1"]
+    zscore, cell_types = adata.obsm[keys.X_GMVAE_ZSCORE], adata.obs["ct_cov"].to_numpy()
+    for i in range(len(plan.obs)):
+        row = plan.weights[i]
+        for k, t in enumerate(TYPES):
+            mine = cell_types[row.indices] == t
+            got = values[i, k * 3:(k + 1) * 3]
+            if mine.any():
+                expected = np.average(zscore[row.indices[mine]], axis=0, weights=row.data[mine])
+                np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+            else:
+                assert np.isnan(got).all()
+
+
+def test_communication_matches_a_direct_computation_for_a_pair_with_a_receptor_complex():
+    adata = _cohort()
+    pairs = ligand_receptor_pairs(adata.var_names)
+    assert {"LGALS9", "TGFB1"} <= set(pairs["ligand"]) and "TGFBR1_TGFBR2" in set(pairs["receptor"])
+    plan = plan_mixtures(adata, n_samples=3, n_cells=60, progress=False)
+    values, names = communication(adata, plan, pairs)
+    assert values.shape == (len(plan.obs), len(pairs) * len(TYPES) ** 2)
+    counts = adata.layers[keys.COUNTS].toarray()
+    cell_log_cpm = np.log1p(counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e6)
+    genes, cell_types = list(adata.var_names), adata.obs["ct_cov"].to_numpy()
+
+    def mean_in(row, cell_type, gene):
+        mine = cell_types[row.indices] == cell_type
+        return np.average(cell_log_cpm[row.indices[mine], genes.index(gene)], weights=row.data[mine])
+
+    column = names.index("TGFB1→TGFBR1_TGFBR2|Mono→CD4 T")
+    for i in range(len(plan.obs)):
+        row = plan.weights[i]
+        if not {"Mono", "CD4 T"} <= set(cell_types[row.indices]):
+            assert np.isnan(values[i, column])
+            continue
+        receptor = min(mean_in(row, "CD4 T", "TGFBR1"), mean_in(row, "CD4 T", "TGFBR2"))
+        np.testing.assert_allclose(values[i, column], mean_in(row, "Mono", "TGFB1") * receptor, rtol=1e-5)
+
+
+def test_most_variable_looks_at_the_given_rows_only():
+    features = np.array([[0.0, 0, 5], [0, 1, 5], [9, 0, -5], [np.nan, 2, np.nan]])
+    assert most_variable(features, np.array([0, 1, 3]), 1).tolist() == [1]
+    assert most_variable(features, np.array([0, 1, 2]), 1).tolist() == [2]
+
+
+def test_make_pseudobulk_writes_one_anndata_with_every_modality(tmp_path):
+    adata = _cohort()
+    samples = make_pseudobulk(adata, n_samples=4, n_cells=40, progress=False)
+    assert samples.n_obs == 3 * 4 + 3 and list(samples.var_names) == list(adata.var_names)
+    assert {"sample_id", "unit", "patient", "label", "n_cells", "kind"} <= set(samples.obs.columns)
+    for key in (keys.PROPORTIONS, keys.COMPOSITION, keys.STATES, keys.COMMUNICATION):
+        assert samples.obsm[key].shape[0] == samples.n_obs
+    np.testing.assert_allclose(samples.obsm[keys.PROPORTIONS].sum(1), 1.0)
+    truth = adata.obs.groupby("ind_cov")["ct_cov"].value_counts(normalize=True).unstack(fill_value=0)
+    np.testing.assert_allclose(samples.obsm[keys.COMPOSITION].to_numpy(),
+                               truth.loc[samples.obs["patient"], TYPES].to_numpy())
+    np.testing.assert_allclose(samples.X[0].sum() > 0, True)
+    path = write_h5ad(samples, tmp_path / "pseudobulk.h5ad")
+    back = ad.read_h5ad(path)
+    assert back.uns[keys.UNS_PSEUDOBULK]["settings"]["n_cells"] == 40
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(n_cells=0), "n_cells must be an integer of at least 1"),
+    (dict(n_samples=2.5), "n_samples must be an integer"),
+    (dict(sparse_prob=1.0), r"sparse_prob must be in \[0, 1\)"),
+])
+def test_bad_settings_are_refused_before_any_work(change, match):
+    with pytest.raises(PseudobulkError, match=match):
+        make_pseudobulk(_cohort(), progress=False, **change)
+
+
+def test_missing_inputs_name_the_stage_or_column():
+    adata = _cohort()
+    del adata.obsm[keys.X_GMVAE_ZSCORE]
+    with pytest.raises(PseudobulkError, match=r"X_gmvae_zscore.*run stage 02"):
+        make_pseudobulk(adata, progress=False)
+    adata = _cohort()
+    del adata.layers[keys.COUNTS]
+    with pytest.raises(PseudobulkError, match=r"layers\['counts'\].*stage 01"):
+        make_pseudobulk(adata, progress=False)
+    adata = _cohort()
+    adata.obs["ct_cov"] = adata.obs["ct_cov"].astype("category")
+    adata.obs.loc[adata.obs["ind_cov"] == "P2", "ct_cov"] = np.nan
+    with pytest.raises(PseudobulkError, match=r"P2 have no cells with a cell type in obs\['ct_cov'\]"):
+        make_pseudobulk(adata, progress=False)
