@@ -156,3 +156,12 @@ def test_missing_inputs_name_the_stage_or_column():
     adata.obs.loc[adata.obs["ind_cov"] == "P2", "ct_cov"] = np.nan
     with pytest.raises(PseudobulkError, match=r"P2 have no cells with a cell type in obs\['ct_cov'\]"):
         make_pseudobulk(adata, progress=False)
+
+
+def test_with_a_sample_column_units_are_samples_and_keep_their_patient():
+    adata = _cohort()
+    adata.obs["sample"] = adata.obs["ind_cov"] + np.where(np.arange(adata.n_obs) % 2 == 0, "_ctrl", "_stim")
+    adata.uns[keys.UNS]["columns"]["sample"] = "sample"
+    plan = plan_mixtures(adata, n_samples=2, n_cells=20, progress=False)
+    assert plan.obs["unit"].nunique() == 6 and (plan.obs["sample"] == plan.obs["unit"]).all()
+    assert (plan.obs["unit"].astype(str).str[:2] == plan.obs["patient"].astype(str)).all()

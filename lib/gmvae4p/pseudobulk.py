@@ -35,7 +35,7 @@ class MixturePlan:
     """Which cells make each pseudobulk sample.
 
     ``weights``: samples × cells CSR of draw counts. ``obs``: per sample ``sample_id``, ``unit``, ``patient``,
-    ``label`` (when the cohort has one), ``n_cells``, ``kind``. ``cell_type_codes``: per cell, its index in
+    ``sample`` and ``label`` (when the cohort has them), ``n_cells``, ``kind``. ``cell_type_codes``: per cell, its index in
     ``cell_types`` (−1 for a cell without one; such cells enter whole-unit rows only).
     """
 
@@ -101,8 +101,10 @@ def plan_mixtures(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500,
     frame["n_cells"] = np.asarray(weights.sum(1)).ravel().astype(np.int64)  # as drawn, so checks can trust it
     if label_of_unit[0] is None:
         frame = frame.drop(columns="label")
+    if obs_column(adata, "sample"):  # units are the cohort's samples
+        frame.insert(3, "sample", frame["unit"])
     frame.index = frame["sample_id"].to_numpy()
-    for column in ("unit", "patient", "kind") + (("label",) if "label" in frame else ()):
+    for column in ("unit", "patient", "kind") + tuple(c for c in ("sample", "label") if c in frame):
         frame[column] = frame[column].astype("category")
     return MixturePlan(weights=weights, obs=frame, cell_types=list(types.categories), cell_type_codes=codes)
 
