@@ -1,0 +1,72 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from gmvae4p.classify.cv import FoldError, patient_folds
+from gmvae4p.classify.metrics import auc_with_ci, binary_metrics, expected_calibration_error, unit_probabilities
+
+
+def _units(n_patients=20, samples_per_patient=1):
+    rows = [(f"P{i:02d}" + (f"_s{j}" if samples_per_patient > 1 else ""), f"P{i:02d}",
+             ("SLE" if i % 2 else "healthy") if samples_per_patient == 1 else ("stim" if j else "ctrl"))
+            for i in range(n_patients) for j in range(samples_per_patient)]
+    return pd.DataFrame(rows, columns=["unit", "patient", "label"])
+
+
+@pytest.mark.parametrize("samples_per_patient", [1, 2])
+def test_folds_keep_each_patient_on_one_side_and_test_every_unit_once(samples_per_patient):
+    units = _units(samples_per_patient=samples_per_patient)
+    patient_of = dict(zip(units["unit"], units["patient"]))
+    folds = patient_folds(units, n_folds=5, seed=3)
+    tested = np.concatenate([f.test for f in folds])
+    assert sorted(tested) == sorted(units["unit"])
+    for fold in folds:
+        sides = [{patient_of[u] for u in side} for side in (fold.train, fold.validation, fold.test)]
+        assert len(fold.validation) > 0
+        assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+        assert set(fold.train) | set(fold.validation) | set(fold.test) == set(units["unit"])
+    assert [list(f.test) for f in folds] == [list(f.test) for f in patient_folds(units, n_folds=5, seed=3)]
+
+
+def test_a_training_fold_of_one_patient_has_no_validation_split_and_bad_settings_are_named():
+    units = _units(n_patients=2, samples_per_patient=2)
+    folds = patient_folds(units, n_folds=2)
+    assert all(len(f.validation) == 0 and len(f.train) == 2 for f in folds)
+    with pytest.raises(FoldError, match=r"n_folds must be between 2 and the number of patients \(2\), not 5"):
+        patient_folds(units, n_folds=5)
+    with pytest.raises(FoldError, match="validation_fraction"):
+        patient_folds(units, n_folds=2, validation_fraction=1.0)
+
+
+def test_ece_matches_a_hand_computation():
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([0.05, 0.15, 0.12, 0.95, 1.0])
+    # bins: [0, .1): {0.05 → y 0}; [.1, .2): {0.15 → 0, 0.12 → 1}; [.9, 1]: {0.95 → 1, 1.0 → 1}
+    hand = (1 * abs(0 - 0.05) + 2 * abs(0.5 - 0.135) + 2 * abs(1 - 0.975)) / 5
+    assert expected_calibration_error(y, p) == pytest.approx(hand)
+
+
+def test_auc_ci_matches_a_hand_bootstrap_and_is_degenerate_for_a_perfect_ranking():
+    y = np.array([0, 1, 0, 1, 1, 0, 1, 0])
+    p = np.array([0.2, 0.7, 0.6, 0.4, 0.9, 0.1, 0.8, 0.3])
+    auc, low, high = auc_with_ci(y, p, n_boot=200, seed=5)
+    rng, draws = np.random.default_rng(5), []
+    while len(draws) < 200:
+        pick = rng.integers(0, 8, 8)
+        if len(set(y[pick])) == 2:
+            draws.append(roc_auc_score(y[pick], p[pick]))
+    assert auc == roc_auc_score(y, p) == 15 / 16  # only the positive at 0.4 ranks below a negative (0.6)
+    assert (low, high) == tuple(np.quantile(draws, [0.025, 0.975]))
+    assert auc_with_ci(y, y * 0.5 + 0.25, n_boot=50) == (1.0, 1.0, 1.0)
+
+
+def test_metrics_are_per_unit_not_per_sample():
+    samples = pd.DataFrame({"unit": ["a", "a", "a", "b", "c", "c"], "label": [1, 1, 1, 0, 0, 0],
+                            "probability": [0.9, 0.7, 0.8, 0.4, 0.2, 0.6]})
+    units = unit_probabilities(samples)
+    assert units["unit"].tolist() == ["a", "b", "c"]
+    np.testing.assert_allclose(units["probability"], [0.8, 0.4, 0.4])
+    metrics = binary_metrics(units["label"], units["probability"], n_boot=20)
+    assert metrics["n_units"] == 3 and metrics["accuracy"] == 1.0
+    assert metrics["brier"] == pytest.approx((0.2 ** 2 + 0.4 ** 2 + 0.4 ** 2) / 3)
