@@ -1,0 +1,78 @@
+"""Baselines on the same folds as GMVAE4P: classical models on pseudobulk log-CPM and on true composition.
+
+Each is fitted on the mixture samples of a fold's training units (training and validation patients: these models
+have no early stopping) and scores the test units' mixture samples; a unit's probability is the mean over its
+samples. Everything fitted — gene selection (the most variable genes over the training samples), scaling, the model —
+sees training units only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .. import keys
+from ..modalities import most_variable
+from .cv import Fold
+from .metrics import unit_probabilities
+
+EXPRESSION, COMPOSITION = "expression", "composition"
+
+BASELINES: dict[str, tuple[str, Callable[[int], ClassifierMixin]]] = {
+    "logistic_regression": (EXPRESSION, lambda seed: make_pipeline(
+        StandardScaler(), LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000))),
+    "random_forest": (EXPRESSION, lambda seed: RandomForestClassifier(
+        n_estimators=300, min_samples_leaf=2, class_weight="balanced", n_jobs=-1, random_state=seed)),
+    "composition_logistic_regression": (COMPOSITION, lambda seed: make_pipeline(
+        StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000))),
+}
+"""Name → (input, factory of an unfitted sklearn classifier given a seed)."""
+
+
+def binary_labels(samples: ad.AnnData, positive_label: str) -> np.ndarray:
+    """1 for ``positive_label``, 0 for the other label; a cohort with any other number of labels is refused."""
+    if "label" not in samples.obs:
+        raise ValueError("the samples have no label: set data.label_key to classify.")
+    labels = samples.obs["label"].astype(str).to_numpy()
+    present = sorted(set(labels))
+    if len(present) != 2 or positive_label not in present:
+        raise ValueError(f"classification is binary: positive_label {positive_label!r} must be one of exactly two "
+                         f"labels, and the samples have {present}.")
+    return (labels == positive_label).astype(int)
+
+
+def fit_predict_baselines(samples: ad.AnnData, folds: list[Fold], *, positive_label: str,
+                          methods: list[str] | None = None, n_top_genes: int = 2000,
+                          seed: int = 0) -> pd.DataFrame:
+    """Out-of-fold predictions per unit: columns ``method``, ``fold``, ``unit``, ``label`` (1 = positive),
+    ``probability``."""
+    methods = list(BASELINES) if methods is None else methods
+    unknown = [m for m in methods if m not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; known: {list(BASELINES)}.")
+    y = binary_labels(samples, positive_label)
+    mixture = (samples.obs[keys.KIND] == "mixture").to_numpy()
+    units = samples.obs["unit"].astype(str).to_numpy()
+    expression = np.asarray(samples.X, dtype=np.float32)
+    composition = np.asarray(samples.obsm[keys.COMPOSITION], dtype=np.float32)
+    rows = []
+    for fold in folds:
+        train = np.flatnonzero(mixture & np.isin(units, np.concatenate([fold.train, fold.validation])))
+        test = np.flatnonzero(mixture & np.isin(units, fold.test))
+        genes = most_variable(expression, train, n_top_genes)
+        for method in methods:
+            source, factory = BASELINES[method]
+            features = expression[:, genes] if source == EXPRESSION else composition
+            model = factory(seed + fold.index).fit(features[train], y[train])
+            probability = model.predict_proba(features[test])[:, 1]
+            per_sample = pd.DataFrame({"unit": units[test], "label": y[test], "probability": probability})
+            rows.append(unit_probabilities(per_sample).assign(method=method, fold=fold.index))
+    return pd.concat(rows, ignore_index=True)[["method", "fold", "unit", "label", "probability"]]
