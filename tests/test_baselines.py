@@ -32,7 +32,7 @@ def _units(samples):
 
 
 def test_every_baseline_is_trained_and_predicts_each_test_unit_once():
-    samples = _samples()
+    samples = _samples(signal=2.5)
     folds = patient_folds(_units(samples), n_folds=4, seed=1)
     predictions = fit_predict_baselines(samples, folds, positive_label="SLE", n_top_genes=10)
     assert set(predictions["method"]) == set(BASELINES)

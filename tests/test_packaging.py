@@ -5,7 +5,7 @@ import yaml
 
 from conftest import ROOT
 
-CONDA_TO_PYPI = {"pytorch": "torch"}
+CONDA_TO_PYPI = {"pytorch": "torch", "py-xgboost-cpu": "xgboost-cpu"}
 NOT_PACKAGES = {"python", "pip"}
 
 

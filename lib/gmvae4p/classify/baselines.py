@@ -1,4 +1,5 @@
-"""Baselines on the same folds as GMVAE4P: classical models on pseudobulk log-CPM and on true composition.
+"""Baselines on the same folds as GMVAE4P: logistic regression, random forest and XGBoost on pseudobulk log-CPM,
+and logistic regression on true composition.
 
 Each is fitted on the mixture samples of a fold's training units (training and validation patients: these models
 have no early stopping) and scores the test units' mixture samples; a unit's probability is the mean over its
@@ -18,6 +19,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from xgboost import XGBClassifier
 
 from .. import keys
 from ..modalities import most_variable
@@ -31,6 +33,9 @@ BASELINES: dict[str, tuple[str, Callable[[int], ClassifierMixin]]] = {
         StandardScaler(), LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000))),
     "random_forest": (EXPRESSION, lambda seed: RandomForestClassifier(
         n_estimators=300, min_samples_leaf=2, class_weight="balanced", n_jobs=-1, random_state=seed)),
+    "xgboost": (EXPRESSION, lambda seed: XGBClassifier(
+        n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8, colsample_bytree=0.5,
+        random_state=seed, n_jobs=-1)),
     "composition_logistic_regression": (COMPOSITION, lambda seed: make_pipeline(
         StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000))),
 }
