@@ -1,0 +1,94 @@
+"""GMVAE4P as a pure torch module: bulk expression in, phenotype out, with the single-cell modalities as auxiliary
+targets during training.
+
+bulk log-CPM → bulk encoder → for each modality (proportions, states, communication) a head predicting its mean and
+log-variance → that modality's encoder → fusion weighted by each modality's predicted certainty (a softmax over
+−mean log-variance, divided by a learned temperature) → classifier. Training loss: cross-entropy + Gaussian NLL of
+the true modalities under the predicted ones + a contrastive term that aligns the encoding of each predicted modality
+with the encoding of the true one of the same sample (InfoNCE over the batch); each term has its weight. With
+``use_true=True`` the modality encoders read the true modalities instead (scRNA mode). Missing entries of a true
+modality (NaN: a cell type not drawn) are left out of the NLL and read as 0 (the standardized mean) by the encoders.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.LayerNorm(n_out), nn.GELU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class GMVAE4PModule(nn.Module):
+    """The multi-modal classifier.
+
+    Parameters
+    ----------
+    n_genes
+        Width of the bulk input (genes selected on the training units).
+    modality_dims
+        Feature count of each auxiliary modality, by name (its order is the order of the fusion weights).
+    n_classes, hidden_dim, embed_dim, dropout
+        Architecture.
+    """
+
+    def __init__(self, n_genes: int, modality_dims: dict[str, int], *, n_classes: int = 2, hidden_dim: int = 256,
+                 embed_dim: int = 64, dropout: float = 0.2):
+        super().__init__()
+        if not modality_dims:
+            raise ValueError("modality_dims must name at least one modality.")
+        self.modalities = list(modality_dims)
+        self.bulk_encoder = _mlp([n_genes, hidden_dim, hidden_dim], dropout)
+        self.heads = nn.ModuleDict({m: nn.Linear(hidden_dim, 2 * d) for m, d in modality_dims.items()})
+        self.encoders = nn.ModuleDict({m: _mlp([d, embed_dim], dropout) for m, d in modality_dims.items()})
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.classifier = nn.Linear(embed_dim, n_classes)
+
+    def forward(self, bulk: torch.Tensor, modalities: dict[str, torch.Tensor] | None = None, *,
+                use_true: bool = False) -> dict[str, torch.Tensor]:
+        """``logits``, ``fusion_weights`` (samples × modalities), ``fused`` (the representation classified), and per
+        modality ``mean/<m>``, ``log_var/<m>``, ``embedding/<m>`` (of what the encoder read)."""
+        if use_true and modalities is None:
+            raise ValueError("use_true=True needs the true modalities.")
+        hidden = self.bulk_encoder(bulk)
+        out, embeddings, certainty = {}, [], []
+        for m in self.modalities:
+            mean, log_var = self.heads[m](hidden).chunk(2, dim=-1)
+            log_var = log_var.clamp(-8.0, 8.0)
+            read = torch.nan_to_num(modalities[m], nan=0.0) if use_true else mean
+            embedding = self.encoders[m](read)
+            out[f"mean/{m}"], out[f"log_var/{m}"], out[f"embedding/{m}"] = mean, log_var, embedding
+            embeddings.append(embedding)
+            certainty.append(-log_var.mean(-1))
+        weights = torch.softmax(torch.stack(certainty, -1) / self.log_temperature.exp(), dim=-1)
+        fused = (weights[..., None] * torch.stack(embeddings, 1)).sum(1)
+        out.update(logits=self.classifier(fused), fusion_weights=weights, fused=fused)
+        return out
+
+    def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor, modalities: dict[str, torch.Tensor], *,
+             nll_weight: float = 1.0, contrastive_weight: float = 0.1,
+             temperature: float = 0.1) -> dict[str, torch.Tensor]:
+        """``loss`` = cross-entropy + ``nll_weight`` · mean Gaussian NLL per modality + ``contrastive_weight`` ·
+        InfoNCE between predicted-modality and true-modality encodings; each term returned too."""
+        ce = F.cross_entropy(out["logits"], labels)
+        nll, contrastive = out["logits"].new_zeros(()), out["logits"].new_zeros(())
+        for m in self.modalities:
+            target = modalities[m]
+            known = ~torch.isnan(target)
+            mean, log_var = out[f"mean/{m}"], out[f"log_var/{m}"]
+            per_entry = 0.5 * (log_var + (torch.nan_to_num(target) - mean) ** 2 / log_var.exp())
+            nll = nll + (per_entry * known).sum() / known.sum().clamp_min(1)
+            if contrastive_weight:
+                predicted = F.normalize(self.encoders[m](mean), dim=-1)
+                true = F.normalize(self.encoders[m](torch.nan_to_num(target)), dim=-1)
+                similarity = predicted @ true.T / temperature
+                contrastive = contrastive + F.cross_entropy(similarity, torch.arange(len(similarity),
+                                                                                    device=similarity.device))
+        n = len(self.modalities)
+        total = ce + nll_weight * nll / n + contrastive_weight * contrastive / n
+        return {"loss": total, "ce": ce, "nll": nll / n, "contrastive": contrastive / n}
