@@ -22,12 +22,14 @@ from .pseudobulk import MixturePlan, PseudobulkError, _check_settings, _counts, 
     to_anndata, weighted_sums
 
 def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500, sparse_prob: float = 0.5,
-                    seed: int = 0, resource: str = "consensus", progress: bool = True) -> ad.AnnData:
+                    seed: int = 0, resource: str = "consensus", n_top_interactions: int | None = None,
+                    progress: bool = True) -> ad.AnnData:
     """Stage 03 in one call: the plan (:func:`gmvae4p.pseudobulk.plan_mixtures`), pseudobulk counts, states and
-    communication, as one AnnData of samples (keys in :mod:`gmvae4p.keys`). Every input is checked first."""
+    communication, as one AnnData of samples (keys in :mod:`gmvae4p.keys`). Every input is checked first.
+    ``n_top_interactions`` is only recorded in the settings: the classifier selects that many per fold."""
     _check_settings(n_samples=n_samples, n_cells=n_cells, sparse_prob=sparse_prob)
     _counts(adata)
-    _zscore(adata)
+    _require_zscore(adata)
     pairs = ligand_receptor_pairs(adata.var_names, resource=resource)
     plan = plan_mixtures(adata, n_samples=n_samples, n_cells=n_cells, sparse_prob=sparse_prob, seed=seed,
                          progress=progress)
@@ -36,14 +38,16 @@ def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 50
     return to_anndata(adata, plan, pseudobulk_counts(adata, plan),
                       obsm={keys.STATES: state_values, keys.COMMUNICATION: communication_values},
                       uns={"settings": {"n_samples": n_samples, "n_cells": n_cells, "sparse_prob": sparse_prob,
-                                        "seed": seed, "resource": resource},
+                                        "seed": seed, "resource": resource,
+                                        "n_top_interactions": n_top_interactions},
                            "state_features": state_names, "communication_features": communication_names,
                            "ligand_receptor_pairs": pairs.to_dict(orient="list")})
 
 
 def states(adata: ad.AnnData, plan: MixturePlan) -> tuple[np.ndarray, list[str]]:
     """Samples × (types · latent dims) mean z-scores per type, and the feature names ``"<type>|z<j>"``."""
-    zscore = _zscore(adata)
+    _require_zscore(adata)
+    zscore = np.asarray(adata.obsm[keys.X_GMVAE_ZSCORE], dtype=np.float64)
     means = _means(plan, weighted_sums(plan, zscore, columns=np.arange(zscore.shape[1])))
     names = [f"{t}|z{j}" for t in plan.cell_types for j in range(zscore.shape[1])]
     return means.reshape(len(means), -1).astype(np.float32), names
@@ -97,12 +101,11 @@ def most_variable(features: np.ndarray, rows: np.ndarray, n_top: int) -> np.ndar
 
 def _means(plan: MixturePlan, sums: np.ndarray) -> np.ndarray:
     """Per-type sums over drawn cells → means; NaN where a sample drew no cell of the type."""
-    drawn = plan.cells_per_type()[:, :, None]
+    drawn = plan.cells_per_type[:, :, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(drawn > 0, sums / drawn, np.nan)
 
 
-def _zscore(adata: ad.AnnData) -> np.ndarray:
+def _require_zscore(adata: ad.AnnData) -> None:
     if keys.X_GMVAE_ZSCORE not in adata.obsm:
         raise PseudobulkError(f"adata.obsm[{keys.X_GMVAE_ZSCORE!r}] is missing: run stage 02 (GMVAE) first.")
-    return np.asarray(adata.obsm[keys.X_GMVAE_ZSCORE], dtype=np.float64)

@@ -150,9 +150,7 @@ def unit_composition(samples: ad.AnnData):
     whole = samples.obs[keys.KIND] == "whole"
     data = samples.obsm[keys.COMPOSITION][whole.to_numpy()].copy()
     data.index = samples.obs.loc[whole, "unit"].astype(str).to_numpy()
-    labels = samples.obs.loc[whole, "label"].astype(str).to_numpy() if "label" in samples.obs else \
-        np.full(len(data), "all")
-    data.insert(0, "label", labels)
+    data.insert(0, "label", _sample_labels(samples, whole.to_numpy()))
     data = data.sort_values(["label", *data.columns[1:2]])
     groups = list(dict.fromkeys(data["label"]))
     fig, axes = plt.subplots(1, len(groups), figsize=(min(16, 2 + 0.12 * len(data)), 4), sharey=True,
@@ -180,8 +178,7 @@ def state_heatmap(samples: ad.AnnData):
     names = samples.uns[keys.UNS_PSEUDOBULK]["state_features"]
     mixture = (samples.obs[keys.KIND] == "mixture").to_numpy()
     values = pd.DataFrame(samples.obsm[keys.STATES][mixture], columns=names)
-    label = samples.obs.loc[mixture, "label"].astype(str).to_numpy() if "label" in samples.obs else \
-        np.full(mixture.sum(), "all")
+    label = _sample_labels(samples, mixture)
     means = values.groupby(label).mean().T  # features × labels (NaN, missing types, left out of each mean)
     cell_type = means.index.str.split("|").str[0]
     dims = means.index.str.split("|").str[1]
@@ -210,8 +207,7 @@ def top_communication(samples: ad.AnnData, *, n_top: int = 20):
     names = samples.uns[keys.UNS_PSEUDOBULK]["communication_features"]
     mixture = (samples.obs[keys.KIND] == "mixture").to_numpy()
     values = samples.obsm[keys.COMMUNICATION][mixture]
-    label = samples.obs.loc[mixture, "label"].astype(str).to_numpy() if "label" in samples.obs else \
-        np.full(mixture.sum(), "all")
+    label = _sample_labels(samples, mixture)
     overall = np.nanmean(values, axis=0) if len(names) else np.array([])
     top = np.argsort(-np.nan_to_num(overall, nan=-np.inf))[:n_top]
     data = pd.DataFrame({g: np.nanmean(values[label == g][:, top], axis=0) for g in dict.fromkeys(label)},
@@ -228,6 +224,13 @@ def top_communication(samples: ad.AnnData, *, n_top: int = 20):
     ax.legend(frameon=False, fontsize=8)
     fig.suptitle(f"Top {len(data)} of {len(names):,} ligand–receptor interactions (mixture samples)")
     return fig, data
+
+
+def _sample_labels(samples: ad.AnnData, rows: np.ndarray) -> np.ndarray:
+    """The label of the selected samples, or "all" for a cohort without labels."""
+    if "label" not in samples.obs:
+        return np.full(int(np.sum(rows)), "all")
+    return samples.obs.loc[rows, "label"].astype(str).to_numpy()
 
 
 def save_figure(fig, data: pd.DataFrame, folder: str | os.PathLike, name: str) -> list[Path]:

@@ -11,6 +11,7 @@ pseudobulk counts ``W @ X``, drawn cells per type ``W @ onehot(type)``, and the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import anndata as ad
 import numba
@@ -44,8 +45,9 @@ class MixturePlan:
     cell_types: list[str]
     cell_type_codes: np.ndarray
 
+    @functools.cached_property
     def cells_per_type(self) -> np.ndarray:
-        """Drawn cells of each type per sample (samples × types), from the weights."""
+        """Drawn cells of each type per sample (samples × types), from the weights (computed once)."""
         known = self.cell_type_codes >= 0
         onehot = sp.csr_matrix((np.ones(known.sum()), (np.flatnonzero(known), self.cell_type_codes[known])),
                                shape=(len(self.cell_type_codes), len(self.cell_types)))
@@ -241,7 +243,7 @@ def to_anndata(adata: ad.AnnData, plan: MixturePlan, counts: np.ndarray, *, obsm
     """One AnnData of samples: ``X`` log-CPM, ``layers["counts"]``, ``obsm["proportions"]`` (realized mixture
     fractions) and ``obsm["composition"]`` (the unit's true cell-type fractions), both with one column per cell type,
     plus ``obsm`` given (modalities) and ``uns["pseudobulk"]``."""
-    drawn = plan.cells_per_type()
+    drawn = plan.cells_per_type
     proportions = drawn / np.maximum(drawn.sum(1, keepdims=True), 1)
     whole = (plan.obs["kind"] == WHOLE).to_numpy()
     unit_composition = pd.DataFrame(proportions[whole], index=plan.obs["unit"].to_numpy()[whole])

@@ -16,12 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
-    layers = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.LayerNorm(n_out), nn.GELU(), nn.Dropout(dropout)]
-    return nn.Sequential(*layers)
+from ..gmvae.module import mlp
 
 
 class GMVAE4PModule(nn.Module):
@@ -43,9 +38,9 @@ class GMVAE4PModule(nn.Module):
         if not modality_dims:
             raise ValueError("modality_dims must name at least one modality.")
         self.modalities = list(modality_dims)
-        self.bulk_encoder = _mlp([n_genes, hidden_dim, hidden_dim], dropout)
+        self.bulk_encoder = mlp([n_genes, hidden_dim, hidden_dim], dropout, nn.GELU)
         self.heads = nn.ModuleDict({m: nn.Linear(hidden_dim, 2 * d) for m, d in modality_dims.items()})
-        self.encoders = nn.ModuleDict({m: _mlp([d, embed_dim], dropout) for m, d in modality_dims.items()})
+        self.encoders = nn.ModuleDict({m: mlp([d, embed_dim], dropout, nn.GELU) for m, d in modality_dims.items()})
         self.log_temperature = nn.Parameter(torch.zeros(()))
         self.classifier = nn.Linear(embed_dim, n_classes)
 

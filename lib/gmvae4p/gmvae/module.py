@@ -66,10 +66,11 @@ def zero_count_sums(likelihood: str, out: torch.Tensor, zero_logits: torch.Tenso
     return zero.sum(-1), log_norm
 
 
-def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+def mlp(sizes: list[int], dropout: float, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear → LayerNorm → activation → Dropout for each consecutive pair of ``sizes``."""
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.LayerNorm(n_out), nn.ReLU(), nn.Dropout(dropout)]
+        layers += [nn.Linear(n_in, n_out), nn.LayerNorm(n_out), activation(), nn.Dropout(dropout)]
     return nn.Sequential(*layers)
 
 
@@ -101,10 +102,10 @@ class GMVAEModule(nn.Module):
         # tensor-core kernels (at 24,205 genes it fell back to kernels 5× slower). Padded inputs are zero and
         # padded outputs are never read.
         self.width = -(-n_genes // 8) * 8
-        self.encoder = _mlp([self.width, *hidden_dims], dropout)
+        self.encoder = mlp([self.width, *hidden_dims], dropout)
         self.head_y = nn.Linear(hidden_dims[-1], n_components)
         self.head_z = nn.Linear(hidden_dims[-1], 2 * latent_dim)
-        self.decoder = _mlp([latent_dim, *reversed(hidden_dims)], dropout)
+        self.decoder = mlp([latent_dim, *reversed(hidden_dims)], dropout)
         self.head_x = nn.Linear(hidden_dims[0], self.width)
         self.head_zero = nn.Linear(hidden_dims[0], self.width) if likelihood == "zinb" else None
         self.log_theta = nn.Parameter(torch.zeros(n_genes)) if likelihood != "mse" else None
