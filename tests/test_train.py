@@ -159,5 +159,7 @@ def test_a_rank_killed_by_a_signal_is_named_even_when_torchrun_blames_the_rank_i
     assert message.startswith("GMVAE training failed on rank 1;") and "SIGKILL" in message
     assert "Epoch 1/5: loss=2" in message and "Also failed: rank 0" in message
     assert "Connection closed" not in message.split("(Also")[0]
+    stopped = summary.replace("RuntimeError: Connection closed by peer", "Signal 15 (SIGTERM) received by PID 10")
+    assert launch_module._failure_message(1, {}, stopped).startswith("GMVAE training failed on rank 1;")
     without_signal = summary.replace("Signal 9 (SIGKILL) received by PID 11", "ValueError: bad")
     assert launch_module._failure_message(1, {}, without_signal).startswith("GMVAE training failed on rank 0;")

@@ -65,9 +65,9 @@ def _failure_message(returncode: int, rank_tail: dict, launcher_output: str) -> 
     if not failures:  # torchrun itself failed before or around its workers
         tail = "\n".join(launcher_output.splitlines()[-TAIL_LINES:])
         return f"GMVAE training failed (torchrun exit code {returncode}):\n{tail}"
-    # A rank killed by a signal is the cause when others then fail at a collective; torchrun's "root cause" orders
-    # by timestamps and may name one of the latter.
-    signalled = [f for f in failures if "Signal" in f[2]]
+    # A rank killed by a signal is the cause when others then fail at a collective or are stopped by torchrun (with
+    # SIGTERM); torchrun's "root cause" orders by timestamps and may name one of the latter.
+    signalled = [f for f in failures if "Signal" in f[2] and "SIGTERM" not in f[2]]
     rank, local_rank, account = (signalled or [f for f in failures if f[0] == _root_cause(launcher_output)]
                                  or failures)[0]
     last = "\n".join(rank_tail.get(local_rank, [])) or "(no output)"
