@@ -5,8 +5,8 @@ import pytest
 
 from gmvae4p import keys
 from gmvae4p.classify import baselines
-from gmvae4p.classify.baselines import BASELINES, binary_labels, fit_predict_baselines
-from gmvae4p.classify.cv import patient_folds
+from gmvae4p.classify.baselines import BASELINES, fit_predict_baselines
+from gmvae4p.classify.cv import patient_folds, sample_labels, unit_table
 from gmvae4p.classify.metrics import binary_metrics
 
 
@@ -28,13 +28,13 @@ def _samples(n_patients=16, n_samples=4, n_genes=60, signal=1.5, seed=0):
 
 
 def _units(samples):
-    return samples.obs[["unit", "patient", "label"]].drop_duplicates("unit").reset_index(drop=True)
+    return unit_table(samples, "SLE")
 
 
 def test_every_baseline_is_trained_and_predicts_each_test_unit_once():
     samples = _samples(signal=2.5)
     folds = patient_folds(_units(samples), n_folds=4, seed=1)
-    predictions = fit_predict_baselines(samples, folds, positive_label="SLE", n_top_genes=10)
+    predictions = fit_predict_baselines(samples, sample_labels(samples, _units(samples)), folds, n_top_genes=10)
     assert set(predictions["method"]) == set(BASELINES)
     for method, part in predictions.groupby("method"):
         assert sorted(part["unit"]) == sorted(_units(samples)["unit"])
@@ -54,16 +54,13 @@ def test_gene_selection_never_sees_a_test_units_samples(monkeypatch):
         return original(features, rows, n_top)
 
     monkeypatch.setattr(baselines, "most_variable", spy)
-    fit_predict_baselines(samples, folds, positive_label="SLE", methods=["logistic_regression"], n_top_genes=5)
+    fit_predict_baselines(samples, sample_labels(samples, _units(samples)), folds, methods=["logistic_regression"],
+                          n_top_genes=5)
     assert len(seen) == len(folds)
     for fold, rows_units in zip(folds, seen):
         assert rows_units and not rows_units & set(fold.test)
 
 
-def test_labels_must_be_two_and_name_the_positive_one():
-    samples = _samples()
-    assert binary_labels(samples, "SLE").sum() == (samples.obs["label"] == "SLE").sum()
-    with pytest.raises(ValueError, match=r"positive_label 'lupus' must be one of exactly two labels"):
-        binary_labels(samples, "lupus")
+def test_unknown_baseline_is_an_error():
     with pytest.raises(ValueError, match="unknown baseline"):
-        fit_predict_baselines(samples, [], positive_label="SLE", methods=["svm"])
+        fit_predict_baselines(_samples(), np.zeros(1), [], methods=["svm"])

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from gmvae4p.classify.cv import FoldError, patient_folds
+from gmvae4p.classify.cv import FoldError, most_variable, patient_folds
 from gmvae4p.classify.metrics import auc_with_ci, binary_metrics, expected_calibration_error, unit_probabilities
 
 
@@ -70,3 +70,9 @@ def test_metrics_are_per_unit_not_per_sample():
     metrics = binary_metrics(units["label"], units["probability"], n_boot=20)
     assert metrics["n_units"] == 3 and metrics["accuracy"] == 1.0
     assert metrics["brier"] == pytest.approx((0.2 ** 2 + 0.4 ** 2 + 0.4 ** 2) / 3)
+
+
+def test_most_variable_looks_at_the_given_rows_only():
+    features = np.array([[0.0, 0, 5], [0, 1, 5], [9, 0, -5], [np.nan, 2, np.nan]])
+    assert most_variable(features, np.array([0, 1, 3]), 1).tolist() == [1]
+    assert most_variable(features, np.array([0, 1, 2]), 1).tolist() == [2]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gmvae4p.classify.models import GMVAE4PModule
+from gmvae4p.classify.module import GMVAE4PModule
 
 DIMS = {"proportions": 4, "states": 12, "communication": 20}
 

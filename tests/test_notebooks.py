@@ -7,9 +7,12 @@ import sys
 
 import anndata as ad
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 
 from gmvae4p import keys
+from gmvae4p.classify.config import METHODS
 
 from conftest import ROOT
 
@@ -59,6 +62,28 @@ def test_pseudobulk_stage_writes_samples_with_every_modality_and_its_figures(ci_
     for name in ("03_unit_composition", "03_state_heatmap", "03_top_communication"):
         for suffix in ("png", "pdf", "csv"):
             assert (ci_run / "figures" / f"{name}.{suffix}").stat().st_size > 0
+
+
+def test_classifier_stage_writes_every_table_with_each_unit_tested_once_per_method(ci_run):
+    tables = ci_run / "tables"
+    predictions = pd.read_csv(tables / "predictions.csv")
+    assert list(predictions.columns) == ["method", "fold", "unit", "label", "probability"]
+    assert set(predictions["method"]) == set(METHODS)
+    assert (predictions.groupby("method")["unit"].apply(lambda u: u.is_unique and len(u) == 12)).all()
+    table1 = pd.read_csv(tables / "table1_main.csv")
+    assert list(table1["method"]) == [*METHODS, "oracle (simulated activity)"]
+    assert table1["auc"].between(0, 1).all() and (table1["auc_low"] <= table1["auc"]).all()
+    assert list(pd.read_csv(tables / "table1_null.csv")["method"]) == list(METHODS)
+    assert pd.read_csv(tables / "table3_bulk_deployment.csv")["retention"].iloc[1] == 1.0
+    table2 = pd.read_csv(tables / "table2_small_cohort.csv")
+    assert set(table2["n_train_units"]) == {4, 6} and set(table2["method"]) == {"gmvae4p", "logistic_regression"}
+    table5 = pd.read_csv(tables / "table5_compute.csv")
+    assert {"01_preprocess", "02_train_gmvae", "03_pseudobulk"} <= set(table5["stage"])
+    assert (table5.loc[table5["step"] == "whole stage", "wall_s"] > 0).all()
+    fusion = pd.read_csv(tables / "gmvae4p_fusion.csv")
+    np.testing.assert_allclose(fusion[["proportions", "states", "communication"]].sum(1), 1, rtol=1e-5)
+    for suffix in ("png", "pdf", "csv"):
+        assert (ci_run / "figures" / f"04_method_auc.{suffix}").stat().st_size > 0
 
 
 def test_nbval_reexecutes_the_chain_notebooks_to_the_same_checked_outputs(ci_run):

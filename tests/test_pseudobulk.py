@@ -6,8 +6,9 @@ import anndata as ad
 
 from gmvae4p import keys
 from gmvae4p.data import write_h5ad
-from gmvae4p.modalities import communication, ligand_receptor_pairs, make_pseudobulk, most_variable, states
-from gmvae4p.pseudobulk import MIXTURE, WHOLE, PseudobulkError, plan_mixtures, pseudobulk_counts
+from gmvae4p.modalities import communication, ligand_receptor_pairs, make_pseudobulk, states
+from gmvae4p.keys import MIXTURE, WHOLE
+from gmvae4p.pseudobulk import PseudobulkError, plan_mixtures, pseudobulk_counts
 
 TYPES = ["B", "CD4 T", "Mono", "NK"]
 # Real pairs of liana's consensus resource, a receptor complex among them (checked by the test that uses them).
@@ -107,12 +108,6 @@ def test_communication_matches_a_direct_computation_for_a_pair_with_a_receptor_c
             continue
         receptor = min(mean_in(row, "CD4 T", "TGFBR1"), mean_in(row, "CD4 T", "TGFBR2"))
         np.testing.assert_allclose(values[i, column], mean_in(row, "Mono", "TGFB1") * receptor, rtol=1e-5)
-
-
-def test_most_variable_looks_at_the_given_rows_only():
-    features = np.array([[0.0, 0, 5], [0, 1, 5], [9, 0, -5], [np.nan, 2, np.nan]])
-    assert most_variable(features, np.array([0, 1, 3]), 1).tolist() == [1]
-    assert most_variable(features, np.array([0, 1, 2]), 1).tolist() == [2]
 
 
 def test_make_pseudobulk_writes_one_anndata_with_every_modality(tmp_path):

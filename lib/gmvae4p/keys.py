@@ -44,7 +44,9 @@ UNS_GMVAE = "gmvae"
 
 # Written by the pseudobulk stage (stage 03, :func:`gmvae4p.modalities.make_pseudobulk`), on an AnnData of samples.
 KIND = "kind"
-"""``obs[KIND]``: ``mixture`` (a random cell-type mixture) or ``whole`` (all of a unit's cells, for bulk deployment)."""
+"""``obs[KIND]``: :data:`MIXTURE` or :data:`WHOLE`."""
+MIXTURE, WHOLE = "mixture", "whole"
+"""Values of ``obs[KIND]``: a random cell-type mixture, or all of a unit's cells (what bulk RNA-seq would see)."""
 PROPORTIONS = "proportions"
 """``obsm[PROPORTIONS]``: the sample's realized cell-type fractions (a DataFrame, one column per cell type)."""
 COMPOSITION = "composition"

@@ -33,6 +33,11 @@ class RunLayout:
     gmvae = property(lambda self: self.models / "gmvae")
     """Training set, settings, checkpoint, ``model.pt`` and ``embedding.h5`` of the GMVAE."""
 
+    def table(self, name: str) -> Path:
+        """``tables/<name>.csv``: ``table1_main`` … ``table5_compute``, ``predictions`` (out-of-fold, every method)
+        and what stage 04 keeps for the figures (``gmvae4p_fusion``, ``gmvae4p_fused``, ``deployment``)."""
+        return self.tables / f"{name}.csv"
+
     def require(self, path: Path, stage: str) -> Path:
         """``path`` if it exists, else an error naming the stage that writes it."""
         if not Path(path).is_file():

@@ -7,7 +7,8 @@
   liana package; no network) whose genes the data has, and each sender and receiver type, the mean log-CPM of the
   ligand in the sender's drawn cells times that of the receptor in the receiver's. A complex counts as its least
   expressed subunit, as liana does. Selecting the most variable interactions must see training units only, so this
-  module returns the full matrix and :func:`most_variable` selects inside each cross-validation fold.
+  module returns the full matrix and the classifier selects inside each cross-validation fold
+  (:func:`gmvae4p.classify.cv.most_variable`).
 """
 
 from __future__ import annotations
@@ -88,15 +89,6 @@ def communication(adata: ad.AnnData, plan: MixturePlan, pairs: pd.DataFrame) -> 
     names = [f"{lig}→{rec}|{s}→{r}" for lig, rec in zip(pairs["ligand"], pairs["receptor"])
              for s in types for r in types]
     return scores, names
-
-
-def most_variable(features: np.ndarray, rows: np.ndarray, n_top: int) -> np.ndarray:
-    """Column indices of the ``n_top`` features with the largest variance over ``rows`` (the training units'
-    samples: selecting on all rows would let test units choose features). NaN entries are ignored; a column
-    missing in every row is never chosen."""
-    variance = np.nanvar(features[rows], axis=0) if len(rows) else np.zeros(features.shape[1])
-    variance = np.where(np.isnan(variance), -np.inf, variance)
-    return np.sort(np.argsort(-variance, kind="stable")[:n_top])
 
 
 def _means(plan: MixturePlan, sums: np.ndarray) -> np.ndarray:

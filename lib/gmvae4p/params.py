@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from .classify.config import METHODS, ClassifierConfig
 from .gmvae.config import ModuleConfig, TrainConfig
 
 
@@ -128,12 +129,49 @@ class PseudobulkSection:
             raise ValueError(f"sparse_prob must be in [0, 1), not {self.sparse_prob!r}.")
 
 
+@dataclasses.dataclass
+class ClassifySection(ClassifierConfig):
+    """The classifier stage (stage 04): GMVAE4P (:class:`~gmvae4p.classify.config.ClassifierConfig`), the methods
+    compared and how they are evaluated (:mod:`gmvae4p.classify.evaluate`)."""
+
+    positive_label: str | None = None
+    """The label scored as positive; ``None`` takes the simulator's (real data must name it)."""
+    n_folds: int = 5
+    """Outer folds, stratified by label and grouped by patient."""
+    validation_fraction: float = 0.2
+    """Share of a training fold's patients held out for early stopping."""
+    n_top_genes: int = 2000
+    """Bulk genes kept per fold: the most variable over the fold's training units."""
+    methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
+    small_cohort_sizes: list[int] = dataclasses.field(default_factory=lambda: [10, 20, 30])
+    """Table 2: training units drawn from each fold's training units."""
+    small_cohort_repeats: int = 2
+    small_cohort_methods: list[str] = dataclasses.field(default_factory=lambda: ["gmvae4p", "logistic_regression"])
+    null_labels: bool = True
+    """Also run every method with labels permuted across patients before anything is fitted (the null control)."""
+    device: str | None = None
+    """``cpu`` or ``cuda``; None picks CUDA when available."""
+
+    def __post_init__(self):
+        ClassifierConfig.__post_init__(self)
+        unknown = [m for m in [*self.methods, *self.small_cohort_methods] if m not in METHODS]
+        if unknown:
+            raise ValueError(f"methods: unknown method(s) {unknown}; known: {list(METHODS)}.")
+        if not 2 <= self.n_folds:
+            raise ValueError(f"n_folds must be at least 2, not {self.n_folds!r}.")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), not {self.validation_fraction!r}.")
+        if self.small_cohort_repeats < 1:
+            raise ValueError(f"small_cohort_repeats must be at least 1, not {self.small_cohort_repeats!r}.")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataSection,
     "simulate": SimulateSection,
     "preprocess": PreprocessSection,
     "gmvae": GMVAESection,
     "pseudobulk": PseudobulkSection,
+    "classify": ClassifySection,
 }
 TOP_LEVEL: dict[str, type] = {"run_name": str, "seed": int}
 

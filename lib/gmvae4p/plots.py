@@ -14,7 +14,7 @@ import pandas as pd
 import umap
 
 from . import keys
-from .data import atomic_path, obs_column
+from .data import atomic_path, obs_column, write_csv
 
 MAX_POINTS = 20_000
 """Cells drawn at most per cell-level figure; the figure says when it shows a subsample."""
@@ -226,6 +226,30 @@ def top_communication(samples: ad.AnnData, *, n_top: int = 20):
     return fig, data
 
 
+def method_auc(table: pd.DataFrame, *, null: pd.DataFrame | None = None):
+    """Per method, the per-unit ROC-AUC with its 95 % CI (Table 1), the null control's beside it when given; the
+    simulator's oracle as a dashed line and chance as a dotted one."""
+    oracle = table["method"].str.startswith("oracle")
+    methods = table.loc[~oracle, "method"].tolist()
+    data = table.loc[~oracle, ["method", "auc", "auc_low", "auc_high"]].assign(labels="real")
+    if null is not None:
+        data = pd.concat([data, null.loc[null["method"].isin(methods), data.columns[:-1]].assign(labels="permuted")])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(methods) + 1.5))
+    y = {m: i for i, m in enumerate(methods[::-1])}
+    for (kind, part), shift, colour in zip(data.groupby("labels", sort=False), (0.12, -0.12), ("C0", "0.6")):
+        at = part["method"].map(y) + (shift if null is not None else 0)
+        ax.errorbar(part["auc"], at, xerr=[part["auc"] - part["auc_low"], part["auc_high"] - part["auc"]],
+                    fmt="o", color=colour, capsize=3, label=f"labels {kind}")
+    if oracle.any():
+        ax.axvline(table.loc[oracle, "auc"].iloc[0], color="C3", linestyle="--", label="oracle (true activity)")
+    ax.axvline(0.5, color="k", linestyle=":", linewidth=1)
+    ax.set(yticks=list(y.values()), yticklabels=list(y), xlabel="ROC-AUC per unit (95 % bootstrap CI)",
+           xlim=(0, 1))
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig, data.reset_index(drop=True)
+
+
 def _sample_labels(samples: ad.AnnData, rows: np.ndarray) -> np.ndarray:
     """The label of the selected samples, or "all" for a cohort without labels."""
     if "label" not in samples.obs:
@@ -241,9 +265,7 @@ def save_figure(fig, data: pd.DataFrame, folder: str | os.PathLike, name: str) -
         with atomic_path(folder / f"{name}{suffix}") as tmp:
             fig.savefig(tmp, format=suffix[1:], dpi=150)
         written.append(folder / f"{name}{suffix}")
-    with atomic_path(folder / f"{name}.csv") as tmp:
-        data.to_csv(tmp)
-    written.append(folder / f"{name}.csv")
+    written.append(write_csv(data, folder / f"{name}.csv", index=True))
     return written
 
 

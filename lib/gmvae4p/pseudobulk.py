@@ -23,10 +23,6 @@ from tqdm.auto import tqdm
 from . import keys
 from .data import obs_column
 
-MIXTURE, WHOLE = "mixture", "whole"
-"""Values of ``obs["kind"]``: a random mixture, or the whole-unit pseudobulk over all of a unit's cells."""
-
-
 class PseudobulkError(ValueError):
     """Bad pseudobulk settings or input; the message names the parameter or column."""
 
@@ -89,13 +85,13 @@ def plan_mixtures(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500,
             drawn = by_type[k][rng.integers(0, len(by_type[k]), counts[:, j].sum())]
             rows.append(np.repeat(first_row + np.arange(n_samples), counts[:, j]))
             cols.append(drawn)
-        obs += [(f"{units[u]}_mix{i}", units[u], patient_of_unit[u], label_of_unit[u], n_cells, MIXTURE)
+        obs += [(f"{units[u]}_mix{i}", units[u], patient_of_unit[u], label_of_unit[u], n_cells, keys.MIXTURE)
                 for i in range(n_samples)]
     for u in range(len(units)):
         cells = order[bounds[u]:bounds[u + 1]]
         rows.append(np.full(len(cells), len(obs)))
         cols.append(cells)
-        obs.append((f"{units[u]}_whole", units[u], patient_of_unit[u], label_of_unit[u], len(cells), WHOLE))
+        obs.append((f"{units[u]}_whole", units[u], patient_of_unit[u], label_of_unit[u], len(cells), keys.WHOLE))
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     weights = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(obs), adata.n_obs))
     weights.sum_duplicates()
@@ -245,7 +241,7 @@ def to_anndata(adata: ad.AnnData, plan: MixturePlan, counts: np.ndarray, *, obsm
     plus ``obsm`` given (modalities) and ``uns["pseudobulk"]``."""
     drawn = plan.cells_per_type
     proportions = drawn / np.maximum(drawn.sum(1, keepdims=True), 1)
-    whole = (plan.obs["kind"] == WHOLE).to_numpy()
+    whole = (plan.obs[keys.KIND] == keys.WHOLE).to_numpy()
     unit_composition = pd.DataFrame(proportions[whole], index=plan.obs["unit"].to_numpy()[whole])
     composition = unit_composition.loc[plan.obs["unit"].to_numpy()].to_numpy()
     result = ad.AnnData(X=log_cpm(counts), obs=plan.obs.copy(), var=pd.DataFrame(index=adata.var_names.copy()))

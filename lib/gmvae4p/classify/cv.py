@@ -9,7 +9,9 @@ score.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
@@ -27,6 +29,42 @@ class Fold:
     train: np.ndarray
     validation: np.ndarray
     test: np.ndarray
+
+
+def unit_table(samples: ad.AnnData, positive_label: str) -> pd.DataFrame:
+    """One row per unit of a pseudobulk AnnData: ``unit``, ``patient``, ``label`` (its name) and ``y`` (1 for
+    ``positive_label``, else 0). Classification is binary: a cohort with another number of labels is refused."""
+    if "label" not in samples.obs:
+        raise FoldError("the samples have no label: set data.label_key to classify.")
+    units = samples.obs[["unit", "patient", "label"]].astype(str).drop_duplicates("unit").reset_index(drop=True)
+    if samples.obs.groupby("unit", observed=True)["label"].nunique().max() > 1:
+        raise FoldError("a unit's samples carry different labels.")
+    present = sorted(set(units["label"]))
+    if len(present) != 2 or positive_label not in present:
+        raise FoldError(f"classification is binary: positive_label {positive_label!r} must be one of exactly two "
+                        f"labels, and the samples have {present}.")
+    return units.assign(y=(units["label"] == positive_label).astype(int))
+
+
+def sample_labels(samples: ad.AnnData, units: pd.DataFrame) -> np.ndarray:
+    """Each sample's ``y`` from its unit's row of ``units`` (:func:`unit_table`, possibly permuted)."""
+    return units.set_index("unit")["y"].loc[samples.obs["unit"].astype(str)].to_numpy()
+
+
+def permute_labels(units: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The null control, applied before anything is fitted: labels shuffled across patients when each patient has
+    one label; in a paired design (a patient's units differ, e.g. ctrl/stim) shuffled among each patient's units."""
+    rng = np.random.default_rng(seed)
+    units = units.reset_index(drop=True)
+    if (units.groupby("patient")["label"].nunique() == 1).all():
+        first = units.drop_duplicates("patient").set_index("patient")
+        donor = dict(zip(first.index, rng.permutation(first.index.to_numpy())))  # each takes another's label
+        source = first.loc[units["patient"].map(donor), ["label", "y"]].to_numpy()
+        return units.assign(label=source[:, 0], y=source[:, 1].astype(int))
+    order = np.arange(len(units))
+    for rows in units.groupby("patient").indices.values():
+        order[rows] = rng.permutation(rows)
+    return units.assign(label=units["label"].to_numpy()[order], y=units["y"].to_numpy()[order])
 
 
 def patient_folds(units: pd.DataFrame, *, n_folds: int = 5, validation_fraction: float = 0.2,
@@ -60,7 +98,42 @@ def _validation_split(rows, labels, patients, fraction, seed) -> np.ndarray:
     n_patients = len(np.unique(patients[rows]))
     if fraction == 0 or n_patients < 2:
         return np.array([], dtype=int)
-    n_splits = min(n_patients, max(2, round(1 / fraction)))
+    # sklearn needs a class with at least n_splits patients: small folds get a larger validation share
+    largest_class = pd.Series(patients[rows]).groupby(labels[rows]).nunique().max()
+    n_splits = max(2, min(n_patients, round(1 / fraction), largest_class))
     inner = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, validation = next(inner.split(rows, labels[rows], groups=patients[rows]))
     return rows[validation]
+
+
+def subsample_fold(fold: Fold, units: pd.DataFrame, *, n_units: int, validation_fraction: float = 0.2,
+                   seed: int = 0) -> Fold:
+    """``fold`` with its training side cut to about ``n_units`` units of whole patients drawn at random, stratified
+    by label (both labels as soon as ``n_units`` ≥ 2), then split into training and validation again; the test
+    units stay the same (Table 2)."""
+    pool = units[units["unit"].isin(np.concatenate([fold.train, fold.validation]))].reset_index(drop=True)
+    patients = pool.drop_duplicates("patient").sample(frac=1.0, random_state=seed)
+    # each label's patients in shuffled order, interleaved in proportion to the label's share
+    patients["key"] = patients.groupby("label").cumcount() / patients.groupby("label")["patient"].transform("size")
+    chosen, taken = [], 0
+    for patient in patients.sort_values("key", kind="stable")["patient"]:
+        if taken >= n_units:
+            break
+        chosen.append(patient)
+        taken += int((pool["patient"] == patient).sum())
+    rows = np.flatnonzero(pool["patient"].isin(chosen).to_numpy())
+    validation = _validation_split(rows, pool["label"].to_numpy(), pool["patient"].to_numpy(),
+                                   validation_fraction, seed)
+    names = pool["unit"].to_numpy()
+    return Fold(fold.index, names[np.setdiff1d(rows, validation)], names[validation], fold.test)
+
+
+def most_variable(features: np.ndarray, rows: np.ndarray, n_top: int) -> np.ndarray:
+    """Column indices of the ``n_top`` features with the largest variance over ``rows`` (the training units'
+    samples: selecting on all rows would let test units choose features). NaN entries are ignored; a column
+    missing in every row is never chosen."""
+    with warnings.catch_warnings():  # all-NaN columns (a type never drawn) are expected: they rank last
+        warnings.simplefilter("ignore", RuntimeWarning)
+        variance = np.nanvar(features[rows], axis=0) if len(rows) else np.zeros(features.shape[1])
+    variance = np.where(np.isnan(variance), -np.inf, variance)
+    return np.sort(np.argsort(-variance, kind="stable")[:n_top])

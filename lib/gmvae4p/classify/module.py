@@ -6,8 +6,12 @@ log-variance → that modality's encoder → fusion weighted by each modality's 
 −mean log-variance, divided by a learned temperature) → classifier. Training loss: cross-entropy + Gaussian NLL of
 the true modalities under the predicted ones + a contrastive term that aligns the encoding of each predicted modality
 with the encoding of the true one of the same sample (InfoNCE over the batch); each term has its weight. With
-``use_true=True`` the modality encoders read the true modalities instead (scRNA mode). Missing entries of a true
-modality (NaN: a cell type not drawn) are left out of the NLL and read as 0 (the standardized mean) by the encoders.
+``use_true=True`` the modality encoders read the true modalities instead (scRNA mode); training gives that path its
+own cross-entropy, so both deployments are trained models. Missing entries of a true modality (NaN: a cell type not
+drawn) are left out of the NLL and read as 0 (the standardized mean) by the encoders.
+
+The cell-level baselines' networks are here too: :class:`PrototypeModule` (ProtoCell4P-style) and
+:class:`PerTypeModule` (singleDeep-style).
 """
 
 from __future__ import annotations
@@ -66,11 +70,13 @@ class GMVAE4PModule(nn.Module):
         return out
 
     def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor, modalities: dict[str, torch.Tensor], *,
-             nll_weight: float = 1.0, contrastive_weight: float = 0.1,
-             temperature: float = 0.1) -> dict[str, torch.Tensor]:
+             true_out: dict[str, torch.Tensor] | None = None, nll_weight: float = 1.0,
+             contrastive_weight: float = 0.1, temperature: float = 0.1) -> dict[str, torch.Tensor]:
         """``loss`` = cross-entropy + ``nll_weight`` · mean Gaussian NLL per modality + ``contrastive_weight`` ·
-        InfoNCE between predicted-modality and true-modality encodings; each term returned too."""
+        InfoNCE between predicted-modality and true-modality encodings (+ the cross-entropy of the scRNA path when
+        its output ``true_out`` is given); each term returned too."""
         ce = F.cross_entropy(out["logits"], labels)
+        ce_true = F.cross_entropy(true_out["logits"], labels) if true_out is not None else torch.zeros_like(ce)
         nll, contrastive = out["logits"].new_zeros(()), out["logits"].new_zeros(())
         for m in self.modalities:
             target = modalities[m]
@@ -85,5 +91,56 @@ class GMVAE4PModule(nn.Module):
                 contrastive = contrastive + F.cross_entropy(similarity, torch.arange(len(similarity),
                                                                                     device=similarity.device))
         n = len(self.modalities)
-        total = ce + nll_weight * nll / n + contrastive_weight * contrastive / n
-        return {"loss": total, "ce": ce, "nll": nll / n, "contrastive": contrastive / n}
+        total = ce + ce_true + nll_weight * nll / n + contrastive_weight * contrastive / n
+        return {"loss": total, "ce": ce, "ce_true": ce_true, "nll": nll / n, "contrastive": contrastive / n}
+
+
+class PrototypeModule(nn.Module):
+    """ProtoCell4P-style cell-level classifier: each cell is encoded and compared with learned prototypes
+    (similarity exp(−‖h − p‖² / width)); a per-cell importance score, softmaxed over the unit's cells, pools the
+    similarities into one vector per unit, which a linear layer classifies.
+
+    ``forward(cells)`` takes units × cells × features and returns the logits and the cells' importances.
+    """
+
+    def __init__(self, n_features: int, *, n_prototypes: int = 16, hidden_dim: int = 64, n_classes: int = 2,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.encoder = mlp([n_features, hidden_dim, hidden_dim], dropout, nn.GELU)
+        self.prototypes = nn.Parameter(torch.randn(n_prototypes, hidden_dim))
+        self.importance = nn.Linear(hidden_dim, 1)
+        self.classifier = nn.Linear(n_prototypes, n_classes)
+
+    def forward(self, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(cells)
+        # ‖h − p‖² expanded into matrix products: no cells × prototypes × width intermediate
+        distance = ((hidden ** 2).sum(-1, keepdim=True) - 2 * hidden @ self.prototypes.T
+                    + (self.prototypes ** 2).sum(-1)) / hidden.shape[-1]
+        importance = torch.softmax(self.importance(hidden).squeeze(-1), dim=1)
+        pooled = (importance[..., None] * torch.exp(-distance)).sum(1)
+        return self.classifier(pooled), importance
+
+
+class PerTypeModule(nn.Module):
+    """singleDeep-style classifier: one small network per cell type reads that type's pseudobulk expression of a
+    unit; the unit's call is the mean of the per-type probabilities over the types it has (a vote). The networks
+    share nothing: each is trained and early-stopped on its own.
+
+    ``forward(x)`` takes units × types × genes and returns per-type logits (units × types × classes);
+    :meth:`vote` combines them over the types present.
+    """
+
+    def __init__(self, n_types: int, n_genes: int, *, hidden_dim: int = 32, n_classes: int = 2,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.networks = nn.ModuleList(nn.Sequential(mlp([n_genes, hidden_dim], dropout, nn.GELU),
+                                                    nn.Linear(hidden_dim, n_classes)) for _ in range(n_types))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(x[:, t]) for t, net in enumerate(self.networks)], dim=1)
+
+    @staticmethod
+    def vote(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Mean class probabilities over the types each unit has (units × classes)."""
+        weights = present.float()[..., None]
+        return (torch.softmax(logits, -1) * weights).sum(1) / weights.sum(1).clamp_min(1)

@@ -150,6 +150,14 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> Path:
 
 
 
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> Path:
+    """Write a table atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=index)
+    return path
+
+
 def _open(path: Path) -> ad.AnnData:
     if not path.is_file():
         raise CohortError(f"data path {path} does not exist.")

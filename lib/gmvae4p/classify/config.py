@@ -1,0 +1,44 @@
+"""Classifier settings as a plain dataclass (no torch import, so a parameters file can be checked anywhere).
+
+The ``classify`` section of a parameters file is :class:`ClassifierConfig` plus what the evaluation needs
+(:class:`gmvae4p.params.ClassifySection`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..gmvae.config import _require
+
+METHODS = ("gmvae4p", "logistic_regression", "random_forest", "xgboost", "composition_logistic_regression",
+           "gmvae_embedding_logistic_regression", "prototype_cells", "per_type_networks")
+"""Every method of Table 1 by name, GMVAE4P first (:mod:`gmvae4p.classify.evaluate` maps each to its code)."""
+
+
+@dataclasses.dataclass
+class ClassifierConfig:
+    """GMVAE4P's architecture, loss weights and optimization; the cell-level baselines share the optimization."""
+
+    hidden_dim: int = 256
+    embed_dim: int = 64
+    dropout: float = 0.2
+    nll_weight: float = 1.0
+    """Weight of the modalities' Gaussian NLL (auxiliary targets)."""
+    contrastive_weight: float = 0.1
+    """Weight of the InfoNCE alignment of predicted and true modality encodings."""
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    """Pseudobulk samples per step (the cell-level baselines take 8 units per step)."""
+    max_epochs: int = 200
+    patience: int = 15
+    """Epochs without a better validation loss before training stops (the learning rate halves after a third of
+    that); the best epoch's weights are kept. Without validation units, ``max_epochs`` are run."""
+
+    def __post_init__(self):
+        for name in ("hidden_dim", "embed_dim", "batch_size", "max_epochs", "patience"):
+            _require(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
+        _require(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
+        _require(self.lr > 0, "lr", "positive", self.lr)
+        for name in ("nll_weight", "contrastive_weight", "weight_decay"):
+            _require(getattr(self, name) >= 0, name, "non-negative", getattr(self, name))

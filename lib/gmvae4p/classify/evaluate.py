@@ -1,0 +1,209 @@
+"""Stage 04's evaluation: GMVAE4P and every baseline on the same patient-grouped folds, and the tables.
+
+:func:`cross_validate` trains each method once per outer fold (gene and interaction selection, scalers and early
+stopping see the fold's training and validation units only) and predicts the fold's test units; the per-unit
+probability is the mean over the unit's mixture samples. It also keeps what the figures need from GMVAE4P on the
+test units (fusion weights, fused representations) and the bulk-deployment predictions of Table 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import sys
+import time
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import keys
+from .baselines import BASELINES, fit_predict_baselines
+from .cell_baselines import CELL_BASELINES, CellData, fit_predict_cell_baselines
+from .config import METHODS, ClassifierConfig
+from .cv import Fold, FoldError, sample_labels, subsample_fold
+from .metrics import auc_with_ci, binary_metrics, unit_probabilities
+from .model import MODALITIES, GMVAE4P
+
+GMVAE4P_NAME = METHODS[0]
+PREDICTION_COLUMNS = ["method", "fold", "unit", "label", "probability"]
+
+
+@dataclasses.dataclass
+class CrossValidation:
+    """Out-of-fold results.
+
+    ``predictions``: per method and test unit (:data:`PREDICTION_COLUMNS`). ``fusion``: GMVAE4P's mean fusion
+    weights per test unit (fold, unit, label, one column per modality). ``fused``: its mean fused representation per
+    test unit. ``deployment``: per test unit, GMVAE4P on the whole-unit pseudobulk from bulk alone and with the true
+    modalities. ``seconds``: wall time of each method over all folds. ``histories``: GMVAE4P's epochs per fold.
+    """
+
+    predictions: pd.DataFrame
+    fusion: pd.DataFrame
+    fused: pd.DataFrame
+    deployment: pd.DataFrame
+    seconds: dict[str, float]
+    histories: dict[int, list[dict]]
+
+
+def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, cells: CellData | None = None,
+                   methods: list[str] | None = None, config: ClassifierConfig = ClassifierConfig(),
+                   n_top_genes: int = 2000, n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
+                   device: str | None = None, seed: int = 0, progress: bool = True) -> CrossValidation:
+    """Every method in ``methods`` (default :data:`METHODS`) on ``folds``; labels come from ``units``
+    (:func:`~gmvae4p.classify.cv.unit_table`, or its permutation for the null control). The cell-level baselines
+    need ``cells``."""
+    methods = list(METHODS) if methods is None else list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {list(METHODS)}.")
+    if cells is None and set(methods) & set(CELL_BASELINES):
+        raise ValueError(f"the cell-level baselines {list(CELL_BASELINES)} need the cells (stage 02's gmvae.h5ad).")
+    y = sample_labels(samples, units)
+    parts, seconds = [], {}
+    fusion, fused, deployment, histories = [], [], [], {}
+    for method in tqdm(methods, desc="Methods", disable=not progress):
+        start = time.perf_counter()
+        if method == GMVAE4P_NAME:
+            for fold in folds:
+                result = _gmvae4p_fold(samples, y, fold, config=config, n_top_genes=n_top_genes,
+                                       n_top_interactions=n_top_interactions, modalities=modalities, device=device,
+                                       seed=seed)
+                parts.append(result["predictions"])
+                fusion.append(result["fusion"])
+                fused.append(result["fused"])
+                deployment.append(result["deployment"])
+                histories[fold.index] = result["history"]
+        elif method in BASELINES:
+            parts.append(fit_predict_baselines(samples, y, folds, methods=[method], n_top_genes=n_top_genes,
+                                               seed=seed))
+        else:
+            parts.append(fit_predict_cell_baselines(cells, units.set_index("unit")["y"], folds, methods=[method],
+                                                    config=config, n_top_genes=n_top_genes, device=device,
+                                                    seed=seed))
+        seconds[method] = time.perf_counter() - start
+    concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return CrossValidation(concat(parts)[PREDICTION_COLUMNS], concat(fusion), concat(fused), concat(deployment),
+                           seconds, histories)
+
+
+def _gmvae4p_fold(samples, y, fold: Fold, *, config, n_top_genes, n_top_interactions, modalities, device, seed):
+    """GMVAE4P on one fold: mixture-sample predictions of the test units, and their whole-unit samples from bulk
+    alone and with the true modalities (Table 3)."""
+    unit = samples.obs["unit"].astype(str).to_numpy()
+    kind = samples.obs[keys.KIND].to_numpy()
+    rows = {side: np.flatnonzero((kind == keys.MIXTURE) & np.isin(unit, getattr(fold, side)))
+            for side in ("train", "validation", "test")}
+    model = GMVAE4P(config, n_top_genes=n_top_genes, n_top_interactions=n_top_interactions, modalities=modalities,
+                    device=device, seed=seed + fold.index)
+    model.fit(samples, y, train=rows["train"], validation=rows["validation"])
+    test = rows["test"]
+    predicted = model.predict(samples, test)
+    per_sample = pd.DataFrame({"unit": unit[test], "label": y[test], "probability": predicted.probability})
+    predictions = unit_probabilities(per_sample).assign(method=GMVAE4P_NAME, fold=fold.index)
+    weights = predicted.fusion_weights.set_axis(unit[test]).groupby(level=0).mean()
+    embedding = pd.DataFrame(predicted.fused, index=unit[test]).groupby(level=0).mean()
+    embedding.columns = [f"fused_{j}" for j in embedding.columns]
+    label = predictions.set_index("unit")["label"]
+    whole = np.flatnonzero((kind == keys.WHOLE) & np.isin(unit, fold.test))
+    deployment = pd.DataFrame({"fold": fold.index, "unit": unit[whole], "label": y[whole],
+                               "bulk": model.predict(samples, whole).probability,
+                               "scrna": model.predict(samples, whole, use_true=True).probability})
+    frame = lambda values: values.rename_axis("unit").reset_index().assign(fold=fold.index,
+                                                                           label=lambda d: label.loc[d["unit"]].values)
+    return {"predictions": predictions, "fusion": frame(weights), "fused": frame(embedding),
+            "deployment": deployment, "history": model.history}
+
+
+def positive_label(cells: ad.AnnData, samples: ad.AnnData, chosen: str | None) -> str:
+    """``chosen``, or the simulator's positive label when ``None``; real data must name it."""
+    if chosen is not None:
+        return chosen
+    truth = cells.uns.get(keys.UNS_SIMULATION)
+    if truth is None:
+        labels = sorted(map(str, samples.obs["label"].unique())) if "label" in samples.obs else []
+        raise FoldError(f"classify.positive_label is null: name the positive label, one of {labels}.")
+    return str(truth["positive_label"])
+
+
+def main_table(predictions: pd.DataFrame, *, oracle: tuple[float, float, float] | None = None,
+               n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Table 1: per method, the per-unit metrics of its out-of-fold predictions (:func:`binary_metrics`); the
+    simulator's oracle (AUC of the true disease activity, with its CI) as a last row when given."""
+    rows = [{"method": method, **binary_metrics(part["label"], part["probability"], n_boot=n_boot, seed=seed)}
+            for method, part in predictions.groupby("method", sort=False)]
+    if oracle is not None:
+        rows.append({"method": "oracle (simulated activity)", "auc": oracle[0], "auc_low": oracle[1],
+                     "auc_high": oracle[2]})
+    return pd.DataFrame(rows)
+
+
+def oracle_auc(cells: ad.AnnData, units: pd.DataFrame, *, n_boot: int = 1000,
+               seed: int = 0) -> tuple[float, float, float] | None:
+    """AUC (with CI) of the simulator's true per-patient disease activity over ``units``; None for real data."""
+    truth = cells.uns.get(keys.UNS_SIMULATION)
+    if truth is None:
+        return None
+    activity = pd.Series(np.asarray(truth["patient_activity"]), index=np.asarray(truth["patients"]).astype(str))
+    return auc_with_ci(units["y"].to_numpy(), activity.loc[units["patient"]].to_numpy(), n_boot=n_boot, seed=seed)
+
+
+def deployment_table(deployment: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Table 3: held-out units' whole-unit pseudobulk classified from bulk alone vs with the true scRNA
+    modalities; ``retention`` = AUC(bulk) / AUC(scRNA)."""
+    rows = [{"input": name, **binary_metrics(deployment["label"], deployment[column], n_boot=n_boot, seed=seed)}
+            for name, column in (("bulk only (whole-unit pseudobulk)", "bulk"), ("scRNA modalities given", "scrna"))]
+    table = pd.DataFrame(rows)
+    table["retention"] = table["auc"] / table["auc"].iloc[1]
+    return table
+
+
+def small_cohort_table(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, sizes: list[int],
+                       repeats: int, methods: list[str], cells: CellData | None = None,
+                       config: ClassifierConfig = ClassifierConfig(), validation_fraction: float = 0.2,
+                       n_top_genes: int = 2000, n_top_interactions: int = 500, device: str | None = None,
+                       seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """Table 2: each method trained on ``n`` units drawn (grouped by patient, stratified) from each fold's training
+    units, for each ``n`` in ``sizes`` and ``repeats`` draws, tested on the same held-out folds; one row per
+    (method, n, repeat) with the AUC and CI of its pooled out-of-fold unit predictions."""
+    rows = []
+    for n in tqdm(sizes, desc="Small cohorts", disable=not progress):
+        for repeat in range(repeats):
+            draw_seed = seed + 1000 * n + repeat
+            drawn = [subsample_fold(fold, units, n_units=n, validation_fraction=validation_fraction,
+                                    seed=draw_seed) for fold in folds]
+            result = cross_validate(samples, units, drawn, cells=cells, methods=methods, config=config,
+                                    n_top_genes=n_top_genes, n_top_interactions=n_top_interactions, device=device,
+                                    seed=draw_seed, progress=False)
+            for method, part in result.predictions.groupby("method", sort=False):
+                auc, low, high = auc_with_ci(part["label"], part["probability"], seed=seed)
+                rows.append({"method": method, "n_train_units": n, "repeat": repeat, "auc": auc, "auc_low": low,
+                             "auc_high": high})
+    return pd.DataFrame(rows)
+
+
+def check_small_cohort_sizes(units: pd.DataFrame, folds: list[Fold], sizes: list[int]) -> None:
+    """Every size must leave both labels in a fold's training units and not exceed them."""
+    available = min(len(f.train) + len(f.validation) for f in folds)
+    bad = [n for n in sizes if not 2 <= n <= available]
+    if bad:
+        raise FoldError(f"small_cohort_sizes {bad} must lie between 2 and {available} (the fewest training units "
+                        "of a fold).")
+
+
+def compute_table(run_record: dict | None, seconds: dict[str, float], *, stage: str = "04_classify") -> pd.DataFrame:
+    """Table 5: measured wall time and peak memory of the stages run so far (from ``run.json``), then this stage's
+    methods (wall time over all folds) and this process's peak resident memory so far."""
+    rows = [{"stage": s["stage"], "step": "whole stage", "wall_s": s.get("wall_s"), "peak_rss_gb": s.get("peak_rss_gb")}
+            for s in (run_record or {}).get("stages", []) if s.get("status") == "complete"]
+    rows += [{"stage": stage, "step": method, "wall_s": round(value, 3), "peak_rss_gb": None}
+             for method, value in seconds.items()]
+    rows.append({"stage": stage, "step": "peak of this process so far", "wall_s": None, "peak_rss_gb": _peak_rss_gb()})
+    return pd.DataFrame(rows)
+
+
+def _peak_rss_gb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 3)

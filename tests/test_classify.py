@@ -1,0 +1,264 @@
+"""GMVAE4P on pseudobulk samples, the cell-level baselines, the shared training loop and the stage's tables."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from gmvae4p import keys
+from gmvae4p.classify import cell_baselines, evaluate, model as model_module
+from gmvae4p.classify.cell_baselines import CELL_BASELINES, CellData, fit_predict_cell_baselines
+from gmvae4p.classify.config import METHODS, ClassifierConfig
+from gmvae4p.classify.cv import FoldError, patient_folds, permute_labels, sample_labels, subsample_fold, unit_table
+from gmvae4p.classify.model import BULK, GMVAE4P, FoldFeatures
+from gmvae4p.classify.module import PerTypeModule, PrototypeModule
+from gmvae4p.classify.training import fit
+
+FAST = ClassifierConfig(hidden_dim=32, embed_dim=16, batch_size=32, max_epochs=60, patience=8, lr=3e-3)
+PATIENT = ClassifierConfig(hidden_dim=32, embed_dim=16, max_epochs=100, patience=40, lr=3e-3)
+"""For the cell-level networks: three validation units make a noisy loss, so they get more patience."""
+
+
+def _samples(n_patients=24, n_samples=5, n_genes=40, signal=2.0, seed=0):
+    """Mixture samples plus one whole row per patient; gene 0, state column 0 and communication column 0 carry the
+    label; states have NaN where a 'type' was not drawn."""
+    rng = np.random.default_rng(seed)
+    label = np.where(np.arange(n_patients) % 2 == 0, "SLE", "healthy")
+    rows = [(f"P{i:02d}_{k}", f"P{i:02d}", f"P{i:02d}", label[i], kind)
+            for i in range(n_patients) for k, kind in enumerate(["mixture"] * n_samples + ["whole"])]
+    obs = pd.DataFrame(rows, columns=["sample_id", "unit", "patient", "label", keys.KIND]).set_index("sample_id",
+                                                                                                       drop=False)
+    positive = (obs["label"] == "SLE").to_numpy()
+    x = rng.normal(size=(len(obs), n_genes)).astype(np.float32)
+    x[positive, 0] += signal
+    samples = ad.AnnData(X=x, obs=obs)
+    proportions = rng.dirichlet(np.ones(3), len(obs))
+    samples.obsm[keys.PROPORTIONS] = pd.DataFrame(proportions, index=obs.index, columns=["A", "B", "C"])
+    samples.obsm[keys.COMPOSITION] = samples.obsm[keys.PROPORTIONS].copy()
+    states = rng.normal(size=(len(obs), 6)).astype(np.float32)
+    states[positive, 0] += signal
+    states[rng.random(len(obs)) < 0.2, 3:] = np.nan
+    samples.obsm[keys.STATES] = states
+    communication = rng.normal(size=(len(obs), 30)).astype(np.float32)
+    communication[positive, 0] += signal
+    samples.obsm[keys.COMMUNICATION] = communication
+    return samples
+
+
+def _mixture_rows(samples, units):
+    unit = samples.obs["unit"].to_numpy()
+    return np.flatnonzero((samples.obs[keys.KIND] == "mixture").to_numpy() & np.isin(unit, units))
+
+
+def test_fold_features_select_and_scale_on_training_rows_only():
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    fold = patient_folds(units, n_folds=4, seed=0)[0]
+    train = _mixture_rows(samples, fold.train)
+    test = _mixture_rows(samples, fold.test)
+    samples.X[test, 5] *= 1000.0  # informative (and hugely variable) only among the test units' samples
+    samples.obsm[keys.COMMUNICATION][test, 7] *= 1000.0
+    features = FoldFeatures.fit(samples, train, blocks=(BULK, keys.STATES, keys.COMMUNICATION), n_top_genes=10,
+                                n_top_interactions=5)
+    assert 5 not in features.columns[BULK] and 7 not in features.columns[keys.COMMUNICATION]
+    scaled = features.transform(samples, train)
+    np.testing.assert_allclose(scaled[BULK].mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(np.nanstd(scaled[keys.STATES], 0), 1, atol=1e-4)
+    assert np.isnan(scaled[keys.STATES]).any(), "a type not drawn stays missing"
+
+
+def test_gmvae4p_learns_a_planted_signal_and_both_deployments_predict():
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    y = sample_labels(samples, units)
+    fold = patient_folds(units, n_folds=4, seed=1)[0]
+    model = GMVAE4P(FAST, n_top_genes=20, n_top_interactions=10, device="cpu", seed=0)
+    model.fit(samples, y, train=_mixture_rows(samples, fold.train), validation=_mixture_rows(samples, fold.validation))
+    assert 1 <= len(model.history) <= FAST.max_epochs and "validation_loss" in model.history[0]
+    test = np.flatnonzero(samples.obs["unit"].isin(fold.test).to_numpy())
+    bulk, scrna = model.predict(samples, test), model.predict(samples, test, use_true=True)
+    for predicted in (bulk, scrna):
+        assert ((predicted.probability > 0.5) == y[test].astype(bool)).mean() > 0.8
+        np.testing.assert_allclose(predicted.fusion_weights.sum(1), 1, rtol=1e-5)
+    assert list(bulk.fusion_weights.columns) == list(model_module.MODALITIES)
+    assert bulk.fused.shape == (len(test), FAST.embed_dim)
+
+
+def test_cross_validate_tests_every_unit_once_per_method_and_selects_genes_on_training_units(monkeypatch):
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    folds = patient_folds(units, n_folds=4, seed=2)
+    unit = samples.obs["unit"].to_numpy()
+    seen = []
+    original = model_module.most_variable
+    monkeypatch.setattr(model_module, "most_variable",
+                        lambda features, rows, n: seen.append(set(unit[rows])) or original(features, rows, n))
+    methods = ["gmvae4p", "logistic_regression", "composition_logistic_regression"]
+    result = evaluate.cross_validate(samples, units, folds, methods=methods, config=FAST, n_top_genes=20,
+                                     n_top_interactions=10, device="cpu", progress=False)
+    for method, part in result.predictions.groupby("method"):
+        assert sorted(part["unit"]) == sorted(units["unit"]), method
+    assert len(seen) == 2 * len(folds)  # bulk genes and interactions, once per fold
+    for fold, chosen_from in zip(np.repeat(folds, 2), seen):
+        assert chosen_from and not chosen_from & set(fold.test) and not chosen_from & set(fold.validation)
+    assert sorted(result.deployment["unit"]) == sorted(units["unit"])
+    assert set(result.seconds) == set(methods) and set(result.histories) == {f.index for f in folds}
+    table1 = evaluate.main_table(result.predictions, oracle=(0.9, 0.8, 1.0), n_boot=50)
+    assert list(table1["method"]) == [*methods, "oracle (simulated activity)"]
+    assert table1.loc[0, "auc"] > 0.8
+    table3 = evaluate.deployment_table(result.deployment, n_boot=50)
+    assert table3.loc[1, "retention"] == 1.0
+    assert table3.loc[0, "retention"] == pytest.approx(table3.loc[0, "auc"] / table3.loc[1, "auc"])
+
+
+def test_null_labels_keep_each_patients_label_count_and_give_chance_auc():
+    samples = _samples(signal=3.0)
+    units = unit_table(samples, "SLE")
+    null_units = permute_labels(units, seed=0)
+    assert sorted(null_units["y"]) == sorted(units["y"]) and (null_units["y"] != units["y"]).any()
+    folds = patient_folds(null_units, n_folds=4, seed=0)
+    result = evaluate.cross_validate(samples, null_units, folds, methods=["gmvae4p", "logistic_regression"],
+                                     config=FAST, n_top_genes=20, n_top_interactions=10, device="cpu",
+                                     progress=False)
+    for row in evaluate.main_table(result.predictions, n_boot=200).itertuples():
+        assert row.auc_low <= 0.5 <= row.auc_high, row
+
+
+def test_paired_design_null_shuffles_within_each_patient():
+    units = pd.DataFrame({"unit": ["ctrl1", "stim1", "ctrl2", "stim2"], "patient": ["1", "1", "2", "2"],
+                          "label": ["ctrl", "stim"] * 2, "y": [0, 1] * 2})
+    for seed in range(5):
+        null = permute_labels(units, seed)
+        assert (null.groupby("patient")["y"].sum() == 1).all()
+
+
+def test_small_cohort_folds_draw_whole_patients_of_both_labels_and_keep_the_test_units():
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    fold = patient_folds(units, n_folds=4, seed=0)[1]
+    small = subsample_fold(fold, units, n_units=6, validation_fraction=0.3, seed=4)
+    chosen = np.concatenate([small.train, small.validation])
+    assert len(chosen) == 6 and set(chosen) <= set(fold.train) | set(fold.validation)
+    assert set(units.set_index("unit").loc[chosen, "y"]) == {0, 1}
+    assert list(small.test) == list(fold.test) and len(small.validation) > 0
+    with pytest.raises(FoldError, match=r"small_cohort_sizes \[40\] must lie between 2 and"):
+        evaluate.check_small_cohort_sizes(units, [fold], [6, 40])
+    table2 = evaluate.small_cohort_table(samples, units, [fold], sizes=[6], repeats=2,
+                                         methods=["logistic_regression"], progress=False)
+    assert list(table2["repeat"]) == [0, 1] and table2["auc"].between(0, 1).all()
+
+
+def test_positive_label_comes_from_the_simulator_or_must_be_named():
+    samples = _samples()
+    cells = ad.AnnData(np.zeros((2, 1)))
+    with pytest.raises(FoldError, match=r"classify.positive_label is null: name the positive label, one of "
+                                        r"\['SLE', 'healthy'\]"):
+        evaluate.positive_label(cells, samples, None)
+    cells.uns[keys.UNS_SIMULATION] = {"positive_label": "SLE"}
+    assert evaluate.positive_label(cells, samples, None) == "SLE"
+    assert evaluate.positive_label(cells, samples, "healthy") == "healthy"
+    with pytest.raises(FoldError, match="positive_label 'lupus' must be one of exactly two labels"):
+        unit_table(samples, "lupus")
+
+
+def _cells(n_units=20, per_unit=60, n_types=3, latent=4, n_genes=12, seed=0):
+    """Cells of units with alternating labels; type 0's z-score dim 0 and every type's gene 0 carry the label (the
+    per-type vote needs most types informative)."""
+    rng = np.random.default_rng(seed)
+    unit = np.repeat(np.arange(n_units), per_unit)
+    cell_type = rng.integers(0, n_types, len(unit))
+    cell_type[::per_unit] = 0  # every unit has type 0
+    positive = (unit % 2 == 0)
+    zscore = rng.normal(size=(len(unit), latent)).astype(np.float32)
+    zscore[positive & (cell_type == 0), 0] += 2.0
+    expression = rng.poisson(1.0, size=(len(unit), n_genes)).astype(np.float32)
+    expression[positive, 0] += 3.0
+    data = CellData([f"U{u:02d}" for u in range(n_units)], unit, [f"T{t}" for t in range(n_types)], cell_type,
+                    zscore + rng.normal(size=zscore.shape).astype(np.float32), zscore,
+                    sp.csr_matrix(np.log1p(expression)))
+    units = pd.DataFrame({"unit": data.units, "patient": data.units, "label": np.where(positive[::per_unit],
+                                                                                      "SLE", "healthy")})
+    return data, units.assign(y=(units["label"] == "SLE").astype(int))
+
+
+def test_cell_data_group_means_are_exact_and_missing_types_are_nan():
+    data, _ = _cells(n_units=20, n_types=8)  # 20 × 8 groups: more than small integer codes hold
+    data.type_of_cell[data.unit_of_cell == 3] = 0  # unit 3 has only type 0
+    cells = ad.AnnData(data.expression, obs=pd.DataFrame({"donor": np.asarray(data.units)[data.unit_of_cell],
+                                                          "type": np.asarray(data.cell_types)[data.type_of_cell]},
+                                                    index=[f"c{i}" for i in range(len(data.unit_of_cell))]))
+    cells.obsm[keys.X_GMVAE], cells.obsm[keys.X_GMVAE_ZSCORE] = data.embedding, data.zscore
+    cells.uns[keys.UNS] = {"columns": {"patient": "donor", "cell_type": "type"}}
+    data = CellData.from_anndata(cells)
+    means = data.unit_type_means(data.expression)
+    dense = data.expression.toarray()
+    mine = (data.unit_of_cell == 5) & (data.type_of_cell == 1)
+    np.testing.assert_allclose(means[5, 1], dense[mine].mean(0), rtol=1e-5)
+    assert np.isnan(means[3, 1]).all() and not np.isnan(means[3, 0]).any()
+    np.testing.assert_allclose(data.unit_means(data.embedding)[2], data.embedding[data.unit_of_cell == 2].mean(0),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", CELL_BASELINES)
+def test_each_cell_level_baseline_learns_a_planted_signal(method):
+    data, units = _cells()
+    folds = patient_folds(units, n_folds=4, seed=0)
+    predictions = fit_predict_cell_baselines(data, units.set_index("unit")["y"], folds, methods=[method],
+                                             config=PATIENT, n_top_genes=8, device="cpu")
+    assert sorted(predictions["unit"]) == sorted(units["unit"])
+    metrics = evaluate.main_table(predictions, n_boot=50).iloc[0]
+    assert metrics["auc"] > 0.8, metrics
+
+
+def test_cell_level_modules_pool_over_cells_and_vote_over_present_types():
+    torch.manual_seed(0)
+    prototypes = PrototypeModule(5, n_prototypes=4, hidden_dim=8)
+    logits, importance = prototypes(torch.randn(3, 10, 5))
+    assert logits.shape == (3, 2)
+    torch.testing.assert_close(importance.sum(1), torch.ones(3))
+    per_type = PerTypeModule(3, 6, hidden_dim=4)
+    logits = per_type(torch.randn(2, 3, 6))
+    present = torch.tensor([[True, False, False], [True, True, True]])
+    vote = PerTypeModule.vote(logits, present)
+    torch.testing.assert_close(vote[0], torch.softmax(logits[0, 0], -1))
+    torch.testing.assert_close(vote[1], torch.softmax(logits[1], -1).mean(0))
+
+
+def test_training_stops_early_and_restores_the_best_epoch():
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 1)
+    x, target = torch.randn(32, 3), torch.randn(32, 1)
+    losses = iter([3.0, 1.0, 2.0, 2.5, 2.6, 2.7, 2.8, 2.9])
+    snapshots = []
+
+    def validation_loss():
+        snapshots.append({k: v.clone() for k, v in module.state_dict().items()})
+        return torch.tensor(next(losses))
+
+    config = ClassifierConfig(max_epochs=50, patience=3, batch_size=8)
+    history = fit(module, lambda rows: ((module(x[rows]) - target[rows]) ** 2).mean(), 32,
+                  validation_loss=validation_loss, config=config)
+    assert len(history) == 5  # best at epoch 2, then 3 epochs without improvement
+    for name, value in module.state_dict().items():
+        torch.testing.assert_close(value, snapshots[1][name])
+    assert len(fit(module, lambda rows: module(x[rows]).pow(2).mean(), 32, validation_loss=None,
+                   config=ClassifierConfig(max_epochs=4))) == 4
+
+
+def test_compute_table_reads_completed_stages_and_adds_this_stages_steps():
+    record = {"stages": [{"stage": "01_preprocess", "status": "complete", "wall_s": 3.0, "peak_rss_gb": 0.5},
+                         {"stage": "04_classify", "status": "running"}]}
+    table = evaluate.compute_table(record, {"gmvae4p": 1.23456})
+    assert list(table["step"]) == ["whole stage", "gmvae4p", "peak of this process so far"]
+    assert table.loc[1, "wall_s"] == 1.235 and table.loc[2, "peak_rss_gb"] > 0
+
+
+def test_every_method_name_has_its_code():
+    assert set(METHODS) == {evaluate.GMVAE4P_NAME, *evaluate.BASELINES, *CELL_BASELINES}
+    assert len(METHODS) == len(set(METHODS))
+    with pytest.raises(ValueError, match="unknown method"):
+        evaluate.cross_validate(_samples(), unit_table(_samples(), "SLE"), [], methods=["svm"])
+    with pytest.raises(ValueError, match="need the cells"):
+        evaluate.cross_validate(_samples(), unit_table(_samples(), "SLE"), [], methods=["prototype_cells"])
