@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from gmvae4p import keys
+from gmvae4p.classify.ablation import ABLATIONS
 from gmvae4p.classify.config import METHODS
 
 from conftest import ROOT
@@ -84,6 +85,16 @@ def test_classifier_stage_writes_every_table_with_each_unit_tested_once_per_meth
     np.testing.assert_allclose(fusion[["proportions", "states", "communication"]].sum(1), 1, rtol=1e-5)
     for suffix in ("png", "pdf", "csv"):
         assert (ci_run / "figures" / f"04_method_auc.{suffix}").stat().st_size > 0
+
+
+def test_ablation_stage_writes_table4_whose_full_row_is_table1s_gmvae4p(ci_run):
+    table4 = pd.read_csv(ci_run / "tables" / "table4_ablation.csv")
+    assert list(table4["configuration"]) == list(ABLATIONS)
+    table1 = pd.read_csv(ci_run / "tables" / "table1_main.csv").set_index("method")
+    assert table4.loc[0, "auc"] == pytest.approx(table1.loc["gmvae4p", "auc"], abs=1e-9)
+    assert (table4["delta_auc_low"].iloc[1:] <= table4["delta_auc"].iloc[1:]).all()
+    for suffix in ("png", "pdf", "csv"):
+        assert (ci_run / "figures" / f"05_ablation_deltas.{suffix}").stat().st_size > 0
 
 
 def test_nbval_reexecutes_the_chain_notebooks_to_the_same_checked_outputs(ci_run):

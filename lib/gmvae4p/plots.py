@@ -250,6 +250,21 @@ def method_auc(table: pd.DataFrame, *, null: pd.DataFrame | None = None):
     return fig, data.reset_index(drop=True)
 
 
+def ablation_deltas(table: pd.DataFrame):
+    """Table 4 as a forest plot: each configuration's AUC minus the full model's, with its paired 95 % CI."""
+    data = table.loc[table["configuration"] != "full",
+                     ["configuration", "auc", "delta_auc", "delta_auc_low", "delta_auc_high"]].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(data) + 1.5))
+    y = np.arange(len(data))[::-1]
+    ax.errorbar(data["delta_auc"], y, xerr=[data["delta_auc"] - data["delta_auc_low"],
+                                            data["delta_auc_high"] - data["delta_auc"]], fmt="o", capsize=3)
+    ax.axvline(0, color="k", linestyle=":", linewidth=1)
+    full = table.loc[table["configuration"] == "full", "auc"].iloc[0]
+    ax.set(yticks=y, yticklabels=data["configuration"], xlabel=f"Δ AUC vs full GMVAE4P (AUC {full:.3f}), paired 95 % CI")
+    fig.tight_layout()
+    return fig, data
+
+
 def _sample_labels(samples: ad.AnnData, rows: np.ndarray) -> np.ndarray:
     """The label of the selected samples, or "all" for a cohort without labels."""
     if "label" not in samples.obs:

@@ -22,6 +22,8 @@ class ClassifierConfig:
     hidden_dim: int = 256
     embed_dim: int = 64
     dropout: float = 0.2
+    fusion: str = "certainty"
+    """How modality encodings are fused: ``certainty`` (weighted by predicted certainty) or ``mean``."""
     nll_weight: float = 1.0
     """Weight of the modalities' Gaussian NLL (auxiliary targets)."""
     contrastive_weight: float = 0.1
@@ -39,6 +41,7 @@ class ClassifierConfig:
         for name in ("hidden_dim", "embed_dim", "batch_size", "max_epochs", "patience"):
             _require(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
         _require(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
+        _require(self.fusion in ("certainty", "mean"), "fusion", "certainty or mean", self.fusion)
         _require(self.lr > 0, "lr", "positive", self.lr)
         for name in ("nll_weight", "contrastive_weight", "weight_decay"):
             _require(getattr(self, name) >= 0, name, "non-negative", getattr(self, name))

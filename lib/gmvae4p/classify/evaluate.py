@@ -110,7 +110,8 @@ def _gmvae4p_fold(samples, y, fold: Fold, *, config, n_top_genes, n_top_interact
     whole = np.flatnonzero((kind == keys.WHOLE) & np.isin(unit, fold.test))
     deployment = pd.DataFrame({"fold": fold.index, "unit": unit[whole], "label": y[whole],
                                "bulk": model.predict(samples, whole).probability,
-                               "scrna": model.predict(samples, whole, use_true=True).probability})
+                               "scrna": model.predict(samples, whole, use_true=True).probability
+                               if model.modalities else np.nan})
     frame = lambda values: values.rename_axis("unit").reset_index().assign(fold=fold.index,
                                                                            label=lambda d: label.loc[d["unit"]].values)
     return {"predictions": predictions, "fusion": frame(weights), "fused": frame(embedding),

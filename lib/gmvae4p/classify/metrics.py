@@ -33,6 +33,22 @@ def auc_with_ci(y: np.ndarray, p: np.ndarray, *, n_boot: int = 1000, level: floa
     return float(auc), float(low), float(high)
 
 
+def paired_auc_difference(y: np.ndarray, p: np.ndarray, p_reference: np.ndarray, *, n_boot: int = 1000,
+                          level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """AUC(p) − AUC(p_reference) on the same units, with a percentile interval from resampling units (both models
+    scored on each resample, so the interval reflects their paired difference)."""
+    y, p, p_reference = np.asarray(y), np.asarray(p), np.asarray(p_reference)
+    difference = roc_auc_score(y, p) - roc_auc_score(y, p_reference)
+    rng = np.random.default_rng(seed)
+    draws = []
+    while len(draws) < n_boot:
+        pick = rng.integers(0, len(y), len(y))
+        if y[pick].min() != y[pick].max():
+            draws.append(roc_auc_score(y[pick], p[pick]) - roc_auc_score(y[pick], p_reference[pick]))
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(difference), float(low), float(high)
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, *, n_bins: int = 10) -> float:
     """Σ_bins (n_bin / n) · |mean label − mean probability| over ``n_bins`` equal-width bins of the positive-class
     probability (a probability of exactly 1 falls in the last bin)."""

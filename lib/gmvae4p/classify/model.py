@@ -90,7 +90,7 @@ class GMVAE4P:
     n_top_genes, n_top_interactions
         Bulk genes and communication features kept (most variable over the training units).
     modalities
-        Auxiliary modalities used (a subset of :data:`MODALITIES`).
+        Auxiliary modalities used (a subset of :data:`MODALITIES`; empty: bulk straight to the classifier).
     device
         ``cpu`` or ``cuda``; ``None`` picks CUDA when available.
     """
@@ -99,8 +99,8 @@ class GMVAE4P:
                  n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
                  device: str | None = None, seed: int = 0):
         unknown = set(modalities) - set(MODALITIES)
-        if unknown or not modalities:
-            raise ValueError(f"modalities must be a non-empty subset of {list(MODALITIES)}, not {list(modalities)}.")
+        if unknown:
+            raise ValueError(f"modalities must be a subset of {list(MODALITIES)}, not {list(modalities)}.")
         self.config, self.modalities, self.seed = config, tuple(modalities), seed
         self.n_top_genes, self.n_top_interactions = n_top_genes, n_top_interactions
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -119,13 +119,14 @@ class GMVAE4P:
         labels = torch.as_tensor(y[train], dtype=torch.long, device=self.device)
         dims = {m: len(self.features.columns[m]) for m in self.modalities}
         c = self.config
-        self.module = GMVAE4PModule(len(self.features.columns[BULK]), dims, hidden_dim=c.hidden_dim,
+        self.module = GMVAE4PModule(len(self.features.columns[BULK]), dims, fusion=c.fusion, hidden_dim=c.hidden_dim,
                                     embed_dim=c.embed_dim, dropout=c.dropout).to(self.device)
 
         def batch_loss(rows):
             rows = rows.to(self.device)
             bulk, modalities = data[BULK][rows], {m: data[m][rows] for m in self.modalities}
-            out, true_out = self.module(bulk), self.module(bulk, modalities, use_true=True)
+            out = self.module(bulk)
+            true_out = self.module(bulk, modalities, use_true=True) if self.modalities else None
             return self.module.loss(out, labels[rows], modalities, true_out=true_out, nll_weight=c.nll_weight,
                                     contrastive_weight=c.contrastive_weight)["loss"]
 

@@ -23,6 +23,9 @@ from torch import nn
 from ..gmvae.module import mlp
 
 
+FUSIONS = ("certainty", "mean")
+
+
 class GMVAE4PModule(nn.Module):
     """The multi-modal classifier.
 
@@ -31,18 +34,23 @@ class GMVAE4PModule(nn.Module):
     n_genes
         Width of the bulk input (genes selected on the training units).
     modality_dims
-        Feature count of each auxiliary modality, by name (its order is the order of the fusion weights).
+        Feature count of each auxiliary modality, by name (its order is the order of the fusion weights). Empty:
+        no auxiliary modalities, the bulk encoding goes straight to the classifier (an ablation).
+    fusion
+        ``certainty`` (softmax of predicted certainty over a learned temperature) or ``mean`` (equal weights: an
+        ablation).
     n_classes, hidden_dim, embed_dim, dropout
         Architecture.
     """
 
-    def __init__(self, n_genes: int, modality_dims: dict[str, int], *, n_classes: int = 2, hidden_dim: int = 256,
-                 embed_dim: int = 64, dropout: float = 0.2):
+    def __init__(self, n_genes: int, modality_dims: dict[str, int], *, fusion: str = "certainty", n_classes: int = 2,
+                 hidden_dim: int = 256, embed_dim: int = 64, dropout: float = 0.2):
         super().__init__()
-        if not modality_dims:
-            raise ValueError("modality_dims must name at least one modality.")
-        self.modalities = list(modality_dims)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {list(FUSIONS)}, not {fusion!r}.")
+        self.modalities, self.fusion = list(modality_dims), fusion
         self.bulk_encoder = mlp([n_genes, hidden_dim, hidden_dim], dropout, nn.GELU)
+        self.bulk_projection = None if modality_dims else nn.Linear(hidden_dim, embed_dim)
         self.heads = nn.ModuleDict({m: nn.Linear(hidden_dim, 2 * d) for m, d in modality_dims.items()})
         self.encoders = nn.ModuleDict({m: mlp([d, embed_dim], dropout, nn.GELU) for m, d in modality_dims.items()})
         self.log_temperature = nn.Parameter(torch.zeros(()))
@@ -52,9 +60,13 @@ class GMVAE4PModule(nn.Module):
                 use_true: bool = False) -> dict[str, torch.Tensor]:
         """``logits``, ``fusion_weights`` (samples × modalities), ``fused`` (the representation classified), and per
         modality ``mean/<m>``, ``log_var/<m>``, ``embedding/<m>`` (of what the encoder read)."""
-        if use_true and modalities is None:
-            raise ValueError("use_true=True needs the true modalities.")
+        if use_true and (modalities is None or not self.modalities):
+            raise ValueError("use_true=True needs the true modalities (and a model with auxiliary modalities).")
         hidden = self.bulk_encoder(bulk)
+        if self.bulk_projection is not None:
+            fused = self.bulk_projection(hidden)
+            return {"logits": self.classifier(fused), "fusion_weights": hidden.new_zeros(len(bulk), 0),
+                    "fused": fused}
         out, embeddings, certainty = {}, [], []
         for m in self.modalities:
             mean, log_var = self.heads[m](hidden).chunk(2, dim=-1)
@@ -64,7 +76,10 @@ class GMVAE4PModule(nn.Module):
             out[f"mean/{m}"], out[f"log_var/{m}"], out[f"embedding/{m}"] = mean, log_var, embedding
             embeddings.append(embedding)
             certainty.append(-log_var.mean(-1))
-        weights = torch.softmax(torch.stack(certainty, -1) / self.log_temperature.exp(), dim=-1)
+        if self.fusion == "certainty":
+            weights = torch.softmax(torch.stack(certainty, -1) / self.log_temperature.exp(), dim=-1)
+        else:
+            weights = torch.full_like(torch.stack(certainty, -1), 1 / len(self.modalities))
         fused = (weights[..., None] * torch.stack(embeddings, 1)).sum(1)
         out.update(logits=self.classifier(fused), fusion_weights=weights, fused=fused)
         return out
@@ -90,7 +105,7 @@ class GMVAE4PModule(nn.Module):
                 similarity = predicted @ true.T / temperature
                 contrastive = contrastive + F.cross_entropy(similarity, torch.arange(len(similarity),
                                                                                     device=similarity.device))
-        n = len(self.modalities)
+        n = max(len(self.modalities), 1)
         total = ce + ce_true + nll_weight * nll / n + contrastive_weight * contrastive / n
         return {"loss": total, "ce": ce, "ce_true": ce_true, "nll": nll / n, "contrastive": contrastive / n}
 

@@ -1,0 +1,80 @@
+"""Table 4: every ablation really changes the model, and its Δ AUC is paired with the full model's."""
+
+import numpy as np
+import pytest
+import torch
+
+from gmvae4p import keys
+from gmvae4p.classify.ablation import ABLATIONS, FULL, ablate, configuration
+from gmvae4p.classify.cv import patient_folds, sample_labels, unit_table
+from gmvae4p.classify.metrics import paired_auc_difference
+from gmvae4p.classify.model import GMVAE4P
+from gmvae4p.classify.module import GMVAE4PModule
+
+from test_classify import FAST, _mixture_rows, _samples
+
+
+def _signature(model: GMVAE4P, samples, rows):
+    """What a configuration's model is and reads: its parameters, inputs, fusion and loss weights, and the fusion
+    weights it gives."""
+    weights = model.predict(samples, rows).fusion_weights.to_numpy()
+    return (tuple((n, tuple(p.shape)) for n, p in model.module.named_parameters()), model.modalities,
+            model.config.fusion, model.config.contrastive_weight, weights.round(6).tobytes())
+
+
+def test_each_configuration_changes_the_model_or_its_inputs():
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    fold = patient_folds(units, n_folds=4, seed=0)[0]
+    train = _mixture_rows(samples, fold.train)
+    short = FAST.__class__(**{**FAST.__dict__, "max_epochs": 2})
+    signatures = {}
+    for name in ABLATIONS:
+        config, modalities = configuration(name, short)
+        model = GMVAE4P(config, n_top_genes=20, n_top_interactions=10, modalities=modalities, device="cpu")
+        model.fit(samples, sample_labels(samples, units), train=train)
+        signatures[name] = _signature(model, samples, train[:8])
+    assert len(set(signatures.values())) == len(ABLATIONS), "two configurations are the same model"
+    full = signatures[FULL]
+    for name, signature in signatures.items():
+        if name != FULL:
+            assert signature != full, name
+    assert signatures["no auxiliary modalities"][1] == () and signatures["proportions only"][1] == (keys.PROPORTIONS,)
+
+
+def test_mean_fusion_weighs_modalities_equally_and_bulk_only_has_no_heads():
+    torch.manual_seed(0)
+    dims = {"proportions": 3, "states": 5}
+    out = GMVAE4PModule(10, dims, fusion="mean", hidden_dim=8, embed_dim=4)(torch.randn(6, 10))
+    torch.testing.assert_close(out["fusion_weights"], torch.full((6, 2), 0.5))
+    bulk_only = GMVAE4PModule(10, {}, hidden_dim=8, embed_dim=4)
+    out = bulk_only(torch.randn(6, 10))
+    assert out["logits"].shape == (6, 2) and out["fusion_weights"].shape == (6, 0)
+    assert not any(name.startswith(("heads", "encoders")) for name, _ in bulk_only.named_parameters())
+    with pytest.raises(ValueError, match="use_true=True needs the true modalities"):
+        bulk_only(torch.randn(6, 10), {}, use_true=True)
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        GMVAE4PModule(10, dims, fusion="max")
+
+
+def test_table4_has_every_configuration_with_a_paired_delta():
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    folds = patient_folds(units, n_folds=4, seed=3)
+    predictions, table = ablate(samples, units, folds, names=["proportions only"], config=FAST, n_top_genes=20,
+                                n_top_interactions=10, device="cpu", n_boot=100, progress=False)
+    assert list(table["configuration"]) == [FULL, "proportions only"]
+    assert table.loc[0, "delta_auc"] == 0.0
+    row = table.iloc[1]
+    assert row["delta_auc"] == pytest.approx(row["auc"] - table.loc[0, "auc"])
+    assert row["delta_auc_low"] <= row["delta_auc"] <= row["delta_auc_high"]
+    assert predictions.groupby("method")["unit"].nunique().eq(len(units)).all()
+
+
+def test_paired_auc_difference_on_a_toy_example():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    perfect = np.array([0.1, 0.2, 0.8, 0.9, 0.3, 0.7])
+    reversed_ = 1 - perfect
+    assert paired_auc_difference(y, perfect, perfect, n_boot=50) == (0.0, 0.0, 0.0)
+    delta, low, high = paired_auc_difference(y, perfect, reversed_, n_boot=50)
+    assert delta == 1.0 and low == high == 1.0  # AUC 1 against AUC 0 on every resample
