@@ -19,7 +19,8 @@ def _signature(model: GMVAE4P, samples, rows):
     weights it gives."""
     weights = model.predict(samples, rows).fusion_weights.to_numpy()
     return (tuple((n, tuple(p.shape)) for n, p in model.module.named_parameters()), model.modalities,
-            model.config.fusion, model.config.contrastive_weight, weights.round(6).tobytes())
+            tuple(model.sources.items()), model.config.fusion, model.config.contrastive_weight,
+            weights.round(6).tobytes())
 
 
 def test_each_configuration_changes_the_model_or_its_inputs():
@@ -30,8 +31,9 @@ def test_each_configuration_changes_the_model_or_its_inputs():
     short = FAST.__class__(**{**FAST.__dict__, "max_epochs": 2})
     signatures = {}
     for name in ABLATIONS:
-        config, modalities = configuration(name, short)
-        model = GMVAE4P(config, n_top_genes=20, n_top_interactions=10, modalities=modalities, device="cpu")
+        config, modalities, sources = configuration(name, short)
+        model = GMVAE4P(config, n_top_genes=20, n_top_interactions=10, modalities=modalities, sources=sources,
+                        device="cpu")
         model.fit(samples, sample_labels(samples, units), train=train)
         signatures[name] = _signature(model, samples, train[:8])
     assert len(set(signatures.values())) == len(ABLATIONS), "two configurations are the same model"

@@ -41,6 +41,8 @@ def _samples(n_patients=24, n_samples=5, n_genes=40, signal=2.0, seed=0):
     states[positive, 0] += signal
     states[rng.random(len(obs)) < 0.2, 3:] = np.nan
     samples.obsm[keys.STATES] = states
+    samples.obsm[keys.STATES_LATENT] = states + rng.normal(size=states.shape).astype(np.float32)
+    samples.obsm[keys.STATES_EXPRESSION] = rng.normal(size=(len(obs), 12)).astype(np.float32)
     communication = rng.normal(size=(len(obs), 30)).astype(np.float32)
     communication[positive, 0] += signal
     samples.obsm[keys.COMMUNICATION] = communication
@@ -58,11 +60,18 @@ def test_fold_features_select_and_scale_on_training_rows_only():
     fold = patient_folds(units, n_folds=4, seed=0)[0]
     train = _mixture_rows(samples, fold.train)
     test = _mixture_rows(samples, fold.test)
-    samples.X[test, 5] *= 1000.0  # informative (and hugely variable) only among the test units' samples
-    samples.obsm[keys.COMMUNICATION][test, 7] *= 1000.0
-    features = FoldFeatures.fit(samples, train, blocks=(BULK, keys.STATES, keys.COMMUNICATION), n_top_genes=10,
-                                n_top_interactions=5)
-    assert 5 not in features.columns[BULK] and 7 not in features.columns[keys.COMMUNICATION]
+    blocks = dict(blocks=(BULK, keys.STATES, keys.COMMUNICATION), n_top_genes=10, n_top_interactions=5)
+    before = FoldFeatures.fit(samples, train, **blocks)
+    # informative (and hugely variable) only among the test units' samples, in a column not chosen so far
+    gene = np.setdiff1d(np.arange(samples.n_vars), before.columns[BULK])[0]
+    interaction = np.setdiff1d(np.arange(30), before.columns[keys.COMMUNICATION])[0]
+    samples.X[test, gene] = 1000.0 * (sample_labels(samples, units)[test] + 1)
+    samples.obsm[keys.COMMUNICATION][test, interaction] *= 1000.0
+    features = FoldFeatures.fit(samples, train, **blocks)
+    assert gene not in features.columns[BULK] and interaction not in features.columns[keys.COMMUNICATION]
+    for name in features.columns:  # nothing fitted moved
+        np.testing.assert_array_equal(features.columns[name], before.columns[name])
+        np.testing.assert_array_equal(features.scale[name], before.scale[name])
     scaled = features.transform(samples, train)
     np.testing.assert_allclose(scaled[BULK].mean(0), 0, atol=1e-4)
     np.testing.assert_allclose(np.nanstd(scaled[keys.STATES], 0), 1, atol=1e-4)

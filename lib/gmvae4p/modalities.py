@@ -16,6 +16,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from . import keys
 from .data.ligand_receptor import ligand_receptor_table
@@ -35,22 +36,50 @@ def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 50
     plan = plan_mixtures(adata, n_samples=n_samples, n_cells=n_cells, sparse_prob=sparse_prob, seed=seed,
                          progress=progress)
     state_values, state_names = states(adata, plan)
+    latent_values, _ = states(adata, plan, key=keys.X_GMVAE)
+    expression_values, expression_names = expression_states(adata, plan)
     communication_values, communication_names = communication(adata, plan, pairs)
     return to_anndata(adata, plan, pseudobulk_counts(adata, plan),
-                      obsm={keys.STATES: state_values, keys.COMMUNICATION: communication_values},
+                      obsm={keys.STATES: state_values, keys.STATES_LATENT: latent_values,
+                            keys.STATES_EXPRESSION: expression_values, keys.COMMUNICATION: communication_values},
                       uns={"settings": {"n_samples": n_samples, "n_cells": n_cells, "sparse_prob": sparse_prob,
                                         "seed": seed, "resource": resource,
                                         "n_top_interactions": n_top_interactions},
-                           "state_features": state_names, "communication_features": communication_names,
+                           "state_features": state_names, "state_expression_features": expression_names,
+                           "communication_features": communication_names,
                            "ligand_receptor_pairs": pairs.to_dict(orient="list")})
 
 
-def states(adata: ad.AnnData, plan: MixturePlan) -> tuple[np.ndarray, list[str]]:
-    """Samples × (types · latent dims) mean z-scores per type, and the feature names ``"<type>|z<j>"``."""
+def states(adata: ad.AnnData, plan: MixturePlan, *, key: str = keys.X_GMVAE_ZSCORE) -> tuple[np.ndarray, list[str]]:
+    """Samples × (types · latent dims) means of ``obsm[key]`` per type (the z-scores; ``X_gmvae`` for the raw
+    latent), and the feature names ``"<type>|z<j>"``."""
     _require_zscore(adata)
-    zscore = np.asarray(adata.obsm[keys.X_GMVAE_ZSCORE], dtype=np.float64)
-    means = _means(plan, weighted_sums(plan, zscore, columns=np.arange(zscore.shape[1])))
-    names = [f"{t}|z{j}" for t in plan.cell_types for j in range(zscore.shape[1])]
+    latent = np.asarray(adata.obsm[key], dtype=np.float64)
+    means = _means(plan, weighted_sums(plan, latent, columns=np.arange(latent.shape[1])))
+    names = [f"{t}|z{j}" for t in plan.cell_types for j in range(latent.shape[1])]
+    return means.reshape(len(means), -1).astype(np.float32), names
+
+
+EXPRESSION_STATE_GENES = 200
+"""Genes of the expression states (:func:`expression_states`): the seed built states from highly variable gene means;
+200 genes × types keeps them of the z-score states' order of size."""
+
+
+def expression_states(adata: ad.AnnData, plan: MixturePlan, *,
+                      n_genes: int = EXPRESSION_STATE_GENES) -> tuple[np.ndarray, list[str]]:
+    """Samples × (types · genes) mean log-normalized expression (``X``) per type of the ``n_genes`` most variable
+    genes (stage 01's ``highly_variable_rank`` when it ranked them, else the variance of ``X``), and the names
+    ``"<type>|<gene>"``. Label-free, like every input of stage 03."""
+    if "highly_variable_rank" in adata.var and adata.var["highly_variable_rank"].notna().any():
+        genes = np.argsort(adata.var["highly_variable_rank"].fillna(np.inf).to_numpy(), kind="stable")[:n_genes]
+    else:
+        x = adata.X
+        mean = np.asarray(x.mean(0)).ravel()
+        square = np.asarray(x.multiply(x).mean(0) if sp.issparse(x) else (x ** 2).mean(0)).ravel()
+        genes = np.argsort(-(square - mean ** 2), kind="stable")[:n_genes]
+    genes = np.sort(genes)
+    means = _means(plan, weighted_sums(plan, adata.X, columns=genes))
+    names = [f"{t}|{g}" for t in plan.cell_types for g in adata.var_names[genes]]
     return means.reshape(len(means), -1).astype(np.float32), names
 
 
@@ -99,5 +128,6 @@ def _means(plan: MixturePlan, sums: np.ndarray) -> np.ndarray:
 
 
 def _require_zscore(adata: ad.AnnData) -> None:
-    if keys.X_GMVAE_ZSCORE not in adata.obsm:
-        raise PseudobulkError(f"adata.obsm[{keys.X_GMVAE_ZSCORE!r}] is missing: run stage 02 (GMVAE) first.")
+    for key in (keys.X_GMVAE_ZSCORE, keys.X_GMVAE):
+        if key not in adata.obsm:
+            raise PseudobulkError(f"adata.obsm[{key!r}] is missing: run stage 02 (GMVAE) first.")

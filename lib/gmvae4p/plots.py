@@ -254,7 +254,7 @@ def ablation_deltas(table: pd.DataFrame):
     """Table 4 as a forest plot: each configuration's AUC minus the full model's, with its paired 95 % CI."""
     data = table.loc[table["configuration"] != "full",
                      ["configuration", "auc", "delta_auc", "delta_auc_low", "delta_auc_high"]].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(data) + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(data) + 1.5))
     y = np.arange(len(data))[::-1]
     ax.errorbar(data["delta_auc"], y, xerr=[data["delta_auc"] - data["delta_auc_low"],
                                             data["delta_auc_high"] - data["delta_auc"]], fmt="o", capsize=3)

@@ -28,16 +28,20 @@ ABLATIONS: dict[str, dict] = {
     "no communication": {"modalities": (keys.PROPORTIONS, keys.STATES)},
     "proportions only": {"modalities": (keys.PROPORTIONS,)},
     "no auxiliary modalities": {"modalities": ()},
+    "states from highly variable gene means": {"sources": {keys.STATES: keys.STATES_EXPRESSION}},
+    "states from raw GMVAE latent means": {"sources": {keys.STATES: keys.STATES_LATENT}},
 }
-"""Configuration name → what it changes: ``config`` fields of :class:`ClassifierConfig`, or the ``modalities``."""
+"""Configuration name → what it changes: ``config`` fields of :class:`ClassifierConfig`, the ``modalities``, or the
+``sources`` a modality is read from."""
 
 
-def configuration(name: str, config: ClassifierConfig) -> tuple[ClassifierConfig, tuple[str, ...]]:
-    """The classifier settings and modalities of ablation ``name``."""
+def configuration(name: str, config: ClassifierConfig) -> tuple[ClassifierConfig, tuple[str, ...], dict[str, str]]:
+    """The classifier settings, modalities and modality sources of ablation ``name``."""
     if name not in ABLATIONS:
         raise ValueError(f"unknown ablation {name!r}; known: {list(ABLATIONS)}.")
     change = ABLATIONS[name]
-    return dataclasses.replace(config, **change.get("config", {})), tuple(change.get("modalities", MODALITIES))
+    return (dataclasses.replace(config, **change.get("config", {})), tuple(change.get("modalities", MODALITIES)),
+            dict(change.get("sources", {})))
 
 
 def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names: list[str] | None = None,
@@ -51,10 +55,10 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
         names.insert(0, FULL)
     predictions = []
     for name in tqdm(names, desc="Ablations", disable=not progress):
-        changed, modalities = configuration(name, config)
+        changed, modalities, sources = configuration(name, config)
         result = cross_validate(samples, units, folds, methods=["gmvae4p"], config=changed, n_top_genes=n_top_genes,
-                                n_top_interactions=n_top_interactions, modalities=modalities, device=device,
-                                seed=seed, progress=False)
+                                n_top_interactions=n_top_interactions, modalities=modalities, sources=sources,
+                                device=device, seed=seed, progress=False)
         predictions.append(result.predictions.assign(method=name))
     predictions = pd.concat(predictions, ignore_index=True)
     by_unit = predictions.pivot(index="unit", columns="method", values="probability")

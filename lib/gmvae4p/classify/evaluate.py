@@ -51,10 +51,11 @@ class CrossValidation:
 def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, cells: CellData | None = None,
                    methods: list[str] | None = None, config: ClassifierConfig = ClassifierConfig(),
                    n_top_genes: int = 2000, n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
-                   device: str | None = None, seed: int = 0, progress: bool = True) -> CrossValidation:
+                   sources: dict[str, str] | None = None, device: str | None = None, seed: int = 0,
+                   progress: bool = True) -> CrossValidation:
     """Every method in ``methods`` (default :data:`METHODS`) on ``folds``; labels come from ``units``
     (:func:`~gmvae4p.classify.cv.unit_table`, or its permutation for the null control). The cell-level baselines
-    need ``cells``."""
+    need ``cells``; ``modalities`` and ``sources`` are GMVAE4P's (:class:`~gmvae4p.classify.model.GMVAE4P`)."""
     methods = list(METHODS) if methods is None else list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -69,8 +70,8 @@ def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], 
         if method == GMVAE4P_NAME:
             for fold in folds:
                 result = _gmvae4p_fold(samples, y, fold, config=config, n_top_genes=n_top_genes,
-                                       n_top_interactions=n_top_interactions, modalities=modalities, device=device,
-                                       seed=seed)
+                                       n_top_interactions=n_top_interactions, modalities=modalities,
+                                       sources=sources, device=device, seed=seed)
                 parts.append(result["predictions"])
                 fusion.append(result["fusion"])
                 fused.append(result["fused"])
@@ -89,7 +90,8 @@ def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], 
                            seconds, histories)
 
 
-def _gmvae4p_fold(samples, y, fold: Fold, *, config, n_top_genes, n_top_interactions, modalities, device, seed):
+def _gmvae4p_fold(samples, y, fold: Fold, *, config, n_top_genes, n_top_interactions, modalities, sources, device,
+                  seed):
     """GMVAE4P on one fold: mixture-sample predictions of the test units, and their whole-unit samples from bulk
     alone and with the true modalities (Table 3)."""
     unit = samples.obs["unit"].astype(str).to_numpy()
@@ -97,7 +99,7 @@ def _gmvae4p_fold(samples, y, fold: Fold, *, config, n_top_genes, n_top_interact
     rows = {side: np.flatnonzero((kind == keys.MIXTURE) & np.isin(unit, getattr(fold, side)))
             for side in ("train", "validation", "test")}
     model = GMVAE4P(config, n_top_genes=n_top_genes, n_top_interactions=n_top_interactions, modalities=modalities,
-                    device=device, seed=seed + fold.index)
+                    sources=sources, device=device, seed=seed + fold.index)
     model.fit(samples, y, train=rows["train"], validation=rows["validation"])
     test = rows["test"]
     predicted = model.predict(samples, test)

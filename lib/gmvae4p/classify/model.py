@@ -38,21 +38,24 @@ def feature_block(samples: ad.AnnData, name: str) -> np.ndarray:
 
 @dataclasses.dataclass
 class FoldFeatures:
-    """Columns kept and their standardization, all fitted on training rows."""
+    """Columns kept and their standardization, all fitted on training rows; ``sources`` names where a block is read
+    when not under its own name (an ablation reads the states from ``states_expression``)."""
 
     columns: dict[str, np.ndarray]
     mean: dict[str, np.ndarray]
     scale: dict[str, np.ndarray]
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def fit(cls, samples: ad.AnnData, rows: np.ndarray, *, blocks: tuple[str, ...], n_top_genes: int,
-            n_top_interactions: int) -> FoldFeatures:
+            n_top_interactions: int, sources: dict[str, str] | None = None) -> FoldFeatures:
         """Bulk keeps its ``n_top_genes`` and communication its ``n_top_interactions`` most variable columns over
         ``rows``; every kept column is centred and scaled by its mean and SD over ``rows`` (NaN ignored)."""
         top = {BULK: n_top_genes, keys.COMMUNICATION: n_top_interactions}
+        sources = dict(sources or {})
         columns, mean, scale = {}, {}, {}
         for name in blocks:
-            values = feature_block(samples, name)
+            values = feature_block(samples, sources.get(name, name))
             kept = most_variable(values, rows, top[name]) if name in top else np.arange(values.shape[1])
             train = values[np.ix_(rows, kept)]
             with warnings.catch_warnings():  # a type never drawn in training rows: an all-NaN column
@@ -61,12 +64,13 @@ class FoldFeatures:
             columns[name] = kept
             mean[name] = np.nan_to_num(centre)
             scale[name] = np.where(np.nan_to_num(spread) > 1e-6, spread, 1.0).astype(np.float32)
-        return cls(columns, mean, scale)
+        return cls(columns, mean, scale, sources)
 
     def transform(self, samples: ad.AnnData, rows: np.ndarray,
                   blocks: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Standardized ``blocks`` (default: all) of ``rows``; NaN (a cell type not drawn) stays NaN."""
-        return {name: (feature_block(samples, name)[np.ix_(rows, self.columns[name])] - self.mean[name])
+        return {name: (feature_block(samples, self.sources.get(name, name))[np.ix_(rows, self.columns[name])]
+                       - self.mean[name])
                 / self.scale[name] for name in blocks or self.columns}
 
 
@@ -91,17 +95,19 @@ class GMVAE4P:
         Bulk genes and communication features kept (most variable over the training units).
     modalities
         Auxiliary modalities used (a subset of :data:`MODALITIES`; empty: bulk straight to the classifier).
+    sources
+        ``obsm`` key to read a modality from when not its own name (``{"states": "states_expression"}``).
     device
         ``cpu`` or ``cuda``; ``None`` picks CUDA when available.
     """
 
     def __init__(self, config: ClassifierConfig = ClassifierConfig(), *, n_top_genes: int = 2000,
                  n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
-                 device: str | None = None, seed: int = 0):
+                 sources: dict[str, str] | None = None, device: str | None = None, seed: int = 0):
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(f"modalities must be a subset of {list(MODALITIES)}, not {list(modalities)}.")
-        self.config, self.modalities, self.seed = config, tuple(modalities), seed
+        self.config, self.modalities, self.sources, self.seed = config, tuple(modalities), dict(sources or {}), seed
         self.n_top_genes, self.n_top_interactions = n_top_genes, n_top_interactions
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.module: GMVAE4PModule | None = None
@@ -114,7 +120,8 @@ class GMVAE4P:
         stopping on ``validation`` rows."""
         torch.manual_seed(self.seed)
         self.features = FoldFeatures.fit(samples, train, blocks=(BULK, *self.modalities),
-                                         n_top_genes=self.n_top_genes, n_top_interactions=self.n_top_interactions)
+                                         n_top_genes=self.n_top_genes, n_top_interactions=self.n_top_interactions,
+                                         sources=self.sources)
         data = self._tensors(samples, train)
         labels = torch.as_tensor(y[train], dtype=torch.long, device=self.device)
         dims = {m: len(self.features.columns[m]) for m in self.modalities}
