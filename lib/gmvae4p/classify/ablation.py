@@ -1,7 +1,8 @@
 """Table 4: GMVAE4P with one component removed at a time, on the same outer folds and seed as Table 1.
 
 Each configuration changes exactly one thing relative to the full model (:data:`ABLATIONS`); the difference in
-per-unit AUC from the full model comes with a paired bootstrap interval over units.
+per-unit AUC from the full model comes with a paired bootstrap interval over units. The row whose GMVAE is trained
+with ``mse`` reads states that :func:`gmvae_states` makes from a second GMVAE over the same pseudobulk mixtures.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import keys
+from ..gmvae.model import GMVAE, split_settings
+from ..modalities import states
+from ..pseudobulk import plan_mixtures
 from .config import ClassifierConfig
 from .cv import Fold
 from .evaluate import cross_validate
@@ -21,6 +25,8 @@ from .metrics import binary_metrics, paired_auc_difference
 from .model import MODALITIES
 
 FULL = "full"
+STATES_GMVAE_MSE = "states_gmvae_mse"
+"""``samples.obsm`` key (in memory, stage 05) of the states from a GMVAE trained with ``mse``."""
 ABLATIONS: dict[str, dict] = {
     FULL: {},
     "mean fusion (no certainty weighting)": {"config": {"fusion": "mean"}},
@@ -30,6 +36,7 @@ ABLATIONS: dict[str, dict] = {
     "no auxiliary modalities": {"modalities": ()},
     "states from highly variable gene means": {"sources": {keys.STATES: keys.STATES_EXPRESSION}},
     "states from raw GMVAE latent means": {"sources": {keys.STATES: keys.STATES_LATENT}},
+    "GMVAE trained with mse": {"sources": {keys.STATES: STATES_GMVAE_MSE}},
 }
 """Configuration name → what it changes: ``config`` fields of :class:`ClassifierConfig`, the ``modalities``, or the
 ``sources`` a modality is read from."""
@@ -42,6 +49,22 @@ def configuration(name: str, config: ClassifierConfig) -> tuple[ClassifierConfig
     change = ABLATIONS[name]
     return (dataclasses.replace(config, **change.get("config", {})), tuple(change.get("modalities", MODALITIES)),
             dict(change.get("sources", {})))
+
+
+def gmvae_states(cells: ad.AnnData, samples: ad.AnnData, gmvae_settings: dict, *, output_dir, seed: int = 0,
+                 likelihood: str = "mse") -> np.ndarray:
+    """States (as ``obsm["states"]``, samples × (types · latent dims)) from a GMVAE trained like stage 02's
+    (``gmvae_settings``: its parameters section) but with ``likelihood``, over the same mixtures: the plan is drawn
+    again from the samples' recorded settings and seed, which gives stage 03's mixtures. ``cells`` is stage 02's
+    AnnData; its embedding keys are overwritten by the second GMVAE's."""
+    settings = samples.uns[keys.UNS_PSEUDOBULK]["settings"]
+    model_settings, fit_settings = split_settings({**gmvae_settings, "likelihood": likelihood})
+    GMVAE(cells, **model_settings).fit(output_dir, seed=seed, **fit_settings)
+    plan = plan_mixtures(cells, n_samples=int(settings["n_samples"]), n_cells=int(settings["n_cells"]),
+                         sparse_prob=float(settings["sparse_prob"]), seed=int(settings["seed"]), progress=False)
+    if list(plan.obs["sample_id"]) != list(samples.obs["sample_id"]):
+        raise ValueError("the mixtures drawn again differ from stage 03's: were the cells or settings changed?")
+    return states(cells, plan)[0]
 
 
 def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names: list[str] | None = None,
