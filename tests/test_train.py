@@ -106,6 +106,25 @@ def test_two_gloo_processes_match_one_and_write_one_checkpoint(cohort, trainset,
     assert single >= 0.95 and abs(single - double) <= 0.01, (single, double)
 
 
+def test_a_rank_without_held_out_cells_still_trains_and_val_acc_comes_from_the_other(cohort, tmp_path):
+    n_cells = cohort.counts.shape[0]
+    stored = np.random.default_rng(0).permutation(n_cells)  # write_trainset's order for seed 0
+    validation = np.zeros(n_cells, dtype=bool)
+    validation[stored[:60]] = True  # the first stored cells: all in rank 0's shard of two
+    types = cohort.obs["ct_cov"]
+    path = write_trainset(tmp_path / "trainset.h5", cohort.counts, types.cat.codes.to_numpy(),
+                          component_names=list(types.cat.categories), genes=list(cohort.var_names),
+                          validation=validation)
+    assert read_shard(path, 0, 2).validation.sum() == 60 and not read_shard(path, 1, 2).validation.any()
+    training.write_settings(tmp_path / "run", SMALL, TrainConfig(epochs=2, batch_size=128))
+    lines = []
+    launch(path, tmp_path / "run", n_processes=2, device="cpu", log=lines.append)
+    epochs = [line for line in lines if line.startswith("Epoch")]
+    assert len(epochs) == 2 and all("val_acc=" in line for line in epochs)
+    history = torch.load(tmp_path / "run" / training.MODEL, weights_only=True)["history"]
+    assert all(0 <= h["val_acc"] <= 1 for h in history)
+
+
 def test_resume_continues_where_the_checkpoint_stopped(trainset, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     training.write_settings(straight, SMALL, TrainConfig(epochs=4, batch_size=256))
