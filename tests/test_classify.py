@@ -272,3 +272,24 @@ def test_every_method_name_has_its_code():
         evaluate.cross_validate(_samples(), unit_table(_samples(), "SLE"), [], methods=["svm"])
     with pytest.raises(ValueError, match="need the cells"):
         evaluate.cross_validate(_samples(), unit_table(_samples(), "SLE"), [], methods=["prototype_cells"])
+
+
+def test_figure1_panel_data_follows_the_fusion_weights():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gmvae4p import plots
+
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    folds = patient_folds(units, n_folds=4, seed=0)
+    result = evaluate.cross_validate(samples, units, folds, methods=["gmvae4p"], config=FAST, n_top_genes=20,
+                                     n_top_interactions=10, device="cpu", progress=False)
+    fig, data = plots.modality_weighting(result.fusion, result.fused, result.predictions,
+                                         label_names={0: "healthy", 1: "SLE"})
+    assert len(fig.axes) >= 4 and len(data) == len(units)
+    weights = data[list(model_module.MODALITIES)].to_numpy()
+    assert (data["dominant"] == np.asarray(model_module.MODALITIES)[weights.argmax(1)]).all()
+    assert data["entropy"].between(0, np.log(3) + 1e-9).all()
+    assert (data["correct"] == ((data["probability"] >= 0.5) == data["label"].astype(bool))).all()
+    assert set(data["class"]) == {"healthy", "SLE"}

@@ -265,6 +265,64 @@ def ablation_deltas(table: pd.DataFrame):
     return fig, data
 
 
+def modality_weighting(fusion: pd.DataFrame, fused: pd.DataFrame, predictions: pd.DataFrame, *,
+                       label_names: dict[int, str] | None = None):
+    """Figure 1, from GMVAE4P's out-of-fold outputs on test units (stage 04's ``gmvae4p_fusion.csv``,
+    ``gmvae4p_fused.csv`` and its rows of ``predictions.csv``): (a) mean fusion weight per class and modality,
+    (b) each class's share of units by dominant modality, (c) the units' fused representations on the first two
+    principal components of their fold's model, coloured by label, (d) fusion-weight entropy of correct and wrong
+    calls (threshold 0.5).
+    The panel data has one row per unit."""
+    modalities = [c for c in fusion.columns if c not in ("fold", "unit", "label")]
+    names = label_names or {0: "negative", 1: "positive"}
+    data = fusion.merge(predictions[["unit", "probability"]], on="unit", how="left")
+    weights = data[modalities].to_numpy()
+    data["dominant"] = np.asarray(modalities)[weights.argmax(1)]
+    data["entropy"] = -(weights * np.log(np.clip(weights, 1e-12, None))).sum(1)
+    data["correct"] = (data["probability"] >= 0.5).astype(int) == data["label"]
+    # each fold has its own model, so its own representation space: PCA per fold, PC 1 turned to rise with the
+    # predicted probability (not the labels) so that folds read the same way
+    representation = fused.set_index("unit").loc[data["unit"]].filter(like="fused_").to_numpy()
+    data[["pc1", "pc2"]] = 0.0
+    for rows in data.groupby("fold").indices.values():
+        centred = representation[rows] - representation[rows].mean(0)
+        _, _, components = np.linalg.svd(centred, full_matrices=False)
+        projected = centred @ components[:2].T
+        if np.corrcoef(projected[:, 0], data["probability"].to_numpy()[rows])[0, 1] < 0:
+            projected[:, 0] *= -1
+        data.loc[data.index[rows], ["pc1", "pc2"]] = projected / projected.std(0).clip(1e-12)
+    data["class"] = data["label"].map(names)
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), layout="constrained")
+    mean_weights = data.groupby("class")[modalities].mean()
+    image = axes[0].imshow(mean_weights.to_numpy(), cmap="viridis", vmin=0, vmax=max(0.5, mean_weights.max().max()))
+    axes[0].set(xticks=range(len(modalities)), xticklabels=modalities, yticks=range(len(mean_weights)),
+                yticklabels=mean_weights.index, title="a  mean fusion weight")
+    for (i, j), value in np.ndenumerate(mean_weights.to_numpy()):
+        axes[0].text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=9)
+    fig.colorbar(image, ax=axes[0], shrink=0.8)
+    shares = pd.crosstab(data["class"], data["dominant"], normalize="index").reindex(columns=modalities, fill_value=0)
+    shares.plot.bar(stacked=True, ax=axes[1], rot=0, width=0.7)
+    axes[1].set(ylabel="share of units", xlabel="", title="b  dominant modality", ylim=(0, 1))
+    axes[1].legend(fontsize=8, frameon=False)
+    for (label, part), colour in zip(data.groupby("class"), ("C0", "C3")):
+        axes[2].scatter(part["pc1"], part["pc2"], s=18, color=colour, label=label, alpha=0.8)
+    axes[2].set(xlabel="PC 1 (per fold, rising with the prediction)", ylabel="PC 2 (per fold)",
+                title="c  fused representation of test units")
+    axes[2].legend(fontsize=8, frameon=False)
+    groups = [data.loc[data["correct"] == flag, "entropy"].to_numpy() for flag in (True, False)]
+    axes[3].boxplot(groups, showfliers=False)
+    for k, values in enumerate(groups, start=1):
+        axes[3].scatter(np.full(len(values), k) + np.random.default_rng(k).uniform(-0.12, 0.12, len(values)),
+                        values, s=10, color="0.3")
+    axes[3].set(xticks=[1, 2], xticklabels=[f"correct (n={len(groups[0])})", f"wrong (n={len(groups[1])})"],
+                ylabel="entropy (nats)", title="d  fusion-weight entropy")
+    axes[3].axhline(np.log(len(modalities)), color="0.6", linestyle=":", linewidth=1)
+    for ax in axes[1:]:
+        ax.spines[["top", "right"]].set_visible(False)
+    return fig, data
+
+
 def _sample_labels(samples: ad.AnnData, rows: np.ndarray) -> np.ndarray:
     """The label of the selected samples, or "all" for a cohort without labels."""
     if "label" not in samples.obs:
