@@ -293,3 +293,22 @@ def test_figure1_panel_data_follows_the_fusion_weights():
     assert data["entropy"].between(0, np.log(3) + 1e-9).all()
     assert (data["correct"] == ((data["probability"] >= 0.5) == data["label"].astype(bool))).all()
     assert set(data["class"]) == {"healthy", "SLE"}
+
+
+def test_roc_curves_end_at_the_corners_and_the_legend_carries_table1s_auc():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gmvae4p import plots
+
+    predictions = pd.DataFrame({"method": ["a"] * 6 + ["b"] * 6, "unit": list("uvwxyz") * 2,
+                                "label": [0, 0, 0, 1, 1, 1] * 2,
+                                "probability": [0.1, 0.4, 0.35, 0.8, 0.3, 0.9, 0.5, 0.2, 0.7, 0.6, 0.1, 0.4]})
+    table = evaluate.main_table(predictions, n_boot=20)
+    fig, points = plots.roc_curves(predictions, table)
+    for method, curve in points.groupby("method"):
+        assert curve[["fpr", "tpr"]].iloc[0].tolist() == [0, 0] and curve[["fpr", "tpr"]].iloc[-1].tolist() == [1, 1]
+        area = np.trapezoid(curve["tpr"], curve["fpr"])  # the step curve's area from its points equals the AUC
+        assert area == pytest.approx(table.set_index("method").loc[method, "auc"])
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[0].startswith(f"a  {table.loc[0, 'auc']:.2f}")

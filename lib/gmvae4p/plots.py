@@ -265,6 +265,29 @@ def ablation_deltas(table: pd.DataFrame):
     return fig, data
 
 
+def roc_curves(predictions: pd.DataFrame, table: pd.DataFrame):
+    """ROC curve of each method's out-of-fold per-unit predictions (``predictions.csv``), its AUC and 95 % CI from
+    Table 1 in the legend. The panel data holds every curve's points."""
+    from sklearn.metrics import roc_curve
+
+    auc = table.set_index("method")
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    points = []
+    for method, part in predictions.groupby("method", sort=False):
+        fpr, tpr, _ = roc_curve(part["label"], part["probability"])
+        row = auc.loc[method]
+        ax.plot(fpr, tpr, drawstyle="steps-post", linewidth=2 if method == "gmvae4p" else 1,
+                label=f"{method}  {row['auc']:.2f} [{row['auc_low']:.2f}, {row['auc_high']:.2f}]")
+        points.append(pd.DataFrame({"method": method, "fpr": fpr, "tpr": tpr}))
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC per unit, out of fold", xlim=(0, 1),
+           ylim=(0, 1.01))
+    ax.legend(fontsize=7, frameon=False, loc="lower right", title="AUC [95 % CI]", title_fontsize=7)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig, pd.concat(points, ignore_index=True)
+
+
 def modality_weighting(fusion: pd.DataFrame, fused: pd.DataFrame, predictions: pd.DataFrame, *,
                        label_names: dict[int, str] | None = None):
     """Figure 1, from GMVAE4P's out-of-fold outputs on test units (stage 04's ``gmvae4p_fusion.csv``,
