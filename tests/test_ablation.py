@@ -71,6 +71,14 @@ def test_table4_has_every_configuration_with_a_paired_delta():
     assert row["delta_auc"] == pytest.approx(row["auc"] - table.loc[0, "auc"])
     assert row["delta_auc_low"] <= row["delta_auc"] <= row["delta_auc_high"]
     assert predictions.groupby("method")["unit"].nunique().eq(len(units)).all()
+    assert list(table["changes"]) == ["nothing", "modalities"] and list(table["n_modalities"]) == [3, 1]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gmvae4p import plots
+
+    _, points = plots.auc_by_modality_count(table)
+    assert list(points["n_modalities"]) == [1, 3] and list(points["auc"]) == list(table["auc"][::-1])
 
 
 def test_paired_auc_difference_on_a_toy_example():

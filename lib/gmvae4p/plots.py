@@ -288,6 +288,26 @@ def roc_curves(predictions: pd.DataFrame, table: pd.DataFrame):
     return fig, pd.concat(points, ignore_index=True)
 
 
+def auc_by_modality_count(table: pd.DataFrame):
+    """Figure 3b: AUC (with CI) against the number of auxiliary modalities GMVAE4P reads, from Table 4's rows that
+    change nothing but the modalities (the full model and its modality ablations), each point labelled."""
+    data = table.loc[table["changes"].isin(["nothing", "modalities"]),
+                     ["configuration", "modalities", "n_modalities", "auc", "auc_low", "auc_high"]]
+    data = data.sort_values("n_modalities").reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.errorbar(data["n_modalities"], data["auc"], yerr=[data["auc"] - data["auc_low"], data["auc_high"] - data["auc"]],
+                fmt="o-", capsize=3, color="0.25")
+    for row in data.itertuples():
+        ax.annotate(row.modalities or "bulk only", (row.n_modalities, row.auc), textcoords="offset points",
+                    xytext=(6, -10), fontsize=7)
+    ax.axhline(0.5, color="k", linestyle=":", linewidth=1)
+    ax.set(xlabel="auxiliary modalities read", ylabel="AUC per unit (95 % CI)", xticks=sorted(data["n_modalities"]),
+           title="GMVAE4P by modalities (Table 4)")
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig, data
+
+
 def modality_weighting(fusion: pd.DataFrame, fused: pd.DataFrame, predictions: pd.DataFrame, *,
                        label_names: dict[int, str] | None = None):
     """Figure 1, from GMVAE4P's out-of-fold outputs on test units (stage 04's ``gmvae4p_fusion.csv``,

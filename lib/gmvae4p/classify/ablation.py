@@ -71,14 +71,16 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
            config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = 2000, n_top_interactions: int = 500,
            device: str | None = None, seed: int = 0, n_boot: int = 1000,
            progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Out-of-fold predictions of every configuration (``method`` = its name) and Table 4: per configuration the
-    per-unit metrics and ``delta_auc`` (vs full) with its paired CI."""
+    """Out-of-fold predictions of every configuration (``method`` = its name) and Table 4: per configuration what it
+    changes (``config``, ``modalities`` or ``sources``), the modalities it reads, the per-unit metrics and
+    ``delta_auc`` (vs full) with its paired CI."""
     names = list(ABLATIONS) if names is None else list(names)
     if FULL not in names:
         names.insert(0, FULL)
-    predictions = []
+    predictions, read = [], {}
     for name in tqdm(names, desc="Ablations", disable=not progress):
         changed, modalities, sources = configuration(name, config)
+        read[name] = modalities
         result = cross_validate(samples, units, folds, methods=["gmvae4p"], config=changed, n_top_genes=n_top_genes,
                                 n_top_interactions=n_top_interactions, modalities=modalities, sources=sources,
                                 device=device, seed=seed, progress=False)
@@ -90,6 +92,8 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
     for name in names:
         delta = paired_auc_difference(y, by_unit[name].to_numpy(), by_unit[FULL].to_numpy(), n_boot=n_boot,
                                       seed=seed) if name != FULL else (0.0, np.nan, np.nan)
-        rows.append({"configuration": name, **binary_metrics(y, by_unit[name].to_numpy(), n_boot=n_boot, seed=seed),
+        rows.append({"configuration": name, "changes": "+".join(ABLATIONS[name]) or "nothing",
+                     "modalities": " ".join(read[name]), "n_modalities": len(read[name]),
+                     **binary_metrics(y, by_unit[name].to_numpy(), n_boot=n_boot, seed=seed),
                      "delta_auc": delta[0], "delta_auc_low": delta[1], "delta_auc_high": delta[2]})
     return predictions, pd.DataFrame(rows)
