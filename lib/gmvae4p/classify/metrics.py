@@ -22,15 +22,20 @@ def auc_with_ci(y: np.ndarray, p: np.ndarray, *, n_boot: int = 1000, level: floa
     """ROC-AUC and its percentile bootstrap interval over units (resamples holding one class only are redrawn:
     AUC is undefined there)."""
     y, p = np.asarray(y), np.asarray(p)
-    auc = roc_auc_score(y, p)
+    return _with_interval(y, lambda pick: roc_auc_score(y[pick], p[pick]), n_boot=n_boot, level=level, seed=seed)
+
+
+def _with_interval(y: np.ndarray, statistic, *, n_boot: int, level: float, seed: int) -> tuple[float, float, float]:
+    """``statistic`` of all units and its percentile interval over ``n_boot`` resamples of units (index arrays);
+    a resample holding one class only is redrawn."""
     rng = np.random.default_rng(seed)
     draws = []
     while len(draws) < n_boot:
         pick = rng.integers(0, len(y), len(y))
         if y[pick].min() != y[pick].max():
-            draws.append(roc_auc_score(y[pick], p[pick]))
+            draws.append(statistic(pick))
     low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    return float(auc), float(low), float(high)
+    return float(statistic(np.arange(len(y)))), float(low), float(high)
 
 
 def paired_auc_difference(y: np.ndarray, p: np.ndarray, p_reference: np.ndarray, *, n_boot: int = 1000,
@@ -38,15 +43,8 @@ def paired_auc_difference(y: np.ndarray, p: np.ndarray, p_reference: np.ndarray,
     """AUC(p) − AUC(p_reference) on the same units, with a percentile interval from resampling units (both models
     scored on each resample, so the interval reflects their paired difference)."""
     y, p, p_reference = np.asarray(y), np.asarray(p), np.asarray(p_reference)
-    difference = roc_auc_score(y, p) - roc_auc_score(y, p_reference)
-    rng = np.random.default_rng(seed)
-    draws = []
-    while len(draws) < n_boot:
-        pick = rng.integers(0, len(y), len(y))
-        if y[pick].min() != y[pick].max():
-            draws.append(roc_auc_score(y[pick], p[pick]) - roc_auc_score(y[pick], p_reference[pick]))
-    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    return float(difference), float(low), float(high)
+    return _with_interval(y, lambda pick: roc_auc_score(y[pick], p[pick]) - roc_auc_score(y[pick], p_reference[pick]),
+                          n_boot=n_boot, level=level, seed=seed)
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, *, n_bins: int = 10) -> float:

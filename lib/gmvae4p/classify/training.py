@@ -31,14 +31,14 @@ def fit(module: nn.Module, batch_loss: Callable[[torch.Tensor], torch.Tensor], n
     best, best_state, stale, history = math.inf, None, 0, []
     for epoch in range(1, config.max_epochs + 1):
         module.train()
-        total = torch.zeros(())
+        total = 0.0  # summed on the module's device: one host sync per epoch, not per step
         for rows in torch.randperm(n_train, generator=generator).split(config.batch_size):
             loss = batch_loss(rows)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP)
             optimizer.step()
-            total += loss.detach().cpu() * len(rows)
+            total = total + loss.detach() * len(rows)
         record = {"epoch": epoch, "train_loss": float(total) / n_train, "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
         if validation_loss is None:
