@@ -258,11 +258,12 @@ def test_training_stops_early_and_restores_the_best_epoch():
 
 
 def test_compute_table_reads_completed_stages_and_adds_this_stages_steps():
-    record = {"stages": [{"stage": "01_preprocess", "status": "complete", "wall_s": 3.0, "peak_rss_gb": 0.5},
+    record = {"stages": [{"stage": "01_preprocess", "status": "complete", "wall_s": 3.0, "peak_rss_gb": 0.5,
+                          "peak_gpu_gb": 2.5},
                          {"stage": "04_classify", "status": "running"}]}
     table = evaluate.compute_table(record, {"gmvae4p": 1.23456})
     assert list(table["step"]) == ["whole stage", "gmvae4p", "peak of this process so far"]
-    assert table.loc[1, "wall_s"] == 1.235 and table.loc[2, "peak_rss_gb"] > 0
+    assert table.loc[1, "wall_s"] == 1.235 and table.loc[2, "peak_rss_gb"] > 0 and table.loc[0, "peak_gpu_gb"] == 2.5
 
 
 def test_every_method_name_has_its_code():
@@ -272,43 +273,3 @@ def test_every_method_name_has_its_code():
         evaluate.cross_validate(_samples(), unit_table(_samples(), "SLE"), [], methods=["svm"])
     with pytest.raises(ValueError, match="need the cells"):
         evaluate.cross_validate(_samples(), unit_table(_samples(), "SLE"), [], methods=["prototype_cells"])
-
-
-def test_figure1_panel_data_follows_the_fusion_weights():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from gmvae4p import plots
-
-    samples = _samples()
-    units = unit_table(samples, "SLE")
-    folds = patient_folds(units, n_folds=4, seed=0)
-    result = evaluate.cross_validate(samples, units, folds, methods=["gmvae4p"], config=FAST, n_top_genes=20,
-                                     n_top_interactions=10, device="cpu", progress=False)
-    fig, data = plots.modality_weighting(result.fusion, result.fused, result.predictions,
-                                         label_names={0: "healthy", 1: "SLE"})
-    assert len(fig.axes) >= 4 and len(data) == len(units)
-    weights = data[list(model_module.MODALITIES)].to_numpy()
-    assert (data["dominant"] == np.asarray(model_module.MODALITIES)[weights.argmax(1)]).all()
-    assert data["entropy"].between(0, np.log(3) + 1e-9).all()
-    assert (data["correct"] == ((data["probability"] >= 0.5) == data["label"].astype(bool))).all()
-    assert set(data["class"]) == {"healthy", "SLE"}
-
-
-def test_roc_curves_end_at_the_corners_and_the_legend_carries_table1s_auc():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from gmvae4p import plots
-
-    predictions = pd.DataFrame({"method": ["a"] * 6 + ["b"] * 6, "unit": list("uvwxyz") * 2,
-                                "label": [0, 0, 0, 1, 1, 1] * 2,
-                                "probability": [0.1, 0.4, 0.35, 0.8, 0.3, 0.9, 0.5, 0.2, 0.7, 0.6, 0.1, 0.4]})
-    table = evaluate.main_table(predictions, n_boot=20)
-    fig, points = plots.roc_curves(predictions, table)
-    for method, curve in points.groupby("method"):
-        assert curve[["fpr", "tpr"]].iloc[0].tolist() == [0, 0] and curve[["fpr", "tpr"]].iloc[-1].tolist() == [1, 1]
-        area = np.trapezoid(curve["tpr"], curve["fpr"])  # the step curve's area from its points equals the AUC
-        assert area == pytest.approx(table.set_index("method").loc[method, "auc"])
-    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert legend[0].startswith(f"a  {table.loc[0, 'auc']:.2f}")

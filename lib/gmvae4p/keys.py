@@ -41,6 +41,9 @@ GMVAE_HELD_OUT = "gmvae_held_out"
 """``adata.obs[GMVAE_HELD_OUT]``: the cell's patient was held out of GMVAE training (validation)."""
 UNS_GMVAE = "gmvae"
 """``adata.uns[UNS_GMVAE]``: settings, components, genes, held-out patients, per-epoch history, metrics."""
+UNS_GMVAE_UMAP = "gmvae_umap"
+"""``adata.uns[UNS_GMVAE_UMAP]``: UMAP of a cell subsample in ``X_gmvae`` and in ``X_gmvae_zscore``
+(:func:`gmvae4p.embedding.latent_umaps`): ``cells`` (row positions), ``seed``, and per basis its 2-D coordinates."""
 
 # Written by the pseudobulk stage (stage 03, :func:`gmvae4p.modalities.make_pseudobulk`), on an AnnData of samples.
 KIND = "kind"

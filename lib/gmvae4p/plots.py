@@ -11,13 +11,15 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter
 import numpy as np
 import pandas as pd
-import umap
+from sklearn.metrics import roc_curve
 
 from . import keys
+from .classify.metrics import calibration_bins, expected_calibration_error
 from .data import atomic_path, obs_column, write_csv
+from .embedding import subsample
 
 MAX_POINTS = 20_000
-"""Cells drawn at most per cell-level figure; the figure says when it shows a subsample."""
+"""Cells drawn at most in the QC figure; it says when it shows a subsample."""
 
 
 def qc_overview(adata: ad.AnnData, *, min_genes: int, max_pct_mito: float | None, seed: int = 0):
@@ -28,7 +30,7 @@ def qc_overview(adata: ad.AnnData, *, min_genes: int, max_pct_mito: float | None
     missing = [k for k in (keys.N_GENES, keys.TOTAL_COUNTS, keys.PCT_MITO) if k not in adata.obs]
     if missing:
         raise KeyError(f"adata.obs lacks {missing}: run gmvae4p.preprocess.qc_metrics first.")
-    cells = _subsample(adata.n_obs, seed)
+    cells = subsample(adata.n_obs, MAX_POINTS, seed)
     data = adata.obs.iloc[cells][[keys.N_GENES, keys.TOTAL_COUNTS, keys.PCT_MITO]].copy()
     removed = data[keys.N_GENES] < min_genes
     if max_pct_mito is not None:
@@ -55,8 +57,8 @@ def qc_overview(adata: ad.AnnData, *, min_genes: int, max_pct_mito: float | None
         ax.spines[["top", "right"]].set_visible(False)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(frameon=False, fontsize=8)
-    shown = f"{len(cells):,} of {adata.n_obs:,} cells" if len(cells) < adata.n_obs else f"{adata.n_obs:,} cells"
-    fig.suptitle(f"Quality control before filtering ({shown}; {int(data['removed_by_qc'].sum()):,} shown "
+    fig.suptitle(f"Quality control before filtering ({_shown(len(cells), adata.n_obs, 'cells')}; "
+                 f"{int(data['removed_by_qc'].sum()):,} shown "
                  "would be removed)")
     return fig, data
 
@@ -120,29 +122,43 @@ def cell_type_confusion(adata: ad.AnnData):
     return fig, table
 
 
-def latent_umap(adata: ad.AnnData, *, color: list[str], seed: int = 0):
-    """UMAP of ``obsm["X_gmvae"]`` on at most :data:`MAX_POINTS` cells, one panel per ``obs`` column in ``color``."""
-    if keys.X_GMVAE not in adata.obsm:
-        raise KeyError(f"adata.obsm lacks {keys.X_GMVAE!r}: train the GMVAE (stage 02) first.")
-    cells = _subsample(adata.n_obs, seed)
-    # umap-learn directly: scanpy 1.11's neighbors calls csr_array.getnnz, which scipy 1.17 removed
-    coordinates = umap.UMAP(n_neighbors=15, random_state=seed).fit_transform(adata.obsm[keys.X_GMVAE][cells])
-    obs = adata.obs.iloc[cells][color]
-    data = pd.DataFrame(coordinates, index=obs.index, columns=["UMAP1", "UMAP2"]).join(obs)
+def latent_umap(adata: ad.AnnData, *, color: list[str], basis: str = keys.X_GMVAE):
+    """The UMAP of ``obsm[basis]`` stored by :func:`gmvae4p.embedding.latent_umaps`, one panel per ``obs`` column
+    in ``color``."""
+    data = _cell_umap(adata, basis, color)
     fig, axes = plt.subplots(1, len(color), figsize=(5.2 * len(color), 4.4), layout="constrained", squeeze=False)
     for ax, column in zip(axes[0], color):
-        groups = data[column].astype("category")
-        palette = plt.get_cmap("tab10" if len(groups.cat.categories) <= 10 else "tab20")
-        for i, group in enumerate(groups.cat.categories):
-            where = (groups == group).to_numpy()
-            ax.scatter(data["UMAP1"][where], data["UMAP2"][where], s=2, alpha=0.6, color=palette(i % palette.N),
-                       label=str(group), rasterized=True)
-        ax.set(title=column, xticks=[], yticks=[], xlabel="UMAP1", ylabel="UMAP2")
-        ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(frameon=False, fontsize=7, markerscale=4, loc="center left", bbox_to_anchor=(1, 0.5))
-    shown = f"{len(cells):,} of {adata.n_obs:,} cells" if len(cells) < adata.n_obs else f"{adata.n_obs:,} cells"
-    fig.suptitle(f"GMVAE latent space (UMAP of E[z|x], {shown})")
+        _scatter_groups(ax, data, column)
+    fig.suptitle(f"GMVAE latent space (UMAP of {basis}, {_shown(len(data), adata.n_obs, 'cells')})")
     return fig, data
+
+
+def _cell_umap(adata: ad.AnnData, basis: str, columns: list[str]) -> pd.DataFrame:
+    """The stored UMAP coordinates of ``obsm[basis]`` with the embedded cells' ``columns``."""
+    stored = adata.uns.get(keys.UNS_GMVAE_UMAP, {})
+    if basis not in stored:
+        raise KeyError(f"adata.uns[{keys.UNS_GMVAE_UMAP!r}] lacks {basis!r}: run "
+                       "gmvae4p.embedding.latent_umaps(adata) first (stage 02 does).")
+    obs = adata.obs.iloc[np.asarray(stored["cells"])][columns]
+    return pd.DataFrame(np.asarray(stored[basis]), index=obs.index, columns=["UMAP1", "UMAP2"]).join(obs)
+
+
+def _scatter_groups(ax, data: pd.DataFrame, column: str, *, x: str = "UMAP1", y: str = "UMAP2", size: float = 2,
+                    title: str | None = None):
+    """Scatter ``data[x]`` against ``data[y]``, one colour per category of ``data[column]``, legend outside."""
+    groups = data[column].astype("category")
+    palette = plt.get_cmap("tab10" if len(groups.cat.categories) <= 10 else "tab20")
+    for i, group in enumerate(groups.cat.categories):
+        where = (groups == group).to_numpy()
+        ax.scatter(data[x][where], data[y][where], s=size, alpha=0.7, color=palette(i % palette.N),
+                   label=str(group), rasterized=True)
+    ax.set(title=title or column, xticks=[], yticks=[], xlabel=x, ylabel=y)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(frameon=False, fontsize=7, markerscale=8 / size ** 0.5, loc="center left", bbox_to_anchor=(1, 0.5))
+
+
+def _shown(n_shown: int, n_total: int, what: str) -> str:
+    return f"{n_shown:,} of {n_total:,} {what}" if n_shown < n_total else f"{n_total:,} {what}"
 
 
 def unit_composition(samples: ad.AnnData):
@@ -260,52 +276,226 @@ def ablation_deltas(table: pd.DataFrame):
                                             data["delta_auc_high"] - data["delta_auc"]], fmt="o", capsize=3)
     ax.axvline(0, color="k", linestyle=":", linewidth=1)
     full = table.loc[table["configuration"] == "full", "auc"].iloc[0]
-    ax.set(yticks=y, yticklabels=data["configuration"], xlabel=f"Δ AUC vs full GMVAE4P (AUC {full:.3f}), paired 95 % CI")
+    ax.set(yticks=y, yticklabels=data["configuration"],
+           xlabel=f"Δ AUC vs full GMVAE4P (AUC {full:.3f}), paired 95 % CI")
     fig.tight_layout()
     return fig, data
 
 
-def roc_curves(predictions: pd.DataFrame, table: pd.DataFrame):
-    """ROC curve of each method's out-of-fold per-unit predictions (``predictions.csv``), its AUC and 95 % CI from
-    Table 1 in the legend. The panel data holds every curve's points."""
-    from sklearn.metrics import roc_curve
-
+def roc_curves(predictions: pd.DataFrame, table: pd.DataFrame, *, title: str = "ROC per unit, out of fold",
+               highlight: str = "gmvae4p", ax=None):
+    """ROC curve of each method's out-of-fold per-unit predictions (``predictions.csv``: ``method``, ``label``,
+    ``probability``), its AUC and 95 % CI from ``table`` (Table 1's columns, indexed by ``method``) in the legend.
+    The panel data holds every curve's points."""
+    fig, ax = _figure_or(ax, (5.5, 5))
     auc = table.set_index("method")
-    fig, ax = plt.subplots(figsize=(5.5, 5))
     points = []
     for method, part in predictions.groupby("method", sort=False):
         fpr, tpr, _ = roc_curve(part["label"], part["probability"])
         row = auc.loc[method]
-        ax.plot(fpr, tpr, drawstyle="steps-post", linewidth=2 if method == "gmvae4p" else 1,
+        ax.plot(fpr, tpr, drawstyle="steps-post", linewidth=2 if method == highlight else 1,
                 label=f"{method}  {row['auc']:.2f} [{row['auc_low']:.2f}, {row['auc_high']:.2f}]")
         points.append(pd.DataFrame({"method": method, "fpr": fpr, "tpr": tpr}))
     ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC per unit, out of fold", xlim=(0, 1),
-           ylim=(0, 1.01))
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=7, frameon=False, loc="lower right", title="AUC [95 % CI]", title_fontsize=7)
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
     return fig, pd.concat(points, ignore_index=True)
 
 
-def auc_by_modality_count(table: pd.DataFrame):
+def auc_by_modality_count(table: pd.DataFrame, *, ax=None):
     """Figure 3b: AUC (with CI) against the number of auxiliary modalities GMVAE4P reads, from Table 4's rows that
-    change nothing but the modalities (the full model and its modality ablations), each point labelled."""
+    change nothing but the modalities (the full model and its modality ablations), each point labelled; the mean
+    AUC per count joined by a line."""
     data = table.loc[table["changes"].isin(["nothing", "modalities"]),
                      ["configuration", "modalities", "n_modalities", "auc", "auc_low", "auc_high"]]
-    data = data.sort_values("n_modalities").reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(5, 4))
+    data = data.sort_values(["n_modalities", "configuration"]).reset_index(drop=True)
+    fig, ax = _figure_or(ax, (5, 4))
     ax.errorbar(data["n_modalities"], data["auc"], yerr=[data["auc"] - data["auc_low"], data["auc_high"] - data["auc"]],
-                fmt="o-", capsize=3, color="0.25")
+                fmt="o", capsize=3, color="0.25")
+    means = data.groupby("n_modalities")["auc"].mean()
+    ax.plot(means.index, means.to_numpy(), color="0.6", linewidth=1, zorder=0)
     for row in data.itertuples():
-        ax.annotate(row.modalities or "bulk only", (row.n_modalities, row.auc), textcoords="offset points",
+        ax.annotate(row.modalities if isinstance(row.modalities, str) and row.modalities else "bulk only",
+                    (row.n_modalities, row.auc), textcoords="offset points",
                     xytext=(6, -10), fontsize=7)
     ax.axhline(0.5, color="k", linestyle=":", linewidth=1)
-    ax.set(xlabel="auxiliary modalities read", ylabel="AUC per unit (95 % CI)", xticks=sorted(data["n_modalities"]),
-           title="GMVAE4P by modalities (Table 4)")
+    ax.set(xlabel="auxiliary modalities read", ylabel="AUC per unit (95 % CI)",
+           xticks=sorted(set(data["n_modalities"])), title="GMVAE4P by modalities (Table 4)")
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
     return fig, data
+
+
+def fusion_weight_distribution(fusion: pd.DataFrame, *, label_names: dict[int, str] | None = None, ax=None):
+    """Distribution over test units of GMVAE4P's learned fusion weight of each modality, one box per modality and
+    class (``gmvae4p_fusion.csv``); the dotted line is equal weighting."""
+    modalities = _modalities(fusion)
+    names = label_names or {0: "negative", 1: "positive"}
+    data = fusion.melt(id_vars=["fold", "unit", "label"], value_vars=modalities, var_name="modality",
+                       value_name="weight").assign(**{"class": lambda d: d["label"].map(names)})
+    fig, ax = _figure_or(ax, (5, 4))
+    classes = list(dict.fromkeys(names[k] for k in sorted(names)))
+    width = 0.8 / len(classes)
+    for k, (label, colour) in enumerate(zip(classes, ("C0", "C3"))):
+        values = [data.loc[(data["modality"] == m) & (data["class"] == label), "weight"] for m in modalities]
+        positions = np.arange(len(modalities)) + (k - (len(classes) - 1) / 2) * width
+        parts = ax.boxplot(values, positions=positions, widths=width * 0.9, showfliers=False, patch_artist=True,
+                           medianprops={"color": "black"})
+        for box in parts["boxes"]:
+            box.set(facecolor=colour, alpha=0.5)
+        ax.plot([], [], color=colour, linewidth=6, alpha=0.5, label=label)
+    ax.axhline(1 / len(modalities), color="0.6", linestyle=":", linewidth=1)
+    ax.set(xticks=range(len(modalities)), xticklabels=modalities, ylabel="fusion weight per test unit",
+           title="learned fusion weights")
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig, data
+
+
+def prediction_correlation(predictions: pd.DataFrame, *, ax=None):
+    """Spearman correlation over units between the out-of-fold predictions of each pair of methods."""
+    by_unit = predictions.pivot(index="unit", columns="method", values="probability")
+    by_unit = by_unit[list(dict.fromkeys(predictions["method"]))]
+    data = by_unit.corr(method="spearman")
+    fig, ax = _figure_or(ax, (4.5, 4))
+    image = ax.imshow(data.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+    for (i, j), value in np.ndenumerate(data.to_numpy()):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if abs(value) > 0.6 else "black")
+    ax.set_xticks(range(len(data)), data.columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(data)), data.index, fontsize=8)
+    ax.set_title(f"Spearman ρ of predictions ({len(by_unit)} units)")
+    fig.colorbar(image, ax=ax, shrink=0.7)
+    return fig, data
+
+
+def modalities_figure(predictions: pd.DataFrame, table1: pd.DataFrame, ablation_predictions: pd.DataFrame,
+                      table4: pd.DataFrame, fusion: pd.DataFrame, *, label_names: dict[int, str] | None = None):
+    """Figure 3: (a) ROC per method (Table 1), (b) ROC of GMVAE4P trained with each single auxiliary modality
+    (Table 4's one-modality rows), (c) AUC against the number of modalities (Table 4), (d) the learned fusion
+    weights, (e) correlation of the single-modality predictions. The panel data carries a ``panel`` column."""
+    single = table4.loc[(table4["changes"] == "modalities") & (table4["n_modalities"] == 1), "configuration"].tolist()
+    if not single:
+        raise ValueError("Table 4 has no one-modality configuration: run stage 05 with its default ablations.")
+    single_predictions = ablation_predictions[ablation_predictions["method"].isin(single)]
+    single_table = table4.rename(columns={"configuration": "method"})
+    fig, axes = plt.subplots(2, 3, figsize=(17, 10), layout="constrained")
+    parts = {"a": roc_curves(predictions, table1, title="a  every method", ax=axes[0, 0])[1],
+             "b": roc_curves(single_predictions, single_table, title="b  GMVAE4P, one auxiliary modality",
+                             ax=axes[0, 1])[1],
+             "c": auc_by_modality_count(table4, ax=axes[0, 2])[1],
+             "d": fusion_weight_distribution(fusion, label_names=label_names, ax=axes[1, 0])[1],
+             "e": prediction_correlation(single_predictions, ax=axes[1, 1])[1].rename_axis("row").reset_index()}
+    axes[0, 2].set_title("c  AUC by number of modalities (Table 4)")
+    axes[1, 0].set_title("d  learned fusion weights (full model)")
+    axes[1, 1].set_title("e  " + axes[1, 1].get_title())
+    axes[1, 2].remove()
+    fig.suptitle("Modalities: out-of-fold predictions per unit")
+    return fig, pd.concat(parts, names=["panel", "row_in_panel"]).reset_index(level=0)
+
+
+def embeddings(cells: ad.AnnData, fusion: pd.DataFrame, fused: pd.DataFrame, predictions: pd.DataFrame, *,
+               label_names: dict[int, str] | None = None):
+    """Figure 2: UMAP of cells in the GMVAE latent space before (``X_gmvae``) and after the per-component z-score
+    (``X_gmvae_zscore``), coloured by cell type and by label (the UMAPs stored by
+    :func:`gmvae4p.embedding.latent_umaps`, one subsample), and GMVAE4P's fused representations of the test units
+    (per-fold PCA, as in Figure 1c) coloured by label and by predicted probability."""
+    columns = [obs_column(cells, "cell_type"), obs_column(cells, "label")]
+    bases = {keys.X_GMVAE: "E[z|x]", keys.X_GMVAE_ZSCORE: "z-score per component"}
+    fig, axes = plt.subplots(2, 3, figsize=(18, 9.5), layout="constrained")
+    parts = []
+    for row, (basis, name) in zip(axes, bases.items()):
+        data = _cell_umap(cells, basis, columns)
+        for ax, column in zip(row, columns):
+            _scatter_groups(ax, data, column, title=f"{name}: {column}")
+        parts.append(data.assign(basis=basis))
+    units = _fused_projection(fusion, fused, predictions, label_names)
+    _scatter_groups(axes[0, 2], units, "class", x="pc1", y="pc2", size=18, title="test units' fused representation")
+    points = axes[1, 2].scatter(units["pc1"], units["pc2"], c=units["probability"], cmap="coolwarm", vmin=0, vmax=1,
+                                s=18)
+    axes[1, 2].set(title="… by GMVAE4P's probability", xticks=[], yticks=[], xlabel="pc1", ylabel="pc2")
+    fig.colorbar(points, ax=axes[1, 2], shrink=0.7)
+    fig.suptitle(f"Embeddings: {_shown(len(parts[0]), cells.n_obs, 'cells')} (UMAP); {len(units)} units "
+                 "(PCA of each fold's model, PC 1 rising with the prediction)")
+    cell_data = pd.concat(parts).rename_axis("cell").reset_index().assign(kind="cell")
+    return fig, pd.concat([cell_data, units.assign(kind="unit")], ignore_index=True)
+
+
+def calibration(predictions: pd.DataFrame, *, methods: list[str] | None = None, n_bins: int = 10, ax=None):
+    """Reliability diagram of ``methods`` (default: all): the fraction of positive units against the mean predicted
+    probability in each of ``n_bins`` equal-width bins (the bins of Table 1's ECE), marker area ∝ units in the bin;
+    empty bins are left out."""
+    fig, ax = _figure_or(ax, (5, 5))
+    rows = []
+    chosen = predictions if methods is None else predictions[predictions["method"].isin(methods)]
+    for method, part in chosen.groupby("method", sort=False):
+        table = part.assign(bin=calibration_bins(part["probability"], n_bins)).groupby("bin").agg(
+            mean_probability=("probability", "mean"), fraction_positive=("label", "mean"),
+            units=("label", "size")).reset_index()
+        rows.append(table.assign(method=method))
+        ece = expected_calibration_error(part["label"], part["probability"], n_bins=n_bins)
+        line, = ax.plot(table["mean_probability"], table["fraction_positive"],
+                        linewidth=2 if method == "gmvae4p" else 1, label=f"{method} (ECE {ece:.2f})")
+        ax.scatter(table["mean_probability"], table["fraction_positive"], s=12 * table["units"],
+                   color=line.get_color(), alpha=0.6)
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)
+    ax.set(xlabel="mean predicted probability (bin)", ylabel="fraction positive", xlim=(0, 1), ylim=(0, 1),
+           title="calibration per unit")
+    ax.legend(fontsize=7, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig, pd.concat(rows, ignore_index=True)
+
+
+def small_cohort_curve(table2: pd.DataFrame, *, reference: pd.DataFrame | None = None, ax=None):
+    """Table 2: mean AUC (± SD over repeats, each repeat a point) against the number of training units per method;
+    with ``reference`` (Table 1), each method's AUC with all training units as a dashed line."""
+    fig, ax = _figure_or(ax, (5, 4))
+    data = table2.groupby(["method", "n_train_units"])["auc"].agg(["mean", "std", "count"]).reset_index()
+    for k, (method, part) in enumerate(data.groupby("method", sort=False)):
+        colour = f"C{k}"
+        ax.errorbar(part["n_train_units"], part["mean"], yerr=part["std"].fillna(0), marker="o", capsize=3,
+                    color=colour, label=method)
+        repeats = table2[table2["method"] == method]
+        ax.scatter(repeats["n_train_units"], repeats["auc"], s=8, color=colour, alpha=0.4)
+        if reference is not None and method in set(reference["method"]):
+            ax.axhline(reference.set_index("method").loc[method, "auc"], color=colour, linestyle="--", linewidth=1)
+    ax.axhline(0.5, color="k", linestyle=":", linewidth=1)
+    ax.set(xlabel="training units", ylabel="AUC per unit (mean ± SD)", xticks=sorted(set(data["n_train_units"])),
+           title="small cohorts (Table 2; dashed: all training units)")
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig, data
+
+
+def bulk_deployment(table3: pd.DataFrame, deployment: pd.DataFrame, *, label_names: dict[int, str] | None = None,
+                    ax=None):
+    """Table 3: each held-out unit's probability from bulk only against the one with its scRNA modalities given,
+    coloured by label, with both AUCs and the retention in the title."""
+    fig, ax = _figure_or(ax, (4.8, 4.5))
+    names = label_names or {0: "negative", 1: "positive"}
+    for label, colour in ((0, "C0"), (1, "C3")):
+        part = deployment[deployment["label"] == label]
+        ax.scatter(part["scrna"], part["bulk"], s=14, color=colour, label=names[label], alpha=0.8)
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)
+    auc = table3["auc"].to_numpy()
+    ax.set(xlabel="P(positive), scRNA modalities given", ylabel="P(positive), bulk only", xlim=(0, 1), ylim=(0, 1),
+           title=f"bulk deployment: AUC {auc[0]:.2f} vs {auc[1]:.2f} (retention {table3['retention'].iloc[0]:.2f})")
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig, deployment
+
+
+def diagnostics(predictions: pd.DataFrame, table1: pd.DataFrame, table2: pd.DataFrame, table3: pd.DataFrame,
+                deployment: pd.DataFrame, *, label_names: dict[int, str] | None = None):
+    """Classifier diagnostics: calibration of GMVAE4P and of the baseline with the highest AUC in Table 1, the
+    small-cohort curve and bulk deployment."""
+    baselines = table1[(table1["method"] != "gmvae4p") & ~table1["method"].str.startswith("oracle")]
+    shown = ["gmvae4p", baselines.sort_values("auc", ascending=False)["method"].iloc[0]]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
+    parts = {"calibration": calibration(predictions, methods=shown, ax=axes[0])[1],
+             "small_cohort": small_cohort_curve(table2, reference=table1, ax=axes[1])[1],
+             "bulk_deployment": bulk_deployment(table3, deployment, label_names=label_names, ax=axes[2])[1]}
+    return fig, pd.concat(parts, names=["panel", "row_in_panel"]).reset_index(level=0)
 
 
 def modality_weighting(fusion: pd.DataFrame, fused: pd.DataFrame, predictions: pd.DataFrame, *,
@@ -316,28 +506,15 @@ def modality_weighting(fusion: pd.DataFrame, fused: pd.DataFrame, predictions: p
     principal components of their fold's model, coloured by label, (d) fusion-weight entropy of correct and wrong
     calls (threshold 0.5).
     The panel data has one row per unit."""
-    modalities = [c for c in fusion.columns if c not in ("fold", "unit", "label")]
-    names = label_names or {0: "negative", 1: "positive"}
-    data = fusion.merge(predictions[["unit", "probability"]], on="unit", how="left")
+    modalities = _modalities(fusion)
+    data = _fused_projection(fusion, fused, predictions, label_names)
     weights = data[modalities].to_numpy()
     data["dominant"] = np.asarray(modalities)[weights.argmax(1)]
     data["entropy"] = -(weights * np.log(np.clip(weights, 1e-12, None))).sum(1)
     data["correct"] = (data["probability"] >= 0.5).astype(int) == data["label"]
-    # each fold has its own model, so its own representation space: PCA per fold, PC 1 turned to rise with the
-    # predicted probability (not the labels) so that folds read the same way
-    representation = fused.set_index("unit").loc[data["unit"]].filter(like="fused_").to_numpy()
-    data[["pc1", "pc2"]] = 0.0
-    for rows in data.groupby("fold").indices.values():
-        centred = representation[rows] - representation[rows].mean(0)
-        _, _, components = np.linalg.svd(centred, full_matrices=False)
-        projected = centred @ components[:2].T
-        if np.corrcoef(projected[:, 0], data["probability"].to_numpy()[rows])[0, 1] < 0:
-            projected[:, 0] *= -1
-        data.loc[data.index[rows], ["pc1", "pc2"]] = projected / projected.std(0).clip(1e-12)
-    data["class"] = data["label"].map(names)
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), layout="constrained")
-    mean_weights = data.groupby("class")[modalities].mean()
+    mean_weights = data.groupby("class", observed=True)[modalities].mean()
     image = axes[0].imshow(mean_weights.to_numpy(), cmap="viridis", vmin=0, vmax=max(0.5, mean_weights.max().max()))
     axes[0].set(xticks=range(len(modalities)), xticklabels=modalities, yticks=range(len(mean_weights)),
                 yticklabels=mean_weights.index, title="a  mean fusion weight")
@@ -348,13 +525,13 @@ def modality_weighting(fusion: pd.DataFrame, fused: pd.DataFrame, predictions: p
     shares.plot.bar(stacked=True, ax=axes[1], rot=0, width=0.7)
     axes[1].set(ylabel="share of units", xlabel="", title="b  dominant modality", ylim=(0, 1))
     axes[1].legend(fontsize=8, frameon=False)
-    for (label, part), colour in zip(data.groupby("class"), ("C0", "C3")):
+    for (label, part), colour in zip(data.groupby("class", observed=True), ("C0", "C3")):
         axes[2].scatter(part["pc1"], part["pc2"], s=18, color=colour, label=label, alpha=0.8)
     axes[2].set(xlabel="PC 1 (per fold, rising with the prediction)", ylabel="PC 2 (per fold)",
                 title="c  fused representation of test units")
     axes[2].legend(fontsize=8, frameon=False)
     groups = [data.loc[data["correct"] == flag, "entropy"].to_numpy() for flag in (True, False)]
-    axes[3].boxplot(groups, showfliers=False)
+    axes[3].boxplot(groups, showfliers=False, medianprops={"color": "black"})
     for k, values in enumerate(groups, start=1):
         axes[3].scatter(np.full(len(values), k) + np.random.default_rng(k).uniform(-0.12, 0.12, len(values)),
                         values, s=10, color="0.3")
@@ -364,6 +541,39 @@ def modality_weighting(fusion: pd.DataFrame, fused: pd.DataFrame, predictions: p
     for ax in axes[1:]:
         ax.spines[["top", "right"]].set_visible(False)
     return fig, data
+
+
+def _modalities(fusion: pd.DataFrame) -> list[str]:
+    return [c for c in fusion.columns if c not in ("fold", "unit", "label")]
+
+
+def _fused_projection(fusion: pd.DataFrame, fused: pd.DataFrame, predictions: pd.DataFrame,
+                      label_names: dict[int, str] | None) -> pd.DataFrame:
+    """``fusion`` with the unit's GMVAE4P ``probability``, its ``class`` name and ``pc1``/``pc2``: its fused
+    representation on the first two principal components of its fold's test units, each scaled to unit SD.
+    Each fold has its own model, so its own representation space: PC 1 is turned to rise with the predicted
+    probability (not the labels) so that folds read the same way."""
+    names = label_names or {0: "negative", 1: "positive"}
+    data = fusion.merge(predictions[["unit", "probability"]], on="unit", how="left")
+    representation = fused.set_index("unit").loc[data["unit"]].filter(like="fused_").to_numpy()
+    data[["pc1", "pc2"]] = 0.0
+    for rows in data.groupby("fold").indices.values():
+        centred = representation[rows] - representation[rows].mean(0)
+        _, _, components = np.linalg.svd(centred, full_matrices=False)
+        projected = centred @ components[:2].T
+        if np.corrcoef(projected[:, 0], data["probability"].to_numpy()[rows])[0, 1] < 0:
+            projected[:, 0] *= -1
+        data.loc[data.index[rows], ["pc1", "pc2"]] = projected / projected.std(0).clip(1e-12)
+    data["class"] = pd.Categorical(data["label"].map(names), categories=[names[k] for k in sorted(names)])
+    return data
+
+
+def _figure_or(ax, figsize: tuple[float, float]):
+    """``(ax.figure, ax)``, or a new figure and axes of ``figsize`` when ``ax`` is None."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+        return fig, ax
+    return ax.figure, ax
 
 
 def _sample_labels(samples: ad.AnnData, rows: np.ndarray) -> np.ndarray:
@@ -385,7 +595,3 @@ def save_figure(fig, data: pd.DataFrame, folder: str | os.PathLike, name: str) -
     return written
 
 
-def _subsample(n: int, seed: int) -> np.ndarray:
-    if n <= MAX_POINTS:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, MAX_POINTS, replace=False))

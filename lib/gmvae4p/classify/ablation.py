@@ -33,6 +33,8 @@ ABLATIONS: dict[str, dict] = {
     "no contrastive term": {"config": {"contrastive_weight": 0.0}},
     "no communication": {"modalities": (keys.PROPORTIONS, keys.STATES)},
     "proportions only": {"modalities": (keys.PROPORTIONS,)},
+    "states only": {"modalities": (keys.STATES,)},
+    "communication only": {"modalities": (keys.COMMUNICATION,)},
     "no auxiliary modalities": {"modalities": ()},
     "states from highly variable gene means": {"sources": {keys.STATES: keys.STATES_EXPRESSION}},
     "states from raw GMVAE latent means": {"sources": {keys.STATES: keys.STATES_LATENT}},

@@ -47,11 +47,16 @@ def paired_auc_difference(y: np.ndarray, p: np.ndarray, p_reference: np.ndarray,
                           n_boot=n_boot, level=level, seed=seed)
 
 
+def calibration_bins(p: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Index of each probability's bin among ``n_bins`` equal-width bins of [0, 1] (exactly 1 falls in the last)."""
+    return np.minimum((np.asarray(p, dtype=float) * n_bins).astype(int), n_bins - 1)
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, *, n_bins: int = 10) -> float:
-    """Σ_bins (n_bin / n) · |mean label − mean probability| over ``n_bins`` equal-width bins of the positive-class
-    probability (a probability of exactly 1 falls in the last bin)."""
+    """Σ_bins (n_bin / n) · |mean label − mean probability| over the :func:`calibration_bins` of the
+    positive-class probability."""
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    bins = calibration_bins(p, n_bins)
     total = 0.0
     for b in np.unique(bins):
         mine = bins == b
