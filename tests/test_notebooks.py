@@ -97,6 +97,22 @@ def test_ablation_stage_writes_table4_whose_full_row_is_table1s_gmvae4p(ci_run):
         assert (ci_run / "figures" / f"05_ablation_deltas.{suffix}").stat().st_size > 0
 
 
+def test_figure_stage_writes_every_figure_with_its_data_and_the_index_lists_them(ci_run):
+    for name in ("figure1_modality_weighting", "figure2_embeddings", "figure3_modalities", "diagnostics_classifier"):
+        for suffix in ("png", "pdf", "csv"):
+            assert (ci_run / "figures" / f"{name}.{suffix}").stat().st_size > 0
+    points = pd.read_csv(ci_run / "figures" / "figure3_modalities.csv").query("panel == 'c'").set_index("configuration")
+    table4 = pd.read_csv(ci_run / "tables" / "table4_ablation.csv").set_index("configuration")
+    assert len(points) == 6  # full, no communication, the three single modalities and none (bulk only)
+    pd.testing.assert_series_equal(points["auc"], table4.loc[points.index, "auc"])
+    cells = ad.read_h5ad(ci_run / "data" / "gmvae.h5ad")
+    assert cells.uns[keys.UNS_GMVAE_UMAP][keys.X_GMVAE_ZSCORE].shape == (cells.n_obs, 2)
+    index = (ci_run / "index.md").read_text()
+    table1 = pd.read_csv(ci_run / "tables" / "table1_main.csv").set_index("method")
+    assert f"- gmvae4p: {table1.loc['gmvae4p', 'auc']:.3f}" in index
+    assert "[figure3_modalities.png](figures/figure3_modalities.png)" in index and "| 06_figures | complete |" in index
+
+
 def test_nbval_reexecutes_the_chain_notebooks_to_the_same_checked_outputs(ci_run):
     result = _nbval(*sorted((ci_run / "notebooks").glob("*.ipynb")))
     assert result.returncode == 0, result.stdout[-3000:]

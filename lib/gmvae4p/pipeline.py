@@ -2,9 +2,10 @@
 
 Each notebook in :data:`STAGES` that exists runs in turn into ``outputs/<run>/notebooks/``, given the parameter
 sections its ``parameters`` cell declares plus ``output_dir``. ``run.json`` records the parameters, package
-versions, hardware and, per stage, wall time and the peak resident memory of the kernel (sampled), rewritten
-atomically after every stage. A failing notebook stops the chain; the error names the stage and the cell, and the
-partially executed notebook stays for inspection.
+versions, hardware and, per stage, wall time, the peak resident memory of the kernel and the peak GPU memory in use
+(both sampled; GPU memory where NVML answers), rewritten atomically after every stage; at the end ``index.md`` lists
+what the run wrote, with its headline numbers. A failing notebook stops the chain; the error names the stage and the
+cell, and the partially executed notebook stays for inspection.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import psutil
 from . import params as params_module
 from .data import atomic_path
 from .layout import RunLayout
+from .report import write_index
 
 STAGES = ("01_preprocess", "02_train_gmvae", "03_pseudobulk", "04_classify", "05_ablation", "06_figures")
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -50,7 +52,7 @@ def run(parameters_file: str | os.PathLike, *, output_dir: str | os.PathLike | N
         "status": "running",
         "versions": _versions(),
         "hardware": _hardware(),
-        "stages": [],
+        "stages": _earlier_stages(layout, params.run_name, selected),
     }
     _write_record(layout, record)
     for stage in selected:
@@ -58,7 +60,7 @@ def run(parameters_file: str | os.PathLike, *, output_dir: str | os.PathLike | N
         declared = pm.inspect_notebook(str(source))
         values = {**params.notebook_parameters(declared), "output_dir": str(layout.root)}
         target = layout.notebooks / source.name
-        entry = {"stage": stage, "notebook": str(target), "status": "running"}
+        entry = {"stage": stage, "notebook": str(target), "status": "running", "started": _now()}
         record["stages"].append(entry)
         failure, completed = None, False
         with _PeakMemory() as memory:
@@ -75,13 +77,16 @@ def run(parameters_file: str | os.PathLike, *, output_dir: str | os.PathLike | N
                 entry["status"] = "complete" if completed else "failed"
                 entry["wall_s"] = round(time.perf_counter() - start, 3)
                 entry["peak_rss_gb"] = round(memory.peak / 2**30, 3)
+                entry["peak_gpu_gb"] = None if memory.peak_gpu is None else round(memory.peak_gpu / 2**30, 3)
                 record["status"] = "running" if entry["status"] == "complete" else "failed"
                 _write_record(layout, record)
         if failure is not None:
+            write_index(layout, record)
             raise failure
     record.update(status="complete", finished=_now(),
                   total_wall_s=round(sum(s["wall_s"] for s in record["stages"]), 3))
     _write_record(layout, record)
+    write_index(layout, record)
     return layout.root
 
 
@@ -99,7 +104,22 @@ def _select_stages(stages: list[str] | None, notebooks: Path) -> list[str]:
     return [s for s in present if s in chosen]
 
 
+def _earlier_stages(layout: RunLayout, run_name: str, selected: list[str]) -> list[dict]:
+    """The completed stages of an earlier run of ``run_name`` into the same folder that this run does not repeat
+    (``--stages`` reruns part of a chain: the record and Table 5 keep the rest)."""
+    if not layout.run_record.is_file():
+        return []
+    try:
+        earlier = json.loads(layout.run_record.read_text())
+    except json.JSONDecodeError:
+        return []
+    if earlier.get("run_name") != run_name:
+        return []
+    return [s for s in earlier.get("stages", []) if s.get("status") == "complete" and s["stage"] not in selected]
+
+
 def _write_record(layout: RunLayout, record: dict) -> None:
+    record["stages"].sort(key=lambda entry: STAGES.index(entry["stage"]))
     with atomic_path(layout.run_record) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
 
@@ -132,12 +152,16 @@ def _hardware() -> dict:
 
 
 class _PeakMemory:
-    """Samples the summed resident memory of this process's children (the kernel and what it spawns)."""
+    """Samples the summed resident memory of this process's children (the kernel and what it spawns) and, where
+    NVML answers (``nvidia-ml-py``, an NVIDIA driver), the GPU memory in use on all GPUs above what was in use when
+    sampling began; ``peak_gpu`` stays None without NVML."""
 
     INTERVAL_S = 0.2
 
     def __enter__(self):
-        self.peak = 0
+        self.peak, self.peak_gpu = 0, None
+        self._gpus = _nvml_handles()
+        self._gpu_baseline = _gpu_used(self._gpus)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -157,4 +181,24 @@ class _PeakMemory:
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            if self._gpus:
+                self.peak_gpu = max(self.peak_gpu or 0, _gpu_used(self._gpus) - self._gpu_baseline)
             self._stop.wait(self.INTERVAL_S)
+
+
+def _nvml_handles() -> list:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    except Exception:  # no nvidia-ml-py, no driver, no GPU: GPU memory is not recorded
+        return []
+
+
+def _gpu_used(handles: list) -> int:
+    if not handles:
+        return 0
+    import pynvml
+
+    return sum(pynvml.nvmlDeviceGetMemoryInfo(h).used for h in handles)

@@ -197,9 +197,11 @@ def check_small_cohort_sizes(units: pd.DataFrame, folds: list[Fold], sizes: list
 
 
 def compute_table(run_record: dict | None, seconds: dict[str, float], *, stage: str = "04_classify") -> pd.DataFrame:
-    """Table 5: measured wall time and peak memory of the stages run so far (from ``run.json``), then this stage's
-    methods (wall time over all folds) and this process's peak resident memory so far."""
-    rows = [{"stage": s["stage"], "step": "whole stage", "wall_s": s.get("wall_s"), "peak_rss_gb": s.get("peak_rss_gb")}
+    """Table 5: measured wall time, peak host and GPU memory of the stages run so far (from ``run.json``; GPU memory
+    where it was recorded), then this stage's methods (wall time over all folds) and this process's peak resident
+    memory so far."""
+    rows = [{"stage": s["stage"], "step": "whole stage", "wall_s": s.get("wall_s"), "peak_rss_gb": s.get("peak_rss_gb"),
+             "peak_gpu_gb": s.get("peak_gpu_gb")}
             for s in (run_record or {}).get("stages", []) if s.get("status") == "complete"]
     rows += [{"stage": stage, "step": method, "wall_s": round(value, 3), "peak_rss_gb": None}
              for method, value in seconds.items()]

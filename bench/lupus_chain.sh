@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The whole chain on parameters/lupus_sim.yaml (834,096 simulated cells × 24,205 genes, 169 patients) on the device
+# machine, whose image has torch, numpy, scipy, pandas, scikit-learn, h5py, matplotlib and numba but not anndata,
+# scanpy, papermill or the Jupyter kernel: those travel as wheels in .whl/ (BENCHMARKS.md lists them).
+#
+# A device command runs at most 10 minutes, so the chain runs detached and later calls follow it:
+#   bash bench/lupus_chain.sh start            # installs the wheels, starts the chain (setsid), returns
+#   bash bench/lupus_chain.sh follow 540       # waits up to 540 s for the chain, then packs what it wrote into $OUT
+# Each call names .whl in `carry`; `follow` is made right after the previous call returns (the machine is given back
+# when idle). Results: $OUT/lupus_sim.tar.gz (run.json, index.md, tables, figures, executed notebooks), $OUT/chain.log.
+set -euo pipefail
+
+RUN=/tmp/lupus_sim
+SITE=/tmp/site
+LOG=/tmp/lupus_chain.log
+export PYTHONPATH="$SITE:$PWD/lib" PYTHONUNBUFFERED=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+
+pack() {
+    mkdir -p "${OUT:-/tmp/out}"
+    cp "$LOG" "${OUT:-/tmp/out}/chain.log" 2>/dev/null || true
+    if [ -d "$RUN" ]; then
+        tar -czf "${OUT:-/tmp/out}/lupus_sim.tar.gz" -C "$RUN" --exclude=data --exclude=models .
+    fi
+}
+
+case "${1:-}" in
+start)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+    python3 -c "import anndata, scanpy, papermill, ipykernel, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    rm -rf "$RUN"
+    setsid nohup python3 -m gmvae4p run parameters/lupus_sim.yaml --output-dir "$RUN" >"$LOG" 2>&1 < /dev/null &
+    sleep 60
+    tail -c 2000 "$LOG"
+    ;;
+follow)
+    deadline=$((SECONDS + ${2:-540}))
+    while [ $SECONDS -lt $deadline ] && pgrep -f "gmvae4p run parameters/lupus_sim.yaml" >/dev/null; do
+        sleep 10
+    done
+    python3 -c "
+import json, sys
+record = json.load(open('$RUN/run.json'))
+print('status', record['status'], 'total_wall_s', record.get('total_wall_s'))
+for s in record['stages']:
+    print(s['stage'], s['status'], s.get('wall_s'), 'rss', s.get('peak_rss_gb'), 'gpu', s.get('peak_gpu_gb'), s.get('error', ''))
+" || true
+    free -g | head -2
+    pack
+    tail -c 3000 "$LOG" | tr '\r' '\n' | tail -n 25
+    ;;
+*)
+    echo "usage: bash bench/lupus_chain.sh start | follow [seconds]" >&2
+    exit 2
+    ;;
+esac
