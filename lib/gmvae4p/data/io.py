@@ -143,11 +143,10 @@ def obs_column(adata: ad.AnnData, role: str) -> str | None:
 def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> Path:
     """Write ``adata`` to ``path`` through a temporary file in the same folder, so a reader never sees half a file."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    # pandas ≥ 3 makes every text column a nullable string array, which anndata writes only when allowed
+    with atomic_path(path) as tmp, ad.settings.override(allow_write_nullable_strings=True):
         adata.write_h5ad(tmp)
     return path
-
-
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> Path:
