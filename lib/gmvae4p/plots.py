@@ -525,11 +525,8 @@ def modality_weighting(fusion: pd.DataFrame, fused: pd.DataFrame, predictions: p
     shares.plot.bar(stacked=True, ax=axes[1], rot=0, width=0.7)
     axes[1].set(ylabel="share of units", xlabel="", title="b  dominant modality", ylim=(0, 1))
     axes[1].legend(fontsize=8, frameon=False)
-    for (label, part), colour in zip(data.groupby("class", observed=True), ("C0", "C3")):
-        axes[2].scatter(part["pc1"], part["pc2"], s=18, color=colour, label=label, alpha=0.8)
-    axes[2].set(xlabel="PC 1 (per fold, rising with the prediction)", ylabel="PC 2 (per fold)",
-                title="c  fused representation of test units")
-    axes[2].legend(fontsize=8, frameon=False)
+    _scatter_groups(axes[2], data, "class", x="pc1", y="pc2", size=18, title="c  fused representation of test units")
+    axes[2].set(xlabel="PC 1 (per fold, rising with the prediction)", ylabel="PC 2 (per fold)")
     groups = [data.loc[data["correct"] == flag, "entropy"].to_numpy() for flag in (True, False)]
     axes[3].boxplot(groups, showfliers=False, medianprops={"color": "black"})
     for k, values in enumerate(groups, start=1):
