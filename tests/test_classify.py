@@ -1,5 +1,7 @@
 """GMVAE4P on pseudobulk samples, the cell-level baselines, the shared training loop and the stage's tables."""
 
+import dataclasses
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ from gmvae4p.classify.cv import FoldError, patient_folds, permute_labels, sample
 from gmvae4p.classify.model import BULK, GMVAE4P, FoldFeatures
 from gmvae4p.classify.module import PerTypeModule, PrototypeModule
 from gmvae4p.classify.training import fit
+from gmvae4p.classify.workers import FoldWorkers
 
 FAST = ClassifierConfig(hidden_dim=32, embed_dim=16, batch_size=32, max_epochs=60, patience=8, lr=3e-3)
 PATIENT = ClassifierConfig(hidden_dim=32, embed_dim=16, max_epochs=100, patience=40, lr=3e-3)
@@ -123,6 +126,26 @@ def test_cross_validate_tests_every_unit_once_per_method_and_selects_genes_on_tr
     assert table3.loc[0, "retention"] == pytest.approx(table3.loc[0, "auc"] / table3.loc[1, "auc"])
 
 
+def test_worker_processes_give_the_results_of_one_process():
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    cells, _ = _cells(n_units=24)  # unit i is positive when i is even, as in _samples
+    cells.units = [f"P{i:02d}" for i in range(24)]
+    folds = patient_folds(units, n_folds=3, seed=1)
+    methods = ["gmvae4p", "logistic_regression", "prototype_cells", "per_type_networks"]
+    settings = dict(cells=cells, methods=methods, config=dataclasses.replace(FAST, max_epochs=15), n_top_genes=20,
+                    n_top_interactions=10, device="cpu", progress=False)
+    alone = evaluate.cross_validate(samples, units, folds, **settings)
+    with FoldWorkers(samples, cells, n_jobs=2) as workers:
+        shared = evaluate.cross_validate(samples, units, folds, workers=workers, **settings)
+        with pytest.raises(ValueError, match="workers hold other samples"):
+            evaluate.cross_validate(samples.copy(), units, folds, workers=workers, **settings)
+    assert list(shared.predictions["method"].unique()) == methods
+    pd.testing.assert_frame_equal(shared.predictions, alone.predictions, atol=1e-5)
+    pd.testing.assert_frame_equal(shared.deployment, alone.deployment, atol=1e-5)
+    assert set(shared.seconds) == set(methods) and all(v > 0 for v in shared.seconds.values())
+
+
 def test_null_labels_keep_each_patients_label_count_and_give_chance_auc():
     samples = _samples(signal=3.0)
     units = unit_table(samples, "SLE")
@@ -174,7 +197,7 @@ def test_positive_label_comes_from_the_simulator_or_must_be_named():
 
 
 def _cells(n_units=20, per_unit=60, n_types=3, latent=4, n_genes=12, seed=0):
-    """Cells of units with alternating labels; type 0's z-score dim 0 and every type's gene 0 carry the label (the
+    """Cells (as :class:`CellData` and as the AnnData stage 02 writes) of units with alternating labels; type 0's z-score dim 0 and every type's gene 0 carry the label (the
     per-type vote needs most types informative)."""
     rng = np.random.default_rng(seed)
     unit = np.repeat(np.arange(n_units), per_unit)
@@ -185,25 +208,28 @@ def _cells(n_units=20, per_unit=60, n_types=3, latent=4, n_genes=12, seed=0):
     zscore[positive & (cell_type == 0), 0] += 2.0
     expression = rng.poisson(1.0, size=(len(unit), n_genes)).astype(np.float32)
     expression[positive, 0] += 3.0
-    data = CellData([f"U{u:02d}" for u in range(n_units)], unit, [f"T{t}" for t in range(n_types)], cell_type,
-                    zscore + rng.normal(size=zscore.shape).astype(np.float32), zscore,
-                    sp.csr_matrix(np.log1p(expression)))
-    units = pd.DataFrame({"unit": data.units, "patient": data.units, "label": np.where(positive[::per_unit],
-                                                                                      "SLE", "healthy")})
+    names, types = [f"U{u:02d}" for u in range(n_units)], [f"T{t}" for t in range(n_types)]
+    embedding = zscore + rng.normal(size=zscore.shape).astype(np.float32)
+    data = CellData(names, unit, types, cell_type, embedding, zscore, sp.csr_matrix(np.log1p(expression)))
+    units = pd.DataFrame({"unit": names, "patient": names, "label": np.where(positive[::per_unit], "SLE", "healthy")})
     return data, units.assign(y=(units["label"] == "SLE").astype(int))
+
+
+def _cells_anndata(data: CellData, expression: np.ndarray) -> ad.AnnData:
+    cells = ad.AnnData(expression, obs=pd.DataFrame({"donor": np.asarray(data.units)[data.unit_of_cell],
+                                                     "type": np.asarray(data.cell_types)[data.type_of_cell]},
+                                                    index=[f"c{i}" for i in range(len(data.unit_of_cell))]))
+    cells.obsm[keys.X_GMVAE], cells.obsm[keys.X_GMVAE_ZSCORE] = data.embedding, data.zscore
+    cells.uns[keys.UNS] = {"columns": {"patient": "donor", "cell_type": "type"}}
+    return cells
 
 
 def test_cell_data_group_means_are_exact_and_missing_types_are_nan():
     data, _ = _cells(n_units=20, n_types=8)  # 20 × 8 groups: more than small integer codes hold
     data.type_of_cell[data.unit_of_cell == 3] = 0  # unit 3 has only type 0
-    cells = ad.AnnData(data.expression, obs=pd.DataFrame({"donor": np.asarray(data.units)[data.unit_of_cell],
-                                                          "type": np.asarray(data.cell_types)[data.type_of_cell]},
-                                                    index=[f"c{i}" for i in range(len(data.unit_of_cell))]))
-    cells.obsm[keys.X_GMVAE], cells.obsm[keys.X_GMVAE_ZSCORE] = data.embedding, data.zscore
-    cells.uns[keys.UNS] = {"columns": {"patient": "donor", "cell_type": "type"}}
-    data = CellData.from_anndata(cells)
-    means = data.unit_type_means(data.expression)
-    dense = data.expression.toarray()
+    dense = np.random.default_rng(1).poisson(1.0, (len(data.unit_of_cell), 12)).astype(np.float32)
+    data = CellData.from_anndata(_cells_anndata(data, dense))
+    means = data.type_means
     mine = (data.unit_of_cell == 5) & (data.type_of_cell == 1)
     np.testing.assert_allclose(means[5, 1], dense[mine].mean(0), rtol=1e-5)
     assert np.isnan(means[3, 1]).all() and not np.isnan(means[3, 0]).any()

@@ -56,6 +56,7 @@ def test_unknown_name_is_an_error_with_a_suggestion():
     ({"simulate": {"disease_cell_types": "B"}}, "must be a list of a string"),
     ({"data": {"patient_key": None}}, "data.patient_key must be a string, not None"),
     ({"data": ["path"]}, "section 'data' must be a mapping"),
+    ({"classify": {"n_jobs": 0}}, "n_jobs must be at least 1, not 0"),
 ])
 def test_ill_typed_values_are_errors(raw, message):
     with pytest.raises(ParameterError) as err:

@@ -151,9 +151,14 @@ class ClassifySection(ClassifierConfig):
     """Also run every method with labels permuted across patients before anything is fitted (the null control)."""
     device: str | None = None
     """``cpu`` or ``cuda``; None picks CUDA when available."""
+    n_jobs: int = 1
+    """Worker processes that train folds side by side (GMVAE4P and the cell-level networks, in every table; see
+    :mod:`gmvae4p.classify.workers`); 1 trains them in the notebook's process. On one GPU, 8 keep it busy."""
 
     def __post_init__(self):
         ClassifierConfig.__post_init__(self)
+        if self.n_jobs < 1:
+            raise ValueError(f"n_jobs must be at least 1, not {self.n_jobs!r}.")
         unknown = [m for m in [*self.methods, *self.small_cohort_methods] if m not in METHODS]
         if unknown:
             raise ValueError(f"methods: unknown method(s) {unknown}; known: {list(METHODS)}.")

@@ -20,9 +20,10 @@ from ..modalities import states
 from ..pseudobulk import plan_mixtures
 from .config import ClassifierConfig
 from .cv import Fold
-from .evaluate import cross_validate
+from .evaluate import start_cross_validation
 from .metrics import binary_metrics, paired_auc_difference
 from .model import MODALITIES
+from .workers import FoldWorkers
 
 FULL = "full"
 STATES_GMVAE_MSE = "states_gmvae_mse"
@@ -71,22 +72,27 @@ def gmvae_states(cells: ad.AnnData, samples: ad.AnnData, gmvae_settings: dict, *
 
 def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names: list[str] | None = None,
            config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = 2000, n_top_interactions: int = 500,
-           device: str | None = None, seed: int = 0, n_boot: int = 1000,
+           device: str | None = None, seed: int = 0, n_boot: int = 1000, workers: FoldWorkers | None = None,
            progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Out-of-fold predictions of every configuration (``method`` = its name) and Table 4: per configuration what it
     changes (``config``, ``modalities`` or ``sources``), the modalities it reads, the per-unit metrics and
-    ``delta_auc`` (vs full) with its paired CI."""
+    ``delta_auc`` (vs full) with its paired CI. Every configuration's folds are submitted to ``workers``
+    (:class:`~gmvae4p.classify.workers.FoldWorkers` of these ``samples``; default: this process) before any is
+    collected."""
     names = list(ABLATIONS) if names is None else list(names)
     if FULL not in names:
         names.insert(0, FULL)
-    predictions, read = [], {}
-    for name in tqdm(names, desc="Ablations", disable=not progress):
+    workers = workers or FoldWorkers(samples)
+    pending, read = [], {}
+    for name in names:
         changed, modalities, sources = configuration(name, config)
         read[name] = modalities
-        result = cross_validate(samples, units, folds, methods=["gmvae4p"], config=changed, n_top_genes=n_top_genes,
-                                n_top_interactions=n_top_interactions, modalities=modalities, sources=sources,
-                                device=device, seed=seed, progress=False)
-        predictions.append(result.predictions.assign(method=name))
+        pending.append(start_cross_validation(samples, units, folds, methods=["gmvae4p"], config=changed,
+                                              n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
+                                              modalities=modalities, sources=sources, device=device, seed=seed,
+                                              workers=workers))
+    predictions = [result.result(progress=False).predictions.assign(method=name)
+                   for name, result in zip(tqdm(names, desc="Ablations", disable=not progress), pending)]
     predictions = pd.concat(predictions, ignore_index=True)
     by_unit = predictions.pivot(index="unit", columns="method", values="probability")
     y = predictions.drop_duplicates("unit").set_index("unit")["label"].loc[by_unit.index].to_numpy()

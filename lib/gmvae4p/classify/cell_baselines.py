@@ -46,7 +46,9 @@ epoch (``batch_size``, sized for pseudobulk samples, would give one and stop tra
 @dataclasses.dataclass
 class CellData:
     """What the cell-level baselines read, per cell: its unit's index in ``units``, its cell-type index in
-    ``cell_types`` (−1 when unannotated), ``X_gmvae``, ``X_gmvae_zscore`` and the log-normalized expression."""
+    ``cell_types`` (−1 when unannotated), ``X_gmvae`` and ``X_gmvae_zscore``; and per unit and type the mean
+    log-normalized expression (``type_means``, units × types × genes, made once from ``expression``, which is not
+    kept: the workers of :mod:`~gmvae4p.classify.workers` each receive a copy of this object)."""
 
     units: list[str]
     unit_of_cell: np.ndarray
@@ -54,7 +56,11 @@ class CellData:
     type_of_cell: np.ndarray
     embedding: np.ndarray
     zscore: np.ndarray
-    expression: sp.csr_matrix
+    expression: dataclasses.InitVar[sp.csr_matrix]
+    type_means: np.ndarray = dataclasses.field(init=False)
+
+    def __post_init__(self, expression):
+        self.type_means = self.unit_type_means(expression)
 
     @classmethod
     def from_anndata(cls, cells: ad.AnnData) -> CellData:
@@ -101,7 +107,7 @@ def fit_predict_cell_baselines(cells: CellData, y_unit: pd.Series, folds: list[F
     y[cells.unit_index(y_unit.index)] = y_unit.to_numpy()
     inputs = {"gmvae_embedding_logistic_regression": lambda: cells.unit_means(cells.embedding),
               "prototype_cells": lambda: _cell_features(cells),
-              "per_type_networks": lambda: cells.unit_type_means(cells.expression)}
+              "per_type_networks": lambda: cells.type_means}
     rows = []
     for method in methods:
         features = inputs[method]()

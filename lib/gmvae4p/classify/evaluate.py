@@ -25,8 +25,11 @@ from .config import METHODS, ClassifierConfig
 from .cv import Fold, FoldError, sample_labels, subsample_fold
 from .metrics import auc_with_ci, binary_metrics, unit_probabilities
 from .model import MODALITIES, GMVAE4P
+from .workers import FoldWorkers
 
 GMVAE4P_NAME = METHODS[0]
+FOLD_TASK_METHODS = (GMVAE4P_NAME, "prototype_cells", "per_type_networks")
+"""The torch methods, each fold one task on the workers; the others run in the calling process."""
 PREDICTION_COLUMNS = ["method", "fold", "unit", "label", "probability"]
 
 
@@ -37,7 +40,8 @@ class CrossValidation:
     ``predictions``: per method and test unit (:data:`PREDICTION_COLUMNS`). ``fusion``: GMVAE4P's mean fusion
     weights per test unit (fold, unit, label, one column per modality). ``fused``: its mean fused representation per
     test unit. ``deployment``: per test unit, GMVAE4P on the whole-unit pseudobulk from bulk alone and with the true
-    modalities. ``seconds``: wall time of each method over all folds. ``histories``: GMVAE4P's epochs per fold.
+    modalities. ``seconds``: wall time of each method summed over its folds (folds may run side by side, see
+    :class:`~gmvae4p.classify.workers.FoldWorkers`). ``histories``: GMVAE4P's epochs per fold.
     """
 
     predictions: pd.DataFrame
@@ -52,48 +56,105 @@ def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], 
                    methods: list[str] | None = None, config: ClassifierConfig = ClassifierConfig(),
                    n_top_genes: int = 2000, n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
                    sources: dict[str, str] | None = None, device: str | None = None, seed: int = 0,
-                   progress: bool = True) -> CrossValidation:
+                   workers: FoldWorkers | None = None, progress: bool = True) -> CrossValidation:
     """Every method in ``methods`` (default :data:`METHODS`) on ``folds``; labels come from ``units``
     (:func:`~gmvae4p.classify.cv.unit_table`, or its permutation for the null control). The cell-level baselines
-    need ``cells``; ``modalities`` and ``sources`` are GMVAE4P's (:class:`~gmvae4p.classify.model.GMVAE4P`)."""
+    need ``cells``; ``modalities`` and ``sources`` are GMVAE4P's (:class:`~gmvae4p.classify.model.GMVAE4P`).
+
+    The torch methods' folds run on ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` made from the same
+    ``samples`` and ``cells``; default: in this process), the scikit-learn methods here meanwhile."""
+    return start_cross_validation(samples, units, folds, cells=cells, methods=methods, config=config,
+                                  n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
+                                  modalities=modalities, sources=sources, device=device, seed=seed,
+                                  workers=workers).result(progress=progress)
+
+
+@dataclasses.dataclass
+class PendingCrossValidation:
+    """A cross-validation whose torch folds may still be running (:func:`start_cross_validation`)."""
+
+    methods: list[str]
+    tasks: list[tuple[str, object]]
+    """(method, handle of one fold's task) in submission order."""
+    done: list[pd.DataFrame]
+    """Predictions of the methods that ran in the calling process, with their ``seconds``."""
+    seconds: dict[str, float]
+
+    def result(self, *, progress: bool = True) -> CrossValidation:
+        parts, fusion, fused, deployment, histories = list(self.done), [], [], [], {}
+        seconds = dict(self.seconds)
+        for method, task in tqdm(self.tasks, desc="Folds", disable=not progress or not self.tasks):
+            value, elapsed = task.result()
+            seconds[method] = seconds.get(method, 0.0) + elapsed
+            if method != GMVAE4P_NAME:
+                parts.append(value)
+                continue
+            parts.append(value["predictions"])
+            fusion.append(value["fusion"])
+            fused.append(value["fused"])
+            deployment.append(value["deployment"])
+            histories[int(value["predictions"]["fold"].iloc[0])] = value["history"]
+        concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        order = {m: i for i, m in enumerate(self.methods)}  # rows by method as asked for, then by fold
+        predictions = concat(parts)[PREDICTION_COLUMNS]
+        predictions = predictions.sort_values(["method", "fold"], key=lambda c: c.map(order) if c.name == "method"
+                                              else c, kind="stable").reset_index(drop=True)
+        return CrossValidation(predictions, concat(fusion), concat(fused), concat(deployment),
+                               {m: seconds[m] for m in self.methods}, histories)
+
+
+def start_cross_validation(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *,
+                           cells: CellData | None = None, methods: list[str] | None = None,
+                           config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = 2000,
+                           n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
+                           sources: dict[str, str] | None = None, device: str | None = None, seed: int = 0,
+                           workers: FoldWorkers | None = None) -> PendingCrossValidation:
+    """:func:`cross_validate` in two steps: submits the torch methods' folds to ``workers``, runs the scikit-learn
+    methods, and returns; ``.result()`` waits for the folds. Starting several before collecting any keeps every
+    worker busy (Tables 2 and 4)."""
     methods = list(METHODS) if methods is None else list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {list(METHODS)}.")
     if cells is None and set(methods) & set(CELL_BASELINES):
         raise ValueError(f"the cell-level baselines {list(CELL_BASELINES)} need the cells (stage 02's gmvae.h5ad).")
+    if workers is None:
+        workers = FoldWorkers(samples, cells)
+    workers.check(samples, cells)
     y = sample_labels(samples, units)
-    parts, seconds = [], {}
-    fusion, fused, deployment, histories = [], [], [], {}
-    for method in tqdm(methods, desc="Methods", disable=not progress):
+    y_unit = units.set_index("unit")["y"]
+    tasks = []
+    for method in (m for m in methods if m in FOLD_TASK_METHODS):
+        for fold in folds:
+            if method == GMVAE4P_NAME:
+                task = workers.submit(_gmvae4p_fold, y, fold, config, n_top_genes, n_top_interactions, modalities,
+                                      sources, device, seed)
+            else:
+                task = workers.submit(_cell_baseline_fold, method, y_unit, fold, config, n_top_genes, device, seed)
+            tasks.append((method, task))
+    done, seconds = [], {}
+    for method in (m for m in methods if m not in FOLD_TASK_METHODS):
         start = time.perf_counter()
-        if method == GMVAE4P_NAME:
-            for fold in folds:
-                result = _gmvae4p_fold(samples, y, fold, config=config, n_top_genes=n_top_genes,
-                                       n_top_interactions=n_top_interactions, modalities=modalities,
-                                       sources=sources, device=device, seed=seed)
-                parts.append(result["predictions"])
-                fusion.append(result["fusion"])
-                fused.append(result["fused"])
-                deployment.append(result["deployment"])
-                histories[fold.index] = result["history"]
-        elif method in BASELINES:
-            parts.append(fit_predict_baselines(samples, y, folds, methods=[method], n_top_genes=n_top_genes,
-                                               seed=seed))
+        if method in BASELINES:
+            done.append(fit_predict_baselines(samples, y, folds, methods=[method], n_top_genes=n_top_genes,
+                                              seed=seed))
         else:
-            parts.append(fit_predict_cell_baselines(cells, units.set_index("unit")["y"], folds, methods=[method],
-                                                    config=config, n_top_genes=n_top_genes, device=device,
-                                                    seed=seed))
+            done.append(fit_predict_cell_baselines(cells, y_unit, folds, methods=[method], config=config,
+                                                   n_top_genes=n_top_genes, device=device, seed=seed))
         seconds[method] = time.perf_counter() - start
-    concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return CrossValidation(concat(parts)[PREDICTION_COLUMNS], concat(fusion), concat(fused), concat(deployment),
-                           seconds, histories)
+    return PendingCrossValidation(methods, tasks, done, seconds)
 
 
-def _gmvae4p_fold(samples, y, fold: Fold, *, config, n_top_genes, n_top_interactions, modalities, sources, device,
-                  seed):
+def _cell_baseline_fold(shared, method, y_unit, fold: Fold, config, n_top_genes, device, seed) -> pd.DataFrame:
+    return fit_predict_cell_baselines(shared["cells"], y_unit, [fold], methods=[method], config=config,
+                                      n_top_genes=n_top_genes, device=device, seed=seed)
+
+
+def _gmvae4p_fold(shared, y, fold: Fold, config, n_top_genes, n_top_interactions, modalities, sources, device,
+                  seed) -> dict:
     """GMVAE4P on one fold: mixture-sample predictions of the test units, and their whole-unit samples from bulk
     alone and with the true modalities (Table 3)."""
+    samples = shared["samples"]
     unit = samples.obs["unit"].astype(str).to_numpy()
     kind = samples.obs[keys.KIND].to_numpy()
     rows = {side: np.flatnonzero((kind == keys.MIXTURE) & np.isin(unit, getattr(fold, side)))
@@ -167,23 +228,27 @@ def small_cohort_table(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fol
                        repeats: int, methods: list[str], cells: CellData | None = None,
                        config: ClassifierConfig = ClassifierConfig(), validation_fraction: float = 0.2,
                        n_top_genes: int = 2000, n_top_interactions: int = 500, device: str | None = None,
-                       seed: int = 0, progress: bool = True) -> pd.DataFrame:
+                       seed: int = 0, workers: FoldWorkers | None = None, progress: bool = True) -> pd.DataFrame:
     """Table 2: each method trained on ``n`` units drawn (grouped by patient, stratified) from each fold's training
     units, for each ``n`` in ``sizes`` and ``repeats`` draws, tested on the same held-out folds; one row per
-    (method, n, repeat) with the AUC and CI of its pooled out-of-fold unit predictions."""
+    (method, n, repeat) with the AUC and CI of its pooled out-of-fold unit predictions. Every draw's folds are
+    submitted to ``workers`` before any is collected."""
+    workers = workers or FoldWorkers(samples, cells)
+    draws = [(n, repeat) for n in sizes for repeat in range(repeats)]
+    pending = []
+    for n, repeat in draws:
+        draw_seed = seed + 1000 * n + repeat
+        drawn = [subsample_fold(fold, units, n_units=n, validation_fraction=validation_fraction, seed=draw_seed)
+                 for fold in folds]
+        pending.append(start_cross_validation(samples, units, drawn, cells=cells, methods=methods, config=config,
+                                              n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
+                                              device=device, seed=draw_seed, workers=workers))
     rows = []
-    for n in tqdm(sizes, desc="Small cohorts", disable=not progress):
-        for repeat in range(repeats):
-            draw_seed = seed + 1000 * n + repeat
-            drawn = [subsample_fold(fold, units, n_units=n, validation_fraction=validation_fraction,
-                                    seed=draw_seed) for fold in folds]
-            result = cross_validate(samples, units, drawn, cells=cells, methods=methods, config=config,
-                                    n_top_genes=n_top_genes, n_top_interactions=n_top_interactions, device=device,
-                                    seed=draw_seed, progress=False)
-            for method, part in result.predictions.groupby("method", sort=False):
-                auc, low, high = auc_with_ci(part["label"], part["probability"], seed=seed)
-                rows.append({"method": method, "n_train_units": n, "repeat": repeat, "auc": auc, "auc_low": low,
-                             "auc_high": high})
+    for (n, repeat), draw in zip(tqdm(draws, desc="Small cohorts", disable=not progress), pending):
+        for method, part in draw.result(progress=False).predictions.groupby("method", sort=False):
+            auc, low, high = auc_with_ci(part["label"], part["probability"], seed=seed)
+            rows.append({"method": method, "n_train_units": n, "repeat": repeat, "auc": auc, "auc_low": low,
+                         "auc_high": high})
     return pd.DataFrame(rows)
 
 

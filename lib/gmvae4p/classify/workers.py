@@ -1,0 +1,94 @@
+"""Fold trainings run side by side in worker processes.
+
+Every fold of every torch classifier (GMVAE4P, the prototype and per-type baselines) is an independent training with
+its own seed, so the folds of Table 1, of the null control, of Table 2's draws and of Table 4's configurations can run
+at the same time. Each one is a few thousand small steps whose cost is Python and kernel launches, not arithmetic:
+one process keeps a GPU mostly idle, and several processes share it well. A :class:`FoldWorkers` holds the stage's
+data (the pseudobulk samples, and the cells' inputs when a cell-level baseline runs); with ``n_jobs > 1`` each worker
+process receives that data once, when it starts, and then only small task descriptions.
+
+Results do not depend on ``n_jobs``: a task's seed comes from its fold, and the tasks of a call are collected in the
+order they were submitted. With ``n_jobs`` 1 (the default) a task runs in this process when its result is asked for.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import time
+from collections.abc import Callable
+
+import anndata as ad
+
+_SHARED: dict = {}
+"""A worker process's copy of the data (set once by :func:`_start_worker`)."""
+
+
+class FoldWorkers:
+    """Runs ``function(shared, *args)`` for submitted tasks, where ``shared`` is ``{"samples": samples, "cells":
+    cells}``; ``n_jobs`` worker processes (spawned: CUDA cannot be forked), or this process when ``n_jobs`` is 1.
+
+    Use as a context manager, or call :meth:`close` when done (the workers also end with this process).
+    """
+
+    def __init__(self, samples: ad.AnnData, cells=None, *, n_jobs: int = 1):
+        if n_jobs < 1:
+            raise ValueError(f"n_jobs must be at least 1, not {n_jobs!r}.")
+        self.samples, self.cells, self.n_jobs = samples, cells, n_jobs
+        self._pool = None
+        if n_jobs > 1:
+            # each worker's torch takes its share of the cores (its tasks are small; more threads only contend)
+            threads = max(1, (os.cpu_count() or 1) // n_jobs)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                initargs=({"samples": samples, "cells": cells}, threads))
+
+    def submit(self, function: Callable, *args):
+        """``function(shared, *args)`` (a module-level function) with its wall time: the returned object's
+        ``result()`` is ``(value, seconds)``."""
+        if self._pool is not None:
+            return self._pool.submit(_timed, function, None, *args)
+        return _Deferred(lambda: _timed(function, {"samples": self.samples, "cells": self.cells}, *args))
+
+    def check(self, samples: ad.AnnData, cells=None) -> None:
+        """Refuse to run on other data than the workers hold."""
+        if samples is not self.samples or (cells is not None and cells is not self.cells):
+            raise ValueError("workers hold other samples or cells than those passed: make FoldWorkers(samples, cells) "
+                             "from the same objects.")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> FoldWorkers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Deferred:
+    """A task of the in-process mode, run when its result is first asked for (so progress bars follow the work)."""
+
+    def __init__(self, run: Callable):
+        self._run, self._value = run, None
+
+    def result(self):
+        if self._run is not None:
+            self._value, self._run = self._run(), None
+        return self._value
+
+
+def _start_worker(shared: dict, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _SHARED.update(shared)
+
+
+def _timed(function: Callable, shared: dict | None, *args):
+    start = time.perf_counter()
+    value = function(_SHARED if shared is None else shared, *args)
+    return value, time.perf_counter() - start
