@@ -46,6 +46,14 @@ print('status', record['status'], 'total_wall_s', record.get('total_wall_s'))
 for s in record['stages']:
     print(s['stage'], s['status'], s.get('wall_s'), 'rss', s.get('peak_rss_gb'), 'gpu', s.get('peak_gpu_gb'), s.get('error', ''))
 " || true
+    python3 -c "
+import json, pathlib
+for path in sorted(pathlib.Path('$RUN/notebooks').glob('*.ipynb')):
+    cells = json.loads(path.read_text())['cells']
+    slow = [(c['metadata'].get('papermill', {}).get('duration') or 0, ''.join(c['source']).splitlines()[0][:70])
+            for c in cells if c['cell_type'] == 'code']
+    print(path.stem, ' | '.join(f'{d:.1f}s {s}' for d, s in slow if d > 3))
+" || true
     free -g | head -2
     pack
     tail -c 3000 "$LOG" | tr '\r' '\n' | tail -n 25

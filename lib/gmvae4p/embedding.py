@@ -1,7 +1,11 @@
 """UMAPs of the GMVAE latent space, computed once (stage 02) and stored in the AnnData for every figure that shows
-them: a UMAP's numba compilation alone takes most of half a minute, so no figure recomputes one."""
+them: a UMAP's numba compilation alone takes most of half a minute, so no figure recomputes one, and stage 02 has it
+compiled in a :class:`UMAPProcess` while the GMVAE trains."""
 
 from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
 
 import anndata as ad
 import numpy as np
@@ -12,20 +16,50 @@ MAX_CELLS = 20_000
 """Cells embedded at most; the figures say when they show a subsample."""
 
 
+class UMAPProcess:
+    """A worker process that starts compiling UMAP's numba functions as soon as it is made (by embedding random points
+    through the same code path), so that the caller's work meanwhile hides the compilation; :func:`latent_umaps`
+    then embeds in it. Results are those of UMAP in this process (same inputs, same ``random_state``)."""
+
+    WARMUP_POINTS = 4_200
+    """Above umap-learn's 4,096, below which it finds neighbours exactly rather than by NN-descent."""
+
+    def __init__(self):
+        self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        points = np.random.default_rng(0).normal(size=(self.WARMUP_POINTS, 8)).astype(np.float32)
+        self._warmup = self._pool.submit(_umap, points, 0, 5)
+
+    def embed(self, values: np.ndarray, seed: int) -> np.ndarray:
+        self._warmup.result()
+        return self._pool.submit(_umap, values, seed).result()
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
 def latent_umaps(adata: ad.AnnData, *, bases: tuple[str, ...] = (keys.X_GMVAE, keys.X_GMVAE_ZSCORE),
-                 max_cells: int = MAX_CELLS, seed: int = 0) -> None:
+                 max_cells: int = MAX_CELLS, seed: int = 0, process: UMAPProcess | None = None) -> None:
     """UMAP (15 neighbours) of ``obsm[basis]`` for each of ``bases`` on the same random subsample of at most
-    ``max_cells`` cells; writes ``uns["gmvae_umap"]``."""
+    ``max_cells`` cells; writes ``uns["gmvae_umap"]``. ``process``: a :class:`UMAPProcess` made earlier (it is
+    closed here); default: a new one."""
+    try:
+        missing = [b for b in bases if b not in adata.obsm]
+        if missing:
+            raise KeyError(f"adata.obsm lacks {missing}: train the GMVAE (stage 02) first.")
+        process = process or UMAPProcess()
+        cells = subsample(adata.n_obs, max_cells, seed)
+        adata.uns[keys.UNS_GMVAE_UMAP] = {
+            "cells": cells, "seed": seed,
+            **{basis: process.embed(np.asarray(adata.obsm[basis])[cells], seed) for basis in bases}}
+    finally:
+        if process is not None:
+            process.close()
+
+
+def _umap(values: np.ndarray, seed: int, n_epochs: int | None = None) -> np.ndarray:
     import umap  # umap-learn directly: scanpy 1.11's neighbors calls csr_array.getnnz, which scipy 1.17 removed
 
-    missing = [b for b in bases if b not in adata.obsm]
-    if missing:
-        raise KeyError(f"adata.obsm lacks {missing}: train the GMVAE (stage 02) first.")
-    cells = subsample(adata.n_obs, max_cells, seed)
-    adata.uns[keys.UNS_GMVAE_UMAP] = {
-        "cells": cells, "seed": seed,
-        **{basis: umap.UMAP(n_neighbors=15, random_state=seed).fit_transform(np.asarray(adata.obsm[basis])[cells])
-           .astype(np.float32) for basis in bases}}
+    return umap.UMAP(n_neighbors=15, random_state=seed, n_epochs=n_epochs).fit_transform(values).astype(np.float32)
 
 
 def subsample(n: int, max_n: int, seed: int) -> np.ndarray:
