@@ -12,6 +12,7 @@ Importable with numpy, scipy and pandas alone (the GPU benchmarks use it where a
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -189,6 +190,7 @@ def simulate_cohort(
     with ThreadPoolExecutor(n_threads or os.cpu_count()) as pool:
         pieces = list(pool.map(draw, range(len(groups))))
     counts = _stack_csr(pieces, n_genes)
+    _release_freed_memory()
 
     patient_ids = np.array([f"P{p + 1:03d}" for p in range(n_patients)])
     group_patient, group_type, group_low, group_n = (np.array(col) for col in zip(*groups))
@@ -345,6 +347,16 @@ def _stack_csr(pieces: list, n_genes: int) -> sp.csr_matrix:
     if indptr[-1] < np.iinfo(np.int32).max:
         indptr = indptr.astype(np.int32)
     return sp.csr_matrix((data, indices, indptr), shape=(nnz_per_cell.size, n_genes))
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap back to the operating system: the sampling threads' pieces, freed while stacked, otherwise stay
+    in glibc's per-thread arenas, about one more matrix of resident memory (1.4 GB of 3.1 GB at a quarter of the
+    lupus shape) that preprocessing then adds to. A no-op where the C library is not glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _arguments(scope: dict) -> dict:
