@@ -4,7 +4,7 @@ import scipy.sparse as sp
 
 from gmvae4p import keys
 from gmvae4p.data import CohortError, load_cohort
-from gmvae4p.preprocess import qc_normalize_hvg, qc_summary
+from gmvae4p.preprocess import _normalize_total_in_place, qc_normalize_hvg, qc_summary
 
 from conftest import COLUMNS, KANG, TINY, real_data
 
@@ -64,3 +64,18 @@ def test_real_kang_data_preprocesses():
     out = qc_normalize_hvg(adata, min_genes=20, max_pct_mito=None, n_top_genes=500)
     assert out.var[keys.HIGHLY_VARIABLE].sum() == 500
     assert out.n_obs > 0.95 * adata.n_obs
+
+
+def test_in_place_normalization_equals_scanpys_across_row_blocks():
+    import anndata as ad
+    import scanpy as sc
+
+    counts = sp.random(50, 30, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    counts.data = np.ceil(counts.data * 10)
+    counts[7] = 0  # a cell without counts stays zero
+    counts.eliminate_zeros()
+    expected = ad.AnnData(counts.copy())
+    sc.pp.normalize_total(expected, target_sum=1e4)
+    mine = counts.copy()
+    _normalize_total_in_place(mine, 1e4, block_rows=8)
+    np.testing.assert_allclose(mine.toarray(), expected.X.toarray(), rtol=1e-6)

@@ -3,7 +3,8 @@
 After :func:`qc_normalize_hvg`, ``layers["counts"]`` holds the raw counts of the kept cells and genes, ``X`` holds
 log1p of counts normalized to ``target_sum`` per cell, ``var["highly_variable"]`` flags the genes later stages model,
 and ``uns["preprocess"]`` records the parameters and what QC removed. The matrix is never densified: peak memory
-is the counts, their normalized copy and scanpy's temporaries for one of them.
+is the caller's matrix, the filtered counts and their normalized copy (normalized in place, a block of rows at a
+time: ``sc.pp.normalize_total`` holds one more copy of the matrix while it runs).
 """
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ def qc_normalize_hvg(
 
     adata.layers[keys.COUNTS] = adata.X
     adata.X = adata.X.copy()
-    sc.pp.normalize_total(adata, target_sum=target_sum)
+    if sp.issparse(adata.X) and adata.X.format == "csr" and np.issubdtype(adata.X.dtype, np.floating):
+        _normalize_total_in_place(adata.X, target_sum)
+    else:
+        sc.pp.normalize_total(adata, target_sum=target_sum)
     sc.pp.log1p(adata)
     if n_top_genes is None or n_top_genes >= adata.n_vars:
         adata.var[keys.HIGHLY_VARIABLE] = True
@@ -112,6 +116,17 @@ def qc_summary(adata: ad.AnnData) -> dict:
         unit = obs_column(adata, "sample") or obs_column(adata, "patient")
         summary["units_per_class"] = adata.obs.groupby(label, observed=True)[unit].nunique().astype(int).to_dict()
     return summary
+
+
+def _normalize_total_in_place(x: sp.csr_matrix, target_sum: float, *, block_rows: int = 65_536) -> None:
+    """``sc.pp.normalize_total(adata, target_sum=target_sum)`` on a float CSR in place: each cell's counts scaled to
+    sum to ``target_sum`` (cells without counts stay zero), one block of rows at a time."""
+    totals = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0).astype(x.dtype)
+    for start in range(0, x.shape[0], block_rows):
+        end = min(start + block_rows, x.shape[0])
+        lo, hi = x.indptr[start], x.indptr[end]
+        x.data[lo:hi] *= np.repeat(scale[start:end], np.diff(x.indptr[start:end + 1]))
 
 
 def _is_mito(adata: ad.AnnData, mito_prefix: str):
