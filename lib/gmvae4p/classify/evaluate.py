@@ -74,8 +74,8 @@ class PendingCrossValidation:
     """A cross-validation whose torch folds may still be running (:func:`start_cross_validation`)."""
 
     methods: list[str]
-    tasks: list[tuple[str, object]]
-    """(method, handle of one fold's task) in submission order."""
+    tasks: list[tuple[str, int, object]]
+    """(method, fold index, handle of that fold's task) in submission order."""
     done: list[pd.DataFrame]
     """Predictions of the methods that ran in the calling process, with their ``seconds``."""
     seconds: dict[str, float]
@@ -83,7 +83,7 @@ class PendingCrossValidation:
     def result(self, *, progress: bool = True) -> CrossValidation:
         parts, fusion, fused, deployment, histories = list(self.done), [], [], [], {}
         seconds = dict(self.seconds)
-        for method, task in tqdm(self.tasks, desc="Folds", disable=not progress or not self.tasks):
+        for method, fold, task in tqdm(self.tasks, desc="Folds", disable=not progress or not self.tasks):
             value, elapsed = task.result()
             seconds[method] = seconds.get(method, 0.0) + elapsed
             if method != GMVAE4P_NAME:
@@ -93,7 +93,7 @@ class PendingCrossValidation:
             fusion.append(value["fusion"])
             fused.append(value["fused"])
             deployment.append(value["deployment"])
-            histories[int(value["predictions"]["fold"].iloc[0])] = value["history"]
+            histories[fold] = value["history"]
         concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         order = {m: i for i, m in enumerate(self.methods)}  # rows by method as asked for, then by fold
         predictions = concat(parts)[PREDICTION_COLUMNS]
@@ -131,7 +131,7 @@ def start_cross_validation(samples: ad.AnnData, units: pd.DataFrame, folds: list
                                       sources, device, seed)
             else:
                 task = workers.submit(_cell_baseline_fold, method, y_unit, fold, config, n_top_genes, device, seed)
-            tasks.append((method, task))
+            tasks.append((method, fold.index, task))
     done, seconds = [], {}
     for method in (m for m in methods if m not in FOLD_TASK_METHODS):
         start = time.perf_counter()

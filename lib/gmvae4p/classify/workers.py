@@ -35,7 +35,7 @@ class FoldWorkers:
     def __init__(self, samples: ad.AnnData, cells=None, *, n_jobs: int = 1):
         if n_jobs < 1:
             raise ValueError(f"n_jobs must be at least 1, not {n_jobs!r}.")
-        self.samples, self.cells, self.n_jobs = samples, cells, n_jobs
+        self.samples, self.cells = samples, cells
         self._pool = None
         if n_jobs > 1:
             # each worker's torch takes its share of the cores (its tasks are small; more threads only contend)
