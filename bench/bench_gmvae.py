@@ -8,7 +8,7 @@ DataLoader, the seed's plain VAE) for a side-by-side ratio, and a kernel profile
 
 ``--entry``: instead, write the counts as a training-set file and train through the production entry
 (``python -m gmvae4p.gmvae.train``) in a fresh process per likelihood, so that its peak host RSS is the training's own
-(reading the file included, making the data excluded); seconds per epoch come from its log lines.
+(reading the file included, making the data excluded); seconds per epoch come from the history in its ``model.pt``.
 
     python bench/bench_gmvae.py --out results.json [--epochs 4 --reference-steps 40 --profile zinb]
     python bench/bench_gmvae.py --out results.json --entry --likelihoods zinb --compile off
@@ -37,10 +37,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from gmvae4p.gmvae.batches import CSRBatches  # noqa: E402
-from gmvae4p.gmvae.config import TrainConfig  # noqa: E402
+from gmvae4p.gmvae.config import ModuleConfig, TrainConfig  # noqa: E402
 from gmvae4p.gmvae.module import GMVAEModule  # noqa: E402
-from gmvae4p.gmvae.config import ModuleConfig  # noqa: E402
-from gmvae4p.gmvae.train import train, write_settings  # noqa: E402
+from gmvae4p.gmvae.train import MODEL, train, write_settings  # noqa: E402
 from gmvae4p.gmvae.trainset import write_trainset  # noqa: E402
 
 # Runs a command and prints the largest peak RSS (kB) among its waited-for descendants: a fresh process per
@@ -185,14 +184,16 @@ def entry_runs(counts: sp.csr_matrix, types: np.ndarray, args) -> list[dict]:
                                           capture_output=True, text=True)
                     wall = time.perf_counter() - start
                     print(done.stdout, done.stderr[-3000:], flush=True)
-                    rates = [float(r.replace(",", "")) for r in re.findall(r"cells/s=([\d,]+)", done.stdout)]
-                    seconds = [args.cells / r for r in rates[1:]]
+                    # the entry's own per-epoch record, not its rounded log lines
+                    history = torch.load(output / MODEL, weights_only=True)["history"] \
+                        if (output / MODEL).is_file() else []
+                    seconds = [h["seconds"] for h in history[1:]]
                     peak_kb = re.search(r"peak_rss_kb (\d+)", done.stdout)
                     run = {"path": "entry (python -m gmvae4p.gmvae.train)", "placement": placement,
                            "likelihood": likelihood, "compiled": compiled == "on", "returncode": done.returncode,
                            "seconds_per_epoch_median": round(statistics.median(seconds), 3) if seconds else None,
                            "seconds_per_epoch": [round(x, 3) for x in seconds],
-                           "first_epoch_seconds": round(args.cells / rates[0], 3) if rates else None,
+                           "first_epoch_seconds": round(history[0]["seconds"], 3) if history else None,
                            "process_wall_seconds": round(wall, 1),
                            "peak_host_rss_gb": round(int(peak_kb.group(1)) / 2**20, 2) if peak_kb else None}
                     print(json.dumps(run), flush=True)
