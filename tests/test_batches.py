@@ -36,6 +36,24 @@ def test_unshuffled_batches_keep_row_order_and_same_seed_same_order(counts, plac
     assert torch.equal(first, torch.cat([r for r, _ in batches.batches(20, seed=1)]))
 
 
+@pytest.mark.parametrize("placement", ["resident", "streamed"])
+def test_selected_rows_share_the_arrays_and_batches_give_positions_in_the_selection(counts, placement):
+    batches = CSRBatches(counts, placement=placement)
+    selected = np.random.default_rng(0).choice(200, 70, replace=False)
+    subset = batches.select(selected)
+    assert subset.n_rows == 70 and subset.data is batches.data
+    seen = []
+    for positions, batch in subset.batches(9, seed=2):
+        np.testing.assert_array_equal(batch.to_dense().numpy(), counts[np.sort(selected)[positions.numpy()]].toarray())
+        seen += positions.tolist()
+    assert sorted(seen) == list(range(70))
+    nested = subset.select([0, 69])  # positions of a selection select from it
+    ((positions, batch),) = nested.batches(1)
+    np.testing.assert_array_equal(batch.to_dense().numpy(), counts[np.sort(selected)[[0, 69]]].toarray())
+    with pytest.raises(IndexError, match="rows"):
+        batches.select([200])
+
+
 def test_int32_column_ids_are_stored_and_a_batch_holds_only_non_zero_entries(counts):
     batches = CSRBatches(counts)
     assert batches.indices.dtype == torch.int32

@@ -12,6 +12,7 @@ gathering a batch's entries on the device needs no host synchronization. No Data
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import numpy as np
@@ -59,6 +60,22 @@ class CSRBatches:
         if placement == "resident":
             self.indptr, self.indices, self.data = (t.to(self.device) for t in (self.indptr, self.indices, self.data))
         self._copy_stream = torch.cuda.Stream(self.device) if pin else None
+        self._host_lengths = np.diff(self.host_indptr)
+        self.rows: np.ndarray | None = None  # the matrix rows served (sorted); None: all
+
+    def select(self, rows: np.ndarray) -> CSRBatches:
+        """The same arrays serving only matrix rows ``rows`` (no copy): batches then yield positions in ``rows``.
+
+        Training and validation cells of one matrix share its arrays this way, instead of each holding a copy.
+        """
+        rows = np.sort(np.asarray(rows, dtype=np.int64))
+        if self.rows is not None:
+            rows = self.rows[rows]
+        if len(rows) and (rows[0] < 0 or rows[-1] >= len(self._host_lengths)):
+            raise IndexError(f"rows must lie in 0..{len(self._host_lengths) - 1}.")
+        subset = copy.copy(self)
+        subset.rows, subset.n_rows = rows, len(rows)
+        return subset
 
     @property
     def nbytes(self) -> int:
@@ -66,7 +83,8 @@ class CSRBatches:
         return sum(t.numel() * t.element_size() for t in (self.indptr, self.indices, self.data))
 
     def batches(self, n_batches: int, *, seed: int | None = None) -> Iterator[tuple[torch.Tensor, SparseCounts]]:
-        """``n_batches`` batches covering every row once: ``(row ids on the device, their counts)``.
+        """``n_batches`` batches covering every row once: ``(row ids on the device, their counts)``; the ids are
+        positions in :meth:`select`'s rows where rows were selected.
 
         ``seed=None`` keeps row order (prediction); an integer shuffles (training). Under DDP every rank passes the
         same ``n_batches`` so that all take the same number of steps.
@@ -74,23 +92,30 @@ class CSRBatches:
         if self.n_rows == 0:  # a DDP rank may hold no validation cells
             return
         n_batches = max(1, min(n_batches, self.n_rows))
-        if self.placement == "resident":
-            order = np.arange(self.n_rows) if seed is None else np.random.default_rng(seed).permutation(self.n_rows)
-            yield from self._chunk_batches(0, self._chunk(0, self.n_rows), order, n_batches)
-            return
         rng = None if seed is None else np.random.default_rng(seed)
-        n_chunks = -(-n_batches // CHUNK_BATCHES)
+        # Chunks are contiguous ranges of positions; resident counts are one chunk, the whole matrix.
+        n_chunks = 1 if self.placement == "resident" else -(-n_batches // CHUNK_BATCHES)
         bounds = np.linspace(0, self.n_rows, n_chunks + 1).round().astype(np.int64)
         chunk_order = np.arange(n_chunks) if rng is None else rng.permutation(n_chunks)
         split = np.array_split(np.arange(n_batches), n_chunks)  # how many batches each chunk gives
-        ahead = self._chunk(bounds[chunk_order[0]], bounds[chunk_order[0] + 1])
+        ahead = self._chunk(*self._matrix_range(bounds, chunk_order[0]))
         for i, c in enumerate(chunk_order):
             current = ahead
             if i + 1 < n_chunks:  # start the next copy before this chunk's batches are queued
-                ahead = self._chunk(bounds[chunk_order[i + 1]], bounds[chunk_order[i + 1] + 1])
+                ahead = self._chunk(*self._matrix_range(bounds, chunk_order[i + 1]))
             start, stop = bounds[c], bounds[c + 1]
-            order = np.arange(stop - start) if rng is None else rng.permutation(stop - start)
-            yield from self._chunk_batches(start, self._ready(current), order, len(split[i]))
+            positions = start + (np.arange(stop - start) if rng is None else rng.permutation(stop - start))
+            yield from self._chunk_batches(self._matrix_range(bounds, c)[0], self._ready(current), positions,
+                                           len(split[i]))
+
+    def _matrix_range(self, bounds: np.ndarray, chunk: int) -> tuple[int, int]:
+        """Matrix rows ``first:stop`` spanning the positions of ``chunk`` (with other rows between, when selected)."""
+        start, stop = bounds[chunk], bounds[chunk + 1]
+        if self.placement == "resident":
+            return 0, len(self._host_lengths)
+        if self.rows is None:
+            return int(start), int(stop)
+        return int(self.rows[start]), int(self.rows[stop - 1]) + 1
 
     def _chunk(self, start: int, stop: int):
         """Device tensors ``(indptr from 0, indices, data)`` for rows ``start:stop`` (a copy is only queued)."""
@@ -109,14 +134,17 @@ class CSRBatches:
                 t.record_stream(current)
         return chunk
 
-    def _chunk_batches(self, start: int, chunk, order: np.ndarray, n_batches: int):
+    def _chunk_batches(self, first: int, chunk, positions: np.ndarray, n_batches: int):
+        """Batches of ``positions`` from a chunk holding matrix rows from ``first`` on."""
         indptr, indices, data = chunk
-        host_lengths = np.diff(self.host_indptr[start:start + len(order) + 1])[order]
-        device_order = torch.from_numpy(order).to(self.device, non_blocking=True)
-        for part in np.array_split(np.arange(len(order)), n_batches):
-            local = device_order[part[0]:part[-1] + 1]
-            nnz = int(host_lengths[part[0]:part[-1] + 1].sum())
-            yield local + start, _select_rows(indptr, indices, data, local, nnz, self.n_genes)
+        matrix_rows = positions if self.rows is None else self.rows[positions]
+        host_lengths = self._host_lengths[matrix_rows]
+        device_rows = torch.from_numpy(matrix_rows - first).to(self.device, non_blocking=True)
+        device_positions = torch.from_numpy(positions).to(self.device, non_blocking=True)
+        for part in np.array_split(np.arange(len(positions)), n_batches):
+            a, b = part[0], part[-1] + 1
+            yield device_positions[a:b], _select_rows(indptr, indices, data, device_rows[a:b],
+                                                      int(host_lengths[a:b].sum()), self.n_genes)
 
 
 def _select_rows(indptr, indices, data, rows, nnz, n_genes) -> SparseCounts:

@@ -224,12 +224,13 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
         components = torch.from_numpy(shard.components).to(device)
         held_out = shard.validation
         train_rows, val_rows = np.flatnonzero(~held_out), np.flatnonzero(held_out)
-        train_batches = CSRBatches(shard.counts[train_rows], device=device, placement=config.placement)
+        counts = CSRBatches(shard.counts, device=device, placement=config.placement)
+        shard.counts = None  # the batches hold the arrays (on the device, or pinned): the read copy can go
+        train_batches = counts.select(train_rows)
         validation = None
         # every rank must agree, or the ranks' all-reduces would differ in size
         if _any_rank(len(val_rows) > 0, device) and config.supervised:
-            validation = (CSRBatches(shard.counts[val_rows], device=device, placement=config.placement),
-                          components[torch.from_numpy(val_rows).to(device)])
+            validation = (counts.select(val_rows), components[torch.from_numpy(val_rows).to(device)])
         if rank == 0:
             log(f"GMVAE ({module_config.likelihood}, {'supervised' if config.supervised else 'unsupervised'}): "
                 f"{shard.n_cells:,} cells × {len(shard.genes):,} genes, {len(shard.component_names)} components; "
@@ -246,9 +247,7 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
         history = train(module, train_batches, components[torch.from_numpy(train_rows).to(device)], config=config,
                         validation=validation, log=log, optimizer=optimizer, history=history, on_epoch=save_checkpoint,
                         seed=seed)
-        del train_batches, validation
-        result = embed(module, CSRBatches(shard.counts, device=device, placement=config.placement), components,
-                       config.batch_size)
+        result = embed(module, counts, components, config.batch_size)
         gathered = _gather_rows(torch.cat([result[k] for k in ("z_mean", "proba", "zscore")], 1), world_size)
         if rank == 0:
             _write_embedding(output_dir / EMBEDDING, gathered, trainset, module_config.latent_dim, shard)
