@@ -40,6 +40,31 @@ def test_supervised_gmvae_calls_cell_types_of_held_out_patients(cohort, likeliho
     assert balanced >= 0.98, balanced
 
 
+def test_unsupervised_training_fits_the_prior_to_the_latent_means_then_holds_it(cohort):
+    batches = CSRBatches(cohort.counts)
+    torch.manual_seed(0)
+    module = GMVAEModule(cohort.counts.shape[1], 8, latent_dim=6, hidden_dims=(32,), likelihood="nb")
+    initial = module.prior_mean.detach().clone()
+    priors, lines = [], []
+    unlabeled = torch.full((cohort.counts.shape[0],), -1)
+    config = TrainConfig(epochs=3, batch_size=256, supervised=False, prior_fit_epoch=1)
+    train(module, batches, unlabeled, config=config, log=lines.append,
+          on_epoch=lambda history: priors.append([p.detach().clone() for p in
+                                                  (module.prior_mean, module.prior_log_var, module.prior_logits)]))
+    assert lines[1].startswith("Prior fitted to the latent means of 3,000 cells (EM, 8 components")
+    assert not torch.allclose(priors[0][0], initial)
+    for fitted, later in zip(priors[0], priors[-1]):  # held fixed after the fit
+        assert torch.equal(fitted, later)
+    # the prior's logits are the mixture's log weights
+    assert torch.exp(priors[0][2]).sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_unsupervised_prior_fit_must_fall_inside_training():
+    with pytest.raises(ValueError, match="prior_fit_epoch must be at least 1 and less than epochs"):
+        TrainConfig(epochs=5, supervised=False, prior_fit_epoch=5)
+    TrainConfig(epochs=5, supervised=True, prior_fit_epoch=5)  # unused when supervised
+
+
 def test_epoch_line_has_the_documented_fields():
     line = epoch_line({"epoch": 3, "loss": 1.5, "recon": 1.0, "kl": 0.4, "ce": 0.1, "acc": 0.9, "val_acc": 0.85,
                        "cells_per_s": 12345.6}, 10)
@@ -104,6 +129,16 @@ def test_two_gloo_processes_match_one_and_write_one_checkpoint(cohort, trainset,
     assert not torch.load(two / training.CHECKPOINT, weights_only=True)["complete"]
     single, double = _held_out_accuracy(one, cohort), _held_out_accuracy(two, cohort)
     assert single >= 0.95 and abs(single - double) <= 0.01, (single, double)
+
+
+def test_under_two_processes_the_prior_is_fitted_to_every_rank_s_cells(cohort, trainset, tmp_path):
+    training.write_settings(tmp_path, SMALL, TrainConfig(epochs=2, batch_size=128, supervised=False,
+                                                         prior_fit_epoch=1))
+    lines = []
+    launch(trainset, tmp_path, n_processes=2, device="cpu", log=lines.append)
+    n_training = (~cohort.obs["ind_cov"].isin(HELD_OUT)).sum()
+    assert sum(line.startswith(f"Prior fitted to the latent means of {n_training:,} cells") for line in lines) == 1
+    assert torch.load(tmp_path / training.MODEL, weights_only=True)["complete"]
 
 
 def test_a_rank_without_held_out_cells_still_trains_and_val_acc_comes_from_the_other(cohort, tmp_path):

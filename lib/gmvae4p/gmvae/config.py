@@ -50,6 +50,9 @@ class TrainConfig:
     """Weight each cell's cross-entropy by the inverse frequency of its type, so rare types are not ignored."""
     supervised: bool = True
     """False trains without cell-type labels (K components still fixed): the unsupervised GMVAE."""
+    prior_fit_epoch: int = 5
+    """Unsupervised only: after this many epochs the prior's components are fitted by EM to the training cells'
+    latent means (:mod:`gmvae4p.gmvae.mixture`) and held fixed from then on, and the q(y|x) head starts afresh."""
     compile: bool = False
     """``torch.compile`` the forward pass and its backward (fewer, fused kernels: on GPU a step is otherwise bound
     by kernel launches and per-gene element-wise passes). The first epoch pays the compilation."""
@@ -61,6 +64,8 @@ class TrainConfig:
         _require(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
         _require(self.lr > 0, "lr", "positive", self.lr)
         _require(self.placement in PLACEMENTS, "placement", f"one of {list(PLACEMENTS)}", self.placement)
+        _require(self.supervised or 1 <= self.prior_fit_epoch < self.epochs, "prior_fit_epoch",
+                 f"at least 1 and less than epochs ({self.epochs}) when training unsupervised", self.prior_fit_epoch)
 
 
 def _require(ok: bool, name: str, what: str, value) -> None:

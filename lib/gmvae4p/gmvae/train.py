@@ -39,10 +39,12 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from ..data.atomic import atomic_path
 from .batches import CSRBatches
 from .config import ModuleConfig, TrainConfig
+from .mixture import fit_gaussian_mixture
 from .module import UNLABELED, GMVAEModule
 from .trainset import read_shard
 
 TERMS = ("loss", "recon", "kl", "ce")
+PRIOR_GROUP = 1  # index of the prior's parameters among the optimizer's groups
 SETTINGS, CHECKPOINT, EMBEDDING, MODEL = "settings.json", "checkpoint.pt", "embedding.h5", "model.pt"
 
 
@@ -111,6 +113,9 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
         history.append(metrics)
         if log is not None and rank == 0:
             log(epoch_line(metrics, config.epochs))
+        if not config.supervised and epoch + 1 == config.prior_fit_epoch:
+            fit_prior(module, batches, optimizer, batch_size=config.batch_size, seed=seed,
+                      log=log if rank == 0 else None)
         if on_epoch is not None:
             on_epoch(history)
     module.eval()
@@ -137,9 +142,54 @@ def _class_weights(labels: torch.Tensor, n_components: int, distributed: bool) -
 
 
 def make_optimizer(module: GMVAEModule, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; on CUDA the fused kernel (one launch for all parameters instead of a few per tensor)."""
-    return torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+    """AdamW; on CUDA the fused kernel (one launch for all parameters instead of a few per tensor). The prior's
+    parameters form group :data:`PRIOR_GROUP`, which :func:`fit_prior` stops (its learning rate set to 0)."""
+    prior = [module.prior_mean, module.prior_log_var, module.prior_logits]
+    rest = [p for p in module.parameters() if all(p is not q for q in prior)]
+    return torch.optim.AdamW([{"params": rest}, {"params": prior}], lr=config.lr, weight_decay=config.weight_decay,
                              fused=module.prior_mean.is_cuda)
+
+
+@torch.no_grad()
+def fit_prior(module: GMVAEModule, batches: CSRBatches, optimizer: torch.optim.Optimizer, *, batch_size: int,
+              seed: int = 0, log: Callable[[str], None] | None = None) -> None:
+    """Unsupervised mode: place the K components where the cells are, then hold them.
+
+    A Gaussian mixture is fitted by EM to the latent means of every training cell (all ranks' cells under DDP);
+    each component's variance is its spread of means plus the mean posterior variance, so that it covers the
+    cells' q(z|x) and not their means alone. The q(y|x) head restarts (its old calls all pointed at one component),
+    and the prior's learning rate becomes 0: left free, the components drifted back together (measured).
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    device = batches.device
+    module.eval()
+    means, posterior_variance = [], torch.zeros(module.prior_mean.shape[1], device=device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for _, x in batches.batches(math.ceil(batches.n_rows / batch_size)):
+            _, z_mean, z_log_var = module.encode(x)
+            means.append(z_mean.float())
+            posterior_variance += z_log_var.float().exp().sum(0)
+    module.train()
+    points = torch.cat(means)
+    if distributed:
+        points = _gather_rows(points, dist.get_world_size())
+        posterior_variance = _reduce(posterior_variance)
+    mixture = fit_gaussian_mixture(points, module.prior_mean.shape[0], seed=seed)
+    module.prior_mean.copy_(mixture.means)
+    module.prior_log_var.copy_((mixture.variances + posterior_variance / len(points)).log())
+    module.prior_logits.copy_(mixture.weights.log())
+    module.head_y.reset_parameters()
+    fitted = [module.prior_mean, module.prior_log_var, module.prior_logits, *module.head_y.parameters()]
+    if distributed:  # the head's new draw differs by rank (dropout seeds do), and EM may differ in the last bits
+        for parameter in fitted:
+            dist.broadcast(parameter, 0)
+    for parameter in module.head_y.parameters():
+        optimizer.state.pop(parameter, None)
+    optimizer.param_groups[PRIOR_GROUP]["lr"] = 0.0
+    if log is not None:
+        log(f"Prior fitted to the latent means of {len(points):,} cells (EM, {len(mixture.weights)} components, "
+            f"weights {', '.join(f'{w:.3f}' for w in mixture.weights.tolist())}); held fixed from here on, "
+            "q(y|x) head restarted.")
 
 
 @torch.no_grad()
