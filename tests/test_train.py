@@ -35,7 +35,7 @@ def test_supervised_gmvae_calls_cell_types_of_held_out_patients(cohort, likeliho
                     validation=(test_batches, types[held_out]), log=lines.append)
     assert len(lines) == 8 and lines[-1].startswith("Epoch 8/8: loss=") and "val_acc=" in lines[-1]
     assert history[-1]["loss"] < history[0]["loss"]
-    logits, _ = predict(module, test_batches, 512)
+    logits, _, _ = predict(module, test_batches, 512)
     balanced = balanced_accuracy_score(types[held_out].numpy(), logits.argmax(-1).numpy())
     assert balanced >= 0.98, balanced
 

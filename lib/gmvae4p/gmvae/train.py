@@ -158,19 +158,13 @@ def fit_prior(module: GMVAEModule, batches: CSRBatches, optimizer: torch.optim.O
     A Gaussian mixture is fitted by EM to the latent means of every training cell (all ranks' cells under DDP);
     each component's variance is its spread of means plus the mean posterior variance, so that it covers the
     cells' q(z|x) and not their means alone. The q(y|x) head restarts (its old calls all pointed at one component),
-    and the prior's learning rate becomes 0: left free, the components drifted back together (measured).
+    and the prior's learning rate becomes 0: left to learn, q(y|x)'s agreement with the cell types fell again in
+    the epochs after the fit (measured on the embedded cohort).
     """
     distributed = dist.is_available() and dist.is_initialized()
-    device = batches.device
-    module.eval()
-    means, posterior_variance = [], torch.zeros(module.prior_mean.shape[1], device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        for _, x in batches.batches(math.ceil(batches.n_rows / batch_size)):
-            _, z_mean, z_log_var = module.encode(x)
-            means.append(z_mean.float())
-            posterior_variance += z_log_var.float().exp().sum(0)
+    _, points, log_variances = predict(module, batches, batch_size)
     module.train()
-    points = torch.cat(means)
+    posterior_variance = log_variances.exp().sum(0)
     if distributed:
         points = _gather_rows(points, dist.get_world_size())
         posterior_variance = _reduce(posterior_variance)
@@ -193,23 +187,24 @@ def fit_prior(module: GMVAEModule, batches: CSRBatches, optimizer: torch.optim.O
 
 
 @torch.no_grad()
-def predict(module: GMVAEModule, batches: CSRBatches, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(q(y|x) logits, E[z|x])`` for every row of ``batches``, in row order (module left in eval mode)."""
+def predict(module: GMVAEModule, batches: CSRBatches,
+            batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(q(y|x) logits, E[z|x], log Var[z|x])`` for every row of ``batches``, in row order (module left in eval
+    mode)."""
     module.eval()
-    logits = [torch.empty(0, module.prior_mean.shape[0], device=batches.device)]
-    means = [torch.empty(0, module.prior_mean.shape[1], device=batches.device)]
+    n_components, latent_dim = module.prior_mean.shape
+    outputs = [[torch.empty(0, n, device=batches.device)] for n in (n_components, latent_dim, latent_dim)]
     with torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=batches.device.type == "cuda"):
         for _, x in batches.batches(math.ceil(batches.n_rows / batch_size)):
-            logits_y, z_mean, _ = module.encode(x)
-            logits.append(logits_y.float())
-            means.append(z_mean.float())
-    return torch.cat(logits), torch.cat(means)
+            for parts, values in zip(outputs, module.encode(x)):
+                parts.append(values.float())
+    return tuple(torch.cat(parts) for parts in outputs)
 
 
 def embed(module: GMVAEModule, batches: CSRBatches, components: torch.Tensor, batch_size: int) -> dict:
     """Per row: ``z_mean``, ``proba`` (q(y|x)) and ``zscore``, the latter for the annotated component where known
     (``components`` ≥ 0) and for the called one elsewhere."""
-    logits, z_mean = predict(module, batches, batch_size)
+    logits, z_mean, _ = predict(module, batches, batch_size)
     called = logits.argmax(-1)
     component = torch.where(components.to(called.device) >= 0, components.to(called.device), called)
     return {"z_mean": z_mean, "proba": F.softmax(logits, -1), "zscore": module.zscore(z_mean, component)}
