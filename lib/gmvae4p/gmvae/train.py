@@ -114,8 +114,7 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
         if log is not None and rank == 0:
             log(epoch_line(metrics, config.epochs))
         if not config.supervised and epoch + 1 == config.prior_fit_epoch:
-            fit_prior(module, batches, optimizer, batch_size=config.batch_size, seed=seed,
-                      log=log if rank == 0 else None)
+            fit_prior(module, batches, optimizer, batch_size=config.batch_size, seed=seed, log=log)
         if on_epoch is not None:
             on_epoch(history)
     module.eval()
@@ -158,8 +157,9 @@ def fit_prior(module: GMVAEModule, batches: CSRBatches, optimizer: torch.optim.O
     A Gaussian mixture is fitted by EM to the latent means of every training cell (all ranks' cells under DDP);
     each component's variance is its spread of means plus the mean posterior variance, so that it covers the
     cells' q(z|x) and not their means alone. The q(y|x) head restarts (its old calls all pointed at one component),
-    and the prior's learning rate becomes 0: left to learn, q(y|x)'s agreement with the cell types fell again in
-    the epochs after the fit (measured on the embedded cohort).
+    and the prior's learning rate becomes 0. That hold is not shown to help: on the embedded cohort (zinb, 15
+    epochs, fit after 5) the adjusted Rand index of q(y|x) ended at 1.000 and 0.920 held, 1.000 and 0.963 left to
+    learn (one run each at batch 128 and 512).
     """
     distributed = dist.is_available() and dist.is_initialized()
     _, points, log_variances = predict(module, batches, batch_size)
@@ -168,22 +168,22 @@ def fit_prior(module: GMVAEModule, batches: CSRBatches, optimizer: torch.optim.O
     if distributed:
         points = _gather_rows(points, dist.get_world_size())
         posterior_variance = _reduce(posterior_variance)
-    mixture = fit_gaussian_mixture(points, module.prior_mean.shape[0], seed=seed)
-    module.prior_mean.copy_(mixture.means)
-    module.prior_log_var.copy_((mixture.variances + posterior_variance / len(points)).log())
-    module.prior_logits.copy_(mixture.weights.log())
-    module.head_y.reset_parameters()
-    fitted = [module.prior_mean, module.prior_log_var, module.prior_logits, *module.head_y.parameters()]
-    if distributed:  # the head's new draw differs by rank (dropout seeds do), and EM may differ in the last bits
-        for parameter in fitted:
+    if not distributed or dist.get_rank() == 0:  # one rank fits; the others receive its prior and head
+        mixture = fit_gaussian_mixture(points, module.prior_mean.shape[0], seed=seed)
+        module.prior_mean.copy_(mixture.means)
+        module.prior_log_var.copy_((mixture.variances + posterior_variance / len(points)).log())
+        module.prior_logits.copy_(mixture.weights.log())
+        module.head_y.reset_parameters()
+        if log is not None:
+            log(f"Prior fitted to the latent means of {len(points):,} cells (EM, {len(mixture.weights)} components, "
+                f"weights {', '.join(f'{w:.3f}' for w in mixture.weights.tolist())}); held fixed from here on, "
+                "q(y|x) head restarted.")
+    if distributed:
+        for parameter in (module.prior_mean, module.prior_log_var, module.prior_logits, *module.head_y.parameters()):
             dist.broadcast(parameter, 0)
     for parameter in module.head_y.parameters():
         optimizer.state.pop(parameter, None)
     optimizer.param_groups[PRIOR_GROUP]["lr"] = 0.0
-    if log is not None:
-        log(f"Prior fitted to the latent means of {len(points):,} cells (EM, {len(mixture.weights)} components, "
-            f"weights {', '.join(f'{w:.3f}' for w in mixture.weights.tolist())}); held fixed from here on, "
-            "q(y|x) head restarted.")
 
 
 @torch.no_grad()
