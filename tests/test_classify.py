@@ -118,12 +118,37 @@ def test_cross_validate_tests_every_unit_once_per_method_and_selects_genes_on_tr
         assert chosen_from and not chosen_from & set(fold.test) and not chosen_from & set(fold.validation)
     assert sorted(result.deployment["unit"]) == sorted(units["unit"])
     assert set(result.seconds) == set(methods) and set(result.histories) == {f.index for f in folds}
-    table1 = evaluate.main_table(result.predictions, oracle=(0.9, 0.8, 1.0), n_boot=50)
-    assert list(table1["method"]) == [*methods, "oracle (simulated activity)"]
+    table1 = evaluate.main_table(result.predictions, references={evaluate.ORACLE_ACTIVITY: (0.9, 0.8, 1.0)},
+                                 n_boot=50)
+    assert list(table1["method"]) == [*methods, evaluate.ORACLE_ACTIVITY]
     assert table1.loc[0, "auc"] > 0.8
     table3 = evaluate.deployment_table(result.deployment, n_boot=50)
     assert table3.loc[1, "retention"] == 1.0
     assert table3.loc[0, "retention"] == pytest.approx(table3.loc[0, "auc"] / table3.loc[1, "auc"])
+
+
+def test_reference_aucs_read_the_simulators_activity_and_its_program_in_the_pseudobulk():
+    samples = _samples(n_patients=8, n_samples=2, n_genes=3)
+    samples.var_names = ["IFI27", "MX1", "G1"]
+    x = np.zeros((samples.n_obs, 3), dtype=np.float32)
+    mixture = (samples.obs[keys.KIND] == "mixture").to_numpy()
+    patient = samples.obs["patient"].str[1:].astype(int).to_numpy()
+    x[:, 0] = patient  # program score 2·patient: ranks the patients in order ...
+    x[~mixture, 0] = -patient[~mixture]  # ... on mixture samples only (whole rows are not read)
+    x[:, 2] = -10 * patient  # not a disease gene
+    samples.X = x
+    units = unit_table(samples, "SLE")  # positives are the even patients
+    truth = {"patients": np.array([f"P{i:02d}" for i in range(8)]), "patient_activity": -np.arange(8.0),
+             "disease_genes": np.array(["IFI27", "MX1", "IFI44L"]), "disease_gene_weights": np.array([2.0, 1.0, 1.0])}
+    cells = ad.AnnData(np.zeros((1, 1), dtype=np.float32), uns={keys.UNS_SIMULATION: truth})
+    references = evaluate.reference_aucs(cells, samples, units, n_boot=50)
+    # positives 0, 2, 4, 6 against negatives 1, 3, 5, 7: a score rising with the patient number wins 6 of 16 pairs
+    assert references[evaluate.ORACLE_PROGRAM][0] == pytest.approx(6 / 16)
+    assert references[evaluate.ORACLE_ACTIVITY][0] == pytest.approx(10 / 16)  # activity falls with the number
+    assert evaluate.reference_aucs(ad.AnnData(np.zeros((1, 1), dtype=np.float32)), samples, units) == {}
+    table1 = evaluate.main_table(pd.DataFrame({"method": "m", "fold": 0, "unit": units["unit"], "label": units["y"],
+                                               "probability": 0.5}), references=references, n_boot=50)
+    assert list(table1["method"]) == ["m", evaluate.ORACLE_ACTIVITY, evaluate.ORACLE_PROGRAM]
 
 
 def test_worker_processes_give_the_results_of_one_process():

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from gmvae4p import keys
+from gmvae4p.classify import evaluate
 from gmvae4p.classify.ablation import ABLATIONS
 from gmvae4p.classify.config import METHODS
 
@@ -72,7 +73,7 @@ def test_classifier_stage_writes_every_table_with_each_unit_tested_once_per_meth
     assert set(predictions["method"]) == set(METHODS)
     assert (predictions.groupby("method")["unit"].apply(lambda u: u.is_unique and len(u) == 12)).all()
     table1 = pd.read_csv(tables / "table1_main.csv")
-    assert list(table1["method"]) == [*METHODS, "oracle (simulated activity)"]
+    assert list(table1["method"]) == [*METHODS, evaluate.ORACLE_ACTIVITY, evaluate.ORACLE_PROGRAM]
     assert table1["auc"].between(0, 1).all() and (table1["auc_low"] <= table1["auc"]).all()
     assert list(pd.read_csv(tables / "table1_null.csv")["method"]) == list(METHODS)
     assert pd.read_csv(tables / "table3_bulk_deployment.csv")["retention"].iloc[1] == 1.0

@@ -244,7 +244,7 @@ def top_communication(samples: ad.AnnData, *, n_top: int = 20):
 
 def method_auc(table: pd.DataFrame, *, null: pd.DataFrame | None = None):
     """Per method, the per-unit ROC-AUC with its 95 % CI (Table 1), the null control's beside it when given; the
-    simulator's oracle as a dashed line and chance as a dotted one."""
+    simulator's ceilings (Table 1's ``oracle`` rows) as dashed lines and chance as a dotted one."""
     oracle = table["method"].str.startswith("oracle")
     methods = table.loc[~oracle, "method"].tolist()
     data = table.loc[~oracle, ["method", "auc", "auc_low", "auc_high"]].assign(labels="real")
@@ -256,8 +256,8 @@ def method_auc(table: pd.DataFrame, *, null: pd.DataFrame | None = None):
         at = part["method"].map(y) + (shift if null is not None else 0)
         ax.errorbar(part["auc"], at, xerr=[part["auc"] - part["auc_low"], part["auc_high"] - part["auc"]],
                     fmt="o", color=colour, capsize=3, label=f"labels {kind}")
-    if oracle.any():
-        ax.axvline(table.loc[oracle, "auc"].iloc[0], color="C3", linestyle="--", label="oracle (true activity)")
+    for (name, value), colour in zip(table.loc[oracle, ["method", "auc"]].itertuples(index=False), ("C3", "C1")):
+        ax.axvline(value, color=colour, linestyle="--", label=name)
     ax.axvline(0.5, color="k", linestyle=":", linewidth=1)
     ax.set(yticks=list(y.values()), yticklabels=list(y), xlabel="ROC-AUC per unit (95 % bootstrap CI)",
            xlim=(0, 1))
