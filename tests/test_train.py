@@ -40,7 +40,7 @@ def test_supervised_gmvae_calls_cell_types_of_held_out_patients(cohort, likeliho
     assert balanced >= 0.98, balanced
 
 
-def test_unsupervised_training_fits_the_prior_to_the_latent_means_then_holds_it(cohort):
+def test_unsupervised_training_fits_the_prior_to_the_latent_means(cohort):
     batches = CSRBatches(cohort.counts)
     torch.manual_seed(0)
     module = GMVAEModule(cohort.counts.shape[1], 8, latent_dim=6, hidden_dims=(32,), likelihood="nb")
@@ -53,10 +53,40 @@ def test_unsupervised_training_fits_the_prior_to_the_latent_means_then_holds_it(
                                                   (module.prior_mean, module.prior_log_var, module.prior_logits)]))
     assert lines[1].startswith("Prior fitted to the latent means of 3,000 cells (EM, 8 components")
     assert not torch.allclose(priors[0][0], initial)
-    for fitted, later in zip(priors[0], priors[-1]):  # held fixed after the fit
-        assert torch.equal(fitted, later)
+    assert not torch.equal(priors[0][0], priors[-1][0])  # it goes on learning after the fit
     # the prior's logits are the mixture's log weights
     assert torch.exp(priors[0][2]).sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "zinb"])
+def test_unsupervised_gmvae_recovers_the_embedded_cohorts_cell_types(likelihood):
+    """The issue's bar (adjusted Rand index ≥ 0.9) on the embedded cohort as stage 01 leaves it: batch 256, 12 epochs,
+    the prior fitted after 4. With these settings seeds 5–10 gave 0.945–0.976 with zinb, seeds 5–6 0.968 and 0.952
+    with nb; mse stays just under the bar (0.899, seed 5)."""
+    import dataclasses
+
+    from sklearn.metrics import adjusted_rand_score
+
+    from gmvae4p import params
+    from gmvae4p.data import load_cohort
+    from gmvae4p.preprocess import qc_normalize_hvg
+
+    from conftest import ROOT
+
+    demo = params.load(ROOT / "parameters" / "demo.yaml")
+    adata = load_cohort(**dataclasses.asdict(demo.sections["data"]), simulate=dataclasses.asdict(
+        demo.sections["simulate"]), seed=demo.seed)
+    adata = qc_normalize_hvg(adata, **dataclasses.asdict(demo.sections["preprocess"]))
+    adata = adata[:, adata.var["highly_variable"].to_numpy()]
+    types = adata.obs["ct_cov"].cat.codes.to_numpy()
+    batches = CSRBatches(adata.layers["counts"].astype(np.float32))
+    torch.manual_seed(5)
+    module = GMVAEModule(adata.n_vars, 8, likelihood=likelihood)
+    unlabeled = torch.full((adata.n_obs,), -1)
+    config = TrainConfig(epochs=12, batch_size=256, supervised=False, prior_fit_epoch=4)
+    train(module, batches, unlabeled, config=config, log=None, seed=5)
+    called = predict(module, batches, 2048)[0].argmax(-1).numpy()
+    assert adjusted_rand_score(types, called) >= 0.9
 
 
 def test_unsupervised_prior_fit_must_fall_inside_training():

@@ -52,7 +52,7 @@ class TrainConfig:
     """False trains without cell-type labels (K components still fixed): the unsupervised GMVAE."""
     prior_fit_epoch: int = 5
     """Unsupervised only: after this many epochs the prior's components are fitted by EM to the training cells'
-    latent means (:mod:`gmvae4p.gmvae.mixture`) and held fixed from then on, and the q(y|x) head starts afresh."""
+    latent means (:mod:`gmvae4p.gmvae.mixture`), and the q(y|x) head starts afresh; both go on learning."""
     compile: bool = False
     """``torch.compile`` the forward pass and its backward (fewer, fused kernels: on GPU a step is otherwise bound
     by kernel launches and per-gene element-wise passes). The first epoch pays the compilation."""

@@ -44,7 +44,6 @@ from .module import UNLABELED, GMVAEModule
 from .trainset import read_shard
 
 TERMS = ("loss", "recon", "kl", "ce")
-PRIOR_GROUP = 1  # index of the prior's parameters among the optimizer's groups
 SETTINGS, CHECKPOINT, EMBEDDING, MODEL = "settings.json", "checkpoint.pt", "embedding.h5", "model.pt"
 
 
@@ -141,25 +140,22 @@ def _class_weights(labels: torch.Tensor, n_components: int, distributed: bool) -
 
 
 def make_optimizer(module: GMVAEModule, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; on CUDA the fused kernel (one launch for all parameters instead of a few per tensor). The prior's
-    parameters form group :data:`PRIOR_GROUP`, which :func:`fit_prior` stops (its learning rate set to 0)."""
-    prior = [module.prior_mean, module.prior_log_var, module.prior_logits]
-    rest = [p for p in module.parameters() if all(p is not q for q in prior)]
-    return torch.optim.AdamW([{"params": rest}, {"params": prior}], lr=config.lr, weight_decay=config.weight_decay,
+    """AdamW; on CUDA the fused kernel (one launch for all parameters instead of a few per tensor)."""
+    return torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                              fused=module.prior_mean.is_cuda)
 
 
 @torch.no_grad()
 def fit_prior(module: GMVAEModule, batches: CSRBatches, optimizer: torch.optim.Optimizer, *, batch_size: int,
               seed: int = 0, log: Callable[[str], None] | None = None) -> None:
-    """Unsupervised mode: place the K components where the cells are, then hold them.
+    """Unsupervised mode: place the K components where the cells are; training then goes on from there.
 
     A Gaussian mixture is fitted by EM to the latent means of every training cell (all ranks' cells under DDP);
     each component's variance is its spread of means plus the mean posterior variance, so that it covers the
-    cells' q(z|x) and not their means alone. The q(y|x) head restarts (its old calls all pointed at one component),
-    and the prior's learning rate becomes 0. That hold is not shown to help: on the embedded cohort (zinb, 15
-    epochs, fit after 5) the adjusted Rand index of q(y|x) ended at 1.000 and 0.920 held, 1.000 and 0.963 left to
-    learn (one run each at batch 128 and 512).
+    cells' q(z|x) and not their means alone. The q(y|x) head restarts, with fresh Adam moments (its old calls all
+    pointed at one component). The prior keeps learning: holding it fixed after the fit did worse on the embedded
+    cohort (zinb, batch 256, 12 epochs, fit after 4, seeds 5–7: adjusted Rand index 0.967 / 0.918 / 0.958 held
+    against 0.968 / 0.976 / 0.968 learning).
     """
     distributed = dist.is_available() and dist.is_initialized()
     _, points, log_variances = predict(module, batches, batch_size)
@@ -176,14 +172,12 @@ def fit_prior(module: GMVAEModule, batches: CSRBatches, optimizer: torch.optim.O
         module.head_y.reset_parameters()
         if log is not None:
             log(f"Prior fitted to the latent means of {len(points):,} cells (EM, {len(mixture.weights)} components, "
-                f"weights {', '.join(f'{w:.3f}' for w in mixture.weights.tolist())}); held fixed from here on, "
-                "q(y|x) head restarted.")
+                f"weights {', '.join(f'{w:.3f}' for w in mixture.weights.tolist())}); q(y|x) head restarted.")
     if distributed:
         for parameter in (module.prior_mean, module.prior_log_var, module.prior_logits, *module.head_y.parameters()):
             dist.broadcast(parameter, 0)
     for parameter in module.head_y.parameters():
         optimizer.state.pop(parameter, None)
-    optimizer.param_groups[PRIOR_GROUP]["lr"] = 0.0
 
 
 @torch.no_grad()
