@@ -250,7 +250,7 @@ def method_auc(table: pd.DataFrame, *, null: pd.DataFrame | None = None):
     data = table.loc[~oracle, ["method", "auc", "auc_low", "auc_high"]].assign(labels="real")
     if null is not None:
         data = pd.concat([data, null.loc[null["method"].isin(methods), data.columns[:-1]].assign(labels="permuted")])
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(methods) + 1.5))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(methods) + 2.2))
     y = {m: i for i, m in enumerate(methods[::-1])}
     for (kind, part), shift, colour in zip(data.groupby("labels", sort=False), (0.12, -0.12), ("C0", "0.6")):
         at = part["method"].map(y) + (shift if null is not None else 0)
@@ -261,7 +261,7 @@ def method_auc(table: pd.DataFrame, *, null: pd.DataFrame | None = None):
     ax.axvline(0.5, color="k", linestyle=":", linewidth=1)
     ax.set(yticks=list(y.values()), yticklabels=list(y), xlabel="ROC-AUC per unit (95 % bootstrap CI)",
            xlim=(0, 1))
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, -0.1), ncol=2, fontsize=8, frameon=False)  # off the points
     fig.tight_layout()
     return fig, data.reset_index(drop=True)
 
