@@ -217,8 +217,8 @@ def reference_aucs(cells: ad.AnnData, samples: ad.AnnData, units: pd.DataFrame, 
       expected to beat;
     - :data:`ORACLE_PROGRAM`: the AUC of the true disease program read from the same pseudobulk the methods see —
       per mixture sample the sum of the disease genes' log-CPM weighted by their true weights, averaged per unit —
-      what a model that knew the program's genes and weights exactly would score; it falls short of the first by
-      the noise of measuring a patient's activity through its cells.
+      what a model that knew the program's genes and weights exactly would score from this expression (on the
+      embedded cohort 0.789 against the activity's 0.821).
 
     Neither is fitted: both read the simulator's truth (``cells.uns["simulation"]``)."""
     truth = cells.uns.get(keys.UNS_SIMULATION)
