@@ -44,6 +44,8 @@ from gmvae4p.gmvae.trainset import write_trainset  # noqa: E402
 
 # Runs a command and prints the largest peak RSS (kB) among its waited-for descendants: a fresh process per
 # measurement, so that earlier runs do not count.
+N_TYPES = 8  # cell types of the synthetic cohort, as in the issue's benchmark
+
 PEAK_RSS_OF = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
                "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True); "
                "sys.exit(code)")
@@ -152,7 +154,7 @@ def profile_steps(counts: sp.csr_matrix, labels: torch.Tensor, device: torch.dev
                   batch_size: int, compiled: bool, rows: int = 100_000) -> str:
     """The CUDA kernels of one epoch over the first ``rows`` cells, by total device time."""
     batches = CSRBatches(counts[:rows], device=device, placement="resident")
-    module = GMVAEModule(counts.shape[1], 8, likelihood=likelihood)
+    module = GMVAEModule(counts.shape[1], N_TYPES, likelihood=likelihood)
     config = TrainConfig(epochs=1, batch_size=batch_size, lr=2e-3, compile=compiled)
     train(module, batches, labels[:rows], config=config, log=None)  # warm-up (and compilation)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
@@ -166,7 +168,7 @@ def entry_runs(counts: sp.csr_matrix, types: np.ndarray, args) -> list[dict]:
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         trainset = Path(folder) / "trainset.h5"
-        write_trainset(trainset, counts, types, component_names=[f"type{k}" for k in range(8)],
+        write_trainset(trainset, counts, types, component_names=[f"type{k}" for k in range(N_TYPES)],
                        genes=[f"g{j}" for j in range(counts.shape[1])], validation=np.zeros(len(types), bool))
         lib = str(Path(__file__).resolve().parents[1] / "lib")
         for placement in args.placements.split(","):
@@ -222,7 +224,7 @@ def main() -> None:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
-    counts, types = synthetic_counts(args.cells, args.genes, 8, int(args.density * args.genes), device)
+    counts, types = synthetic_counts(args.cells, args.genes, N_TYPES, int(args.density * args.genes), device)
     results = {"cells": args.cells, "genes": args.genes, "nnz": int(counts.nnz), "batch_size": args.batch_size,
                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                "torch": torch.__version__, "data_seconds": round(time.perf_counter() - start, 1), "runs": []}
@@ -239,7 +241,7 @@ def main() -> None:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
                 torch.manual_seed(0)
-                module = GMVAEModule(args.genes, 8, likelihood=likelihood)
+                module = GMVAEModule(args.genes, N_TYPES, likelihood=likelihood)
                 config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=2e-3,
                                      compile=compiled == "on")
                 history = train(module, batches, labels, config=config, log=lambda line: print(line, flush=True))

@@ -1,5 +1,7 @@
+import anndata as ad
 import numpy as np
 import pytest
+import scanpy as sc
 import scipy.sparse as sp
 
 from gmvae4p import keys
@@ -67,9 +69,6 @@ def test_real_kang_data_preprocesses():
 
 
 def test_in_place_normalization_equals_scanpys_across_row_blocks():
-    import anndata as ad
-    import scanpy as sc
-
     counts = sp.random(50, 30, density=0.3, format="csr", dtype=np.float32, random_state=0)
     counts.data = np.ceil(counts.data * 10)
     counts[7] = 0  # a cell without counts stays zero
