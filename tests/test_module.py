@@ -4,7 +4,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from gmvae4p.gmvae.distributions import log_gaussian_unit, log_nb, log_zinb
-from gmvae4p.gmvae.module import UNLABELED, GMVAEModule, SparseCounts
+from gmvae4p.gmvae.module import UNLABELED, GMVAEModule, SparseCounts, zero_count_sums
 
 G, K, B = 50, 4, 16
 
@@ -85,7 +85,8 @@ def test_bad_arguments_are_refused():
 
 @pytest.mark.parametrize("likelihood", ["mse", "nb", "zinb"])
 def test_sparse_likelihood_equals_the_dense_elementwise_sum(likelihood):
-    """Zero-count sums over all genes plus the non-zero entries' gain = the textbook sum over every entry."""
+    """Zero-count sums over all genes plus the non-zero entries' gain = the textbook sum over every entry, in value
+    and in every parameter's gradient."""
     torch.manual_seed(3)
     module = GMVAEModule(G, K, latent_dim=4, hidden_dims=(16,), likelihood=likelihood).double().eval()
     x = _counts().double()
@@ -100,7 +101,25 @@ def test_sparse_likelihood_equals_the_dense_elementwise_sum(likelihood):
     expected = {"mse": lambda: log_gaussian_unit(x_log1p, out),
                 "nb": lambda: log_nb(x, log_mu, module.log_theta),
                 "zinb": lambda: log_zinb(x, log_mu, module.log_theta, module.head_zero(hidden)[:, :G])}[likelihood]()
-    torch.testing.assert_close(module(x)["recon"], -expected.sum(-1).mean())
+    recon, textbook = module(x)["recon"], -expected.sum(-1).mean()
+    torch.testing.assert_close(recon, textbook)
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    for ours, reference in zip(torch.autograd.grad(recon, parameters, allow_unused=True),
+                               torch.autograd.grad(textbook, parameters, allow_unused=True)):
+        torch.testing.assert_close(ours, reference)
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "zinb"])
+def test_zero_count_sums_backward_matches_finite_differences(likelihood):
+    """The hand-written backward, through the padding columns, the softmax normaliser and the library size."""
+    torch.manual_seed(4)
+    cells, genes, width = 5, 13, 16
+    out = torch.randn(cells, width, dtype=torch.float64, requires_grad=True)
+    zero_logits = torch.randn(cells, width, dtype=torch.float64, requires_grad=True) if likelihood == "zinb" else None
+    log_library = (3 * torch.rand(cells, 1, dtype=torch.float64)).requires_grad_()
+    log_theta = torch.randn(genes, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *args: zero_count_sums(likelihood, *args, n_genes=genes), (out, zero_logits, log_library, log_theta))
 
 
 def test_sparse_counts_round_trip():

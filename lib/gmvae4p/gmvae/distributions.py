@@ -16,20 +16,29 @@ import torch
 import torch.nn.functional as F
 
 
-def _wide(*tensors):
+def at_least_float32(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors in float32, or in the wider dtype of the first (float64 stays float64)."""
     dtype = torch.promote_types(tensors[0].dtype, torch.float32)
     return [t.to(dtype) for t in tensors]
 
 
 def log_nb_zero(log_mu: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
     """log NB(0; μ, θ) = θ·(log θ − log(θ + μ))."""
-    log_mu, log_theta = _wide(log_mu, log_theta)
+    log_mu, log_theta = at_least_float32(log_mu, log_theta)
     return log_theta.exp() * (log_theta - torch.logaddexp(log_theta, log_mu))
+
+
+def log_nb_zero_and_grads(log_mu: torch.Tensor, log_theta: torch.Tensor):
+    """log NB(0; μ, θ) and its derivatives by log μ and log θ: −θ·σ(log μ − log θ) and value − that."""
+    log_mu, log_theta = at_least_float32(log_mu, log_theta)
+    value = log_nb_zero(log_mu, log_theta)
+    by_log_mu = -log_theta.exp() * torch.sigmoid(log_mu - log_theta)
+    return value, by_log_mu, value - by_log_mu
 
 
 def log_nb_count_gain(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
     """log NB(x) − log NB(0); zero where x = 0."""
-    x, log_mu, log_theta = _wide(x, log_mu, log_theta)
+    x, log_mu, log_theta = at_least_float32(x, log_mu, log_theta)
     theta = log_theta.exp()
     return (x * (log_mu - torch.logaddexp(log_theta, log_mu))
             + torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1))
@@ -43,14 +52,25 @@ def log_nb(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor) -> to
 def log_zinb_zero(log_mu: torch.Tensor, log_theta: torch.Tensor, zero_logits: torch.Tensor) -> torch.Tensor:
     """log ZINB(0) = log(π + (1 − π)·NB(0)) = softplus(log NB(0) − l) − softplus(−l), with π = sigmoid(l):
     written so that neither π near 0 or 1 nor NB(0) near 0 overflows."""
-    (zero_logits,) = _wide(zero_logits)
+    (zero_logits,) = at_least_float32(zero_logits)
     return F.softplus(log_nb_zero(log_mu, log_theta) - zero_logits) - F.softplus(-zero_logits)
+
+
+def log_zinb_zero_and_grads(log_mu: torch.Tensor, log_theta: torch.Tensor, zero_logits: torch.Tensor):
+    """log ZINB(0) and its derivatives by log μ, log θ and the zero logit l. With f = log NB(0), the value is
+    softplus(f − l) − softplus(−l), so d/df = σ(f − l) and d/dl = σ(−l) − σ(f − l)."""
+    (zero_logits,) = at_least_float32(zero_logits)
+    nb_zero, nb_by_log_mu, nb_by_log_theta = log_nb_zero_and_grads(log_mu, log_theta)
+    by_nb_zero = torch.sigmoid(nb_zero - zero_logits)
+    value = F.softplus(nb_zero - zero_logits) - F.softplus(-zero_logits)
+    return (value, by_nb_zero * nb_by_log_mu, by_nb_zero * nb_by_log_theta,
+            torch.sigmoid(-zero_logits) - by_nb_zero)
 
 
 def log_zinb_nonzero(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor,
                      zero_logits: torch.Tensor) -> torch.Tensor:
     """log ZINB(x) for x > 0: log(1 − π) + log NB(x) = −softplus(l) + log NB(x)."""
-    (zero_logits,) = _wide(zero_logits)
+    (zero_logits,) = at_least_float32(zero_logits)
     return log_nb(x, log_mu, log_theta) - F.softplus(zero_logits)
 
 
@@ -63,5 +83,5 @@ def log_zinb(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor,
 
 def log_gaussian_unit(x_log1p: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
     """−½(x − x̂)², the ``mse`` likelihood on log1p-normalized counts (a unit-variance Gaussian up to a constant)."""
-    x_log1p, predicted = _wide(x_log1p, predicted)
+    x_log1p, predicted = at_least_float32(x_log1p, predicted)
     return -0.5 * (x_log1p - predicted) ** 2

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LIKELIHOODS
-from .distributions import log_gaussian_unit, log_nb_count_gain, log_nb_zero, log_zinb_nonzero, log_zinb_zero
+from .distributions import (at_least_float32, log_gaussian_unit, log_nb_count_gain, log_nb_zero_and_grads, log_zinb_nonzero,
+                            log_zinb_zero, log_zinb_zero_and_grads)
 
 UNLABELED = -1
 
@@ -55,15 +56,53 @@ class SparseCounts(NamedTuple):
 
 
 def zero_count_sums(likelihood: str, out: torch.Tensor, zero_logits: torch.Tensor | None, log_library: torch.Tensor,
-                    log_theta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per cell, the log-likelihood summed over genes as if every count were zero, and (nb, zinb) the log-softmax
-    normaliser of the decoder output."""
+                    log_theta: torch.Tensor | None, *, n_genes: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per cell, the log-likelihood summed over the first ``n_genes`` columns as if every count were zero, and
+    (nb, zinb) the log-softmax normaliser of the decoder output over them. Columns past ``n_genes`` are padding."""
     if likelihood == "mse":
-        return log_gaussian_unit(torch.zeros_like(out), out).sum(-1), None
-    log_norm = torch.logsumexp(out.float(), -1, keepdim=True)
-    log_mu = out.float() - log_norm + log_library
-    zero = log_nb_zero(log_mu, log_theta) if likelihood == "nb" else log_zinb_zero(log_mu, log_theta, zero_logits)
-    return zero.sum(-1), log_norm
+        return log_gaussian_unit(torch.zeros_like(out[:, :n_genes]), out[:, :n_genes]).sum(-1), None
+    return _CountZeroSums.apply(out, zero_logits, log_library, log_theta)
+
+
+class _CountZeroSums(torch.autograd.Function):
+    """nb/zinb zero-count sums with a hand-written backward.
+
+    With log μ = out − N + log ℓ (N the per-cell log-sum-exp over genes) and h the per-gene zero-count term,
+    ∂Σh/∂out_j = h'_j − softmax_j · Σ_g h'_g. The sum Σ_g h'_g is taken in the forward pass, so the backward keeps
+    only the decoder outputs in their own (autocast) dtype and two numbers per cell; left to autograd, every float32
+    intermediate of the cells × genes arithmetic is kept or recomputed, which made these few lines the largest part of
+    a compiled step's GPU time.
+    """
+
+    @staticmethod
+    def _terms(out, zero_logits, log_norm, log_library, log_theta):
+        """log μ, then the zero-count term and its derivatives by log μ, log θ and (zinb) the zero logit."""
+        genes = slice(0, len(log_theta))
+        (out,) = at_least_float32(out[:, genes])
+        log_mu = out - log_norm + log_library
+        if zero_logits is None:
+            return log_mu, *log_nb_zero_and_grads(log_mu, log_theta), None
+        return log_mu, *log_zinb_zero_and_grads(log_mu, log_theta, zero_logits[:, genes])
+
+    @staticmethod
+    def forward(ctx, out, zero_logits, log_library, log_theta):
+        log_norm = torch.logsumexp(*at_least_float32(out[:, :len(log_theta)]), -1, keepdim=True)
+        _, value, by_log_mu, _, _ = _CountZeroSums._terms(out, zero_logits, log_norm, log_library, log_theta)
+        by_log_mu_sum = by_log_mu.sum(-1, keepdim=True)
+        ctx.save_for_backward(out, zero_logits, log_library, log_theta, log_norm, by_log_mu_sum)
+        return value.sum(-1), log_norm
+
+    @staticmethod
+    def backward(ctx, grad_sums, grad_log_norm):
+        out, zero_logits, log_library, log_theta, log_norm, by_log_mu_sum = ctx.saved_tensors
+        log_mu, _, by_log_mu, by_log_theta, by_zero_logits = _CountZeroSums._terms(out, zero_logits, log_norm,
+                                                                                   log_library, log_theta)
+        grad = grad_sums[:, None]
+        softmax = (log_mu - log_library).exp()
+        padding = (0, out.shape[1] - len(log_theta))
+        grad_out = F.pad(grad * (by_log_mu - softmax * by_log_mu_sum) + grad_log_norm * softmax, padding)
+        grad_zero_logits = None if zero_logits is None else F.pad(grad * by_zero_logits, padding).to(zero_logits.dtype)
+        return grad_out.to(out.dtype), grad_zero_logits, grad * by_log_mu_sum, (grad * by_log_theta).sum(0)
 
 
 def mlp(sizes: list[int], dropout: float, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -140,13 +179,11 @@ class GMVAEModule(nn.Module):
         out = self.head_x(hidden)
         zero_logits = self.head_zero(hidden) if self.head_zero is not None else None
         log_library = library.log()[:, None]
-        genes = slice(0, self.n_genes)
-        zero_sums, log_norm = zero_count_sums(self.likelihood, out[:, genes],
-                                                    None if zero_logits is None else zero_logits[:, genes],
-                                                    log_library, self.log_theta)
+        zero_sums, log_norm = zero_count_sums(self.likelihood, out, zero_logits, log_library, self.log_theta,
+                                              n_genes=self.n_genes)
         # index_select, not advanced indexing: its backward is an atomic index_add, not a sort
         flat, row = counts.flat_index(self.width), counts.row
-        out_at = out.reshape(-1).index_select(0, flat).float()
+        out_at = out.reshape(-1).index_select(0, flat)
         if self.likelihood == "mse":
             gain = log_gaussian_unit(log1p_values, out_at) - log_gaussian_unit(torch.zeros_like(out_at), out_at)
         else:
