@@ -67,3 +67,13 @@ def test_dense_input_and_unknown_placement_are_refused(counts):
         CSRBatches(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="placement"):
         CSRBatches(counts, placement="gpu")
+
+
+def test_repeated_entries_are_summed_in_a_copy_and_offsets_delimit_rows():
+    # row 0 holds gene 2 twice (3 + 4); row 1 is empty; row 2 has gene 0
+    counts = sp.csr_matrix((np.array([3.0, 4.0, 1.0, 5.0], np.float32), np.array([2, 2, 1, 0]),
+                            np.array([0, 3, 3, 4])), shape=(3, 4))
+    _, batch = next(CSRBatches(counts).batches(1))
+    np.testing.assert_array_equal(batch.to_dense().numpy(), counts.toarray())
+    assert batch.offsets.tolist() == [0, 2, 2, 3] and batch.row.tolist() == [0, 0, 2]
+    assert counts.nnz == 4  # the caller's matrix is left as it was

@@ -3,7 +3,8 @@ import pytest
 import torch
 from scipy import stats
 
-from gmvae4p.gmvae.distributions import log_gaussian_unit, log_nb, log_zinb
+from gmvae4p.gmvae.distributions import (log_gaussian_unit, log_nb, log_nb_zero, log_nb_zero_and_grads, log_zinb,
+                                        log_zinb_zero, log_zinb_zero_and_grads)
 
 X = np.array([0, 1, 2, 3, 7, 20, 100, 500], dtype=np.float64)
 MU = np.array([1e-3, 0.05, 0.7, 4.0, 30.0, 900.0])
@@ -54,3 +55,17 @@ def test_bf16_inputs_are_computed_in_float32_and_stay_finite():
 
 def test_mse_likelihood_is_half_squared_error():
     assert log_gaussian_unit(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 1.0])).tolist() == [-0.5, -2.0]
+
+
+@pytest.mark.parametrize("pi", [1e-4, 0.5, 0.97])
+def test_zero_count_terms_and_their_derivatives_match_autograd(pi):
+    _, mu, theta = _grid()
+    log_mu, log_theta = _t(np.log(mu)).requires_grad_(), _t(np.log(theta)).requires_grad_()
+    logits = _t(np.full_like(mu, np.log(pi / (1 - pi)))).requires_grad_()
+    for ours, reference, inputs in [(log_nb_zero_and_grads(log_mu, log_theta), log_nb_zero(log_mu, log_theta),
+                                     (log_mu, log_theta)),
+                                    (log_zinb_zero_and_grads(log_mu, log_theta, logits),
+                                     log_zinb_zero(log_mu, log_theta, logits), (log_mu, log_theta, logits))]:
+        torch.testing.assert_close(ours[0], reference)
+        for derivative, expected in zip(ours[1:], torch.autograd.grad(reference.sum(), inputs)):
+            torch.testing.assert_close(derivative, expected)

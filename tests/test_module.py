@@ -122,6 +122,21 @@ def test_zero_count_sums_backward_matches_finite_differences(likelihood):
         lambda *args: zero_count_sums(likelihood, *args, n_genes=genes), (out, zero_logits, log_library, log_theta))
 
 
+def test_row_sums_and_their_broadcast_match_scatter_and_gather():
+    x = _counts()
+    x[3] = 0  # a row without entries
+    sparse = SparseCounts.from_dense(x)
+    values = torch.randn(len(sparse.value), dtype=torch.float64, requires_grad=True)
+    per_row = torch.randn(B, dtype=torch.float64, requires_grad=True)
+    ours = sparse.row_sums(values) + sparse.row_sums(sparse.at_entries(per_row) * values)
+    scattered = values.new_zeros(B).index_add(0, sparse.row, values * (1 + per_row[sparse.row]))
+    torch.testing.assert_close(ours, scattered)
+    weights = torch.randn(B, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((ours * weights).sum(), [values, per_row]),
+                    torch.autograd.grad((scattered * weights).sum(), [values, per_row])):
+        torch.testing.assert_close(a, b)
+
+
 def test_sparse_counts_round_trip():
     x = _counts()
     sparse = SparseCounts.from_dense(x)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 
 from .config import PLACEMENTS
 from .module import SparseCounts
@@ -32,7 +33,8 @@ class CSRBatches:
     Parameters
     ----------
     counts
-        Cells × genes CSR (a DDP rank passes only its shard).
+        Cells × genes CSR (a DDP rank passes only its shard). Repeated entries of a row and column are summed
+        (in a copy): the likelihood reads each non-zero entry as one gene's count.
     device
         Where batches are made.
     placement
@@ -45,6 +47,9 @@ class CSRBatches:
             raise TypeError("counts must be a scipy CSR matrix (cells × genes).")
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}.")
+        if not counts.has_canonical_format:  # a repeated (row, column) entry is one count, as in the dense matrix
+            counts = counts.copy()
+            counts.sum_duplicates()
         self.n_rows, self.n_genes = counts.shape
         self.device = torch.device(device)
         self.host_indptr = counts.indptr.astype(np.int64)
@@ -152,9 +157,9 @@ def _select_rows(indptr, indices, data, rows, nnz, n_genes) -> SparseCounts:
     starts = indptr[rows]
     lengths = indptr[rows + 1] - starts
     entry_row = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), lengths, output_size=nnz)
-    first_entry = torch.cumsum(lengths, 0) - lengths
-    position = torch.arange(nnz, device=rows.device) - first_entry[entry_row] + starts[entry_row]
-    return SparseCounts(entry_row, indices[position].long(), data[position], (len(rows), n_genes))
+    offsets = F.pad(torch.cumsum(lengths, 0), (1, 0))
+    position = torch.arange(nnz, device=rows.device) - offsets[entry_row] + starts[entry_row]
+    return SparseCounts(entry_row, indices[position].long(), data[position], offsets, (len(rows), n_genes))
 
 
 def _too_large(device: torch.device, *arrays: torch.Tensor) -> bool:

@@ -28,11 +28,20 @@ def log_nb_zero(log_mu: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
     return log_theta.exp() * (log_theta - torch.logaddexp(log_theta, log_mu))
 
 
+def softplus_and_sigmoid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """softplus(x) and its derivative σ(x) from one exp(−|x|): these sums are bound by transcendental arithmetic
+    (each of the cells × genes entries takes several), not by memory."""
+    e = torch.exp(-x.abs())
+    return x.clamp_min(0) + torch.log1p(e), torch.where(x >= 0, 1.0, e) / (1 + e)
+
+
 def log_nb_zero_and_grads(log_mu: torch.Tensor, log_theta: torch.Tensor):
-    """log NB(0; μ, θ) and its derivatives by log μ and log θ: −θ·σ(log μ − log θ) and value − that."""
+    """log NB(0; μ, θ) = −θ·softplus(log μ − log θ) and its derivatives by log μ (−θ·σ(log μ − log θ)) and by
+    log θ (the value minus that)."""
     log_mu, log_theta = at_least_float32(log_mu, log_theta)
-    value = log_nb_zero(log_mu, log_theta)
-    by_log_mu = -log_theta.exp() * torch.sigmoid(log_mu - log_theta)
+    softplus, sigmoid = softplus_and_sigmoid(log_mu - log_theta)
+    theta = log_theta.exp()
+    value, by_log_mu = -theta * softplus, -theta * sigmoid
     return value, by_log_mu, value - by_log_mu
 
 
@@ -61,10 +70,10 @@ def log_zinb_zero_and_grads(log_mu: torch.Tensor, log_theta: torch.Tensor, zero_
     softplus(f − l) − softplus(−l), so d/df = σ(f − l) and d/dl = σ(−l) − σ(f − l)."""
     (zero_logits,) = at_least_float32(zero_logits)
     nb_zero, nb_by_log_mu, nb_by_log_theta = log_nb_zero_and_grads(log_mu, log_theta)
-    by_nb_zero = torch.sigmoid(nb_zero - zero_logits)
-    value = F.softplus(nb_zero - zero_logits) - F.softplus(-zero_logits)
-    return (value, by_nb_zero * nb_by_log_mu, by_nb_zero * nb_by_log_theta,
-            torch.sigmoid(-zero_logits) - by_nb_zero)
+    softplus, by_nb_zero = softplus_and_sigmoid(nb_zero - zero_logits)
+    softplus_inflation, inflation_sigmoid = softplus_and_sigmoid(-zero_logits)
+    return (softplus - softplus_inflation, by_nb_zero * nb_by_log_mu, by_nb_zero * nb_by_log_theta,
+            inflation_sigmoid - by_nb_zero)
 
 
 def log_zinb_nonzero(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor,

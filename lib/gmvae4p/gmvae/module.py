@@ -30,17 +30,20 @@ UNLABELED = -1
 
 
 class SparseCounts(NamedTuple):
-    """A batch of count rows by its non-zero entries: ``counts[row[i], col[i]] = value[i]`` in a ``shape`` matrix."""
+    """A batch of count rows by its non-zero entries, in row order: ``counts[row[i], col[i]] = value[i]`` in a
+    ``shape`` matrix, row r's entries at positions ``offsets[r]:offsets[r + 1]``."""
 
     row: torch.Tensor
     col: torch.Tensor
     value: torch.Tensor
+    offsets: torch.Tensor
     shape: tuple[int, int]
 
     @classmethod
     def from_dense(cls, counts: torch.Tensor) -> SparseCounts:
         row, col = counts.nonzero(as_tuple=True)
-        return cls(row, col, counts[row, col], tuple(counts.shape))
+        offsets = F.pad((counts != 0).sum(1).cumsum(0), (1, 0))
+        return cls(row, col, counts[row, col], offsets, tuple(counts.shape))
 
     def flat_index(self, n_columns: int | None = None) -> torch.Tensor:
         """Positions of the entries in the flattened matrix, rows ``n_columns`` wide (default: ``shape[1]``)."""
@@ -53,6 +56,52 @@ class SparseCounts(NamedTuple):
         dense = torch.zeros(self.shape[0] * n_columns, dtype=dtype, device=self.value.device)
         dense[self.flat_index(n_columns)] = (self.value if values is None else values).to(dtype)
         return dense.view(self.shape[0], n_columns)
+
+    def row_sums(self, values: torch.Tensor) -> torch.Tensor:
+        """Per row, the sum of its entries' ``values`` (differentiable; see :func:`_segment_sums`)."""
+        return _segment_sums(values, self.offsets)
+
+    def at_entries(self, per_row: torch.Tensor) -> torch.Tensor:
+        """``per_row[row]``, whose gradient is summed by :meth:`row_sums` rather than scatter-added."""
+        return _RowsToEntries.apply(per_row, self.row, self.offsets)
+
+
+def _segment_sums(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Sums of ``values[offsets[r]:offsets[r + 1]]`` as differences of a float64 prefix sum, not a scatter-add: a
+    scatter-add of a batch's millions of entries into its few thousand rows is millions of atomic additions
+    contending for few addresses, which made it one of the slowest kernels of a compiled step
+    (``torch.segment_reduce`` was slower than this in a run on an H100)."""
+    prefix = F.pad(values.double().cumsum(0), (1, 0))
+    return (prefix[offsets[1:]] - prefix[offsets[:-1]]).to(values.dtype)
+
+
+class _RowsToEntries(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, per_row, row, offsets):
+        ctx.save_for_backward(offsets)
+        return per_row.index_select(0, row)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (offsets,) = ctx.saved_tensors
+        return _segment_sums(grad, offsets), None, None
+
+
+class _GatherDistinct(torch.autograd.Function):
+    """``source.reshape(-1)[index]`` for distinct ``index`` (a batch's non-zero entries; :class:`.batches.CSRBatches`
+    sums repeated ones): the gradient is scattered by plain stores, where the default backward adds atomically."""
+
+    @staticmethod
+    def forward(ctx, source, index):
+        ctx.save_for_backward(index)
+        ctx.source_shape = source.shape
+        return source.reshape(-1).index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (index,) = ctx.saved_tensors
+        flat = grad.new_zeros(ctx.source_shape.numel()).index_put_((index,), grad)
+        return flat.view(ctx.source_shape), None
 
 
 def zero_count_sums(likelihood: str, out: torch.Tensor, zero_logits: torch.Tensor | None, log_library: torch.Tensor,
@@ -181,21 +230,20 @@ class GMVAEModule(nn.Module):
         log_library = library.log()[:, None]
         zero_sums, log_norm = zero_count_sums(self.likelihood, out, zero_logits, log_library, self.log_theta,
                                               n_genes=self.n_genes)
-        # index_select, not advanced indexing: its backward is an atomic index_add, not a sort
-        flat, row = counts.flat_index(self.width), counts.row
-        out_at = out.reshape(-1).index_select(0, flat)
+        flat = counts.flat_index(self.width)
+        out_at = _GatherDistinct.apply(out, flat)
         if self.likelihood == "mse":
             gain = log_gaussian_unit(log1p_values, out_at) - log_gaussian_unit(torch.zeros_like(out_at), out_at)
         else:
-            log_mu = out_at + (log_library - log_norm)[:, 0].index_select(0, row)
+            log_mu = out_at + counts.at_entries((log_library - log_norm)[:, 0])
             log_theta = self.log_theta.index_select(0, counts.col)
             if self.likelihood == "nb":
                 gain = log_nb_count_gain(counts.value, log_mu, log_theta)
             else:
-                zero_logits_at = zero_logits.reshape(-1).index_select(0, flat)
+                zero_logits_at = _GatherDistinct.apply(zero_logits, flat)
                 gain = (log_zinb_nonzero(counts.value, log_mu, log_theta, zero_logits_at)
                         - log_zinb_zero(log_mu, log_theta, zero_logits_at))
-        return zero_sums.index_add(0, row, gain.to(zero_sums.dtype))
+        return zero_sums + counts.row_sums(gain.to(zero_sums.dtype))
 
     def kl_to_components(self, z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
         """KL(q(z|x) ‖ N(μ_k, σ_k²)) for every cell and component, summed over latent dimensions: (cells, K)."""
@@ -247,5 +295,4 @@ def _as_sparse(counts: SparseCounts | torch.Tensor) -> SparseCounts:
 
 def _library(counts: SparseCounts) -> torch.Tensor:
     """Total counts per cell (at least 1, so that an empty cell does not divide by zero)."""
-    total = counts.value.new_zeros(counts.shape[0]).index_add_(0, counts.row, counts.value)
-    return total.clamp_min(1.0)
+    return counts.row_sums(counts.value).clamp_min(1.0)
