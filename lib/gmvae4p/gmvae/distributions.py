@@ -23,7 +23,8 @@ def at_least_float32(*tensors: torch.Tensor) -> list[torch.Tensor]:
 
 
 def log_nb_zero(log_mu: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
-    """log NB(0; μ, θ) = θ·(log θ − log(θ + μ))."""
+    """log NB(0; μ, θ) = θ·(log θ − log(θ + μ)), in its textbook form: the likelihood's sums use
+    :func:`log_nb_zero_and_grads`, which the tests check against this and its autograd derivatives."""
     log_mu, log_theta = at_least_float32(log_mu, log_theta)
     return log_theta.exp() * (log_theta - torch.logaddexp(log_theta, log_mu))
 

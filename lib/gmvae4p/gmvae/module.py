@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LIKELIHOODS
-from .distributions import (at_least_float32, log_gaussian_unit, log_nb_count_gain, log_nb_zero_and_grads, log_zinb_nonzero,
-                            log_zinb_zero, log_zinb_zero_and_grads)
+from .distributions import (at_least_float32, log_gaussian_unit, log_nb_count_gain, log_nb_zero_and_grads,
+                            log_zinb_nonzero, log_zinb_zero, log_zinb_zero_and_grads)
 
 UNLABELED = -1
 
