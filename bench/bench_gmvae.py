@@ -164,8 +164,9 @@ def _available_host_bytes() -> int:
 
 
 def profile_steps(counts: sp.csr_matrix, labels: torch.Tensor, device: torch.device, likelihood: str, *,
-                  batch_size: int, compiled: bool, rows: int = 100_000) -> str:
-    """The CUDA kernels of one epoch over the first ``rows`` cells, by total device time."""
+                  batch_size: int, compiled: bool, rows: int = 100_000, trace: str = "") -> str:
+    """The CUDA kernels of one epoch over the first ``rows`` cells, by total device time; ``trace``: also write the
+    profiler's timeline there (Chrome trace format, to see where the host and the device wait for each other)."""
     batches = CSRBatches(counts[:rows], device=device, placement="resident")
     module = GMVAEModule(counts.shape[1], N_TYPES, likelihood=likelihood)
     config = TrainConfig(epochs=1, batch_size=batch_size, lr=2e-3, compile=compiled)
@@ -173,6 +174,8 @@ def profile_steps(counts: sp.csr_matrix, labels: torch.Tensor, device: torch.dev
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                             torch.profiler.ProfilerActivity.CUDA]) as profiler:
         train(module, batches, labels[:rows], config=config, log=None)
+    if trace:
+        profiler.export_chrome_trace(trace)
     return profiler.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=160)
 
 
@@ -230,6 +233,7 @@ def main() -> None:
     parser.add_argument("--compile", default="off,on", help="TrainConfig.compile settings to run: off, on")
     parser.add_argument("--reference-steps", type=int, default=0, help="time the seed-style path (0: skip)")
     parser.add_argument("--profile", default="", help="likelihood to profile (eager and compiled), or empty")
+    parser.add_argument("--trace", default="", help="with --profile: timeline file, '{compiled}' filled with on/off")
     parser.add_argument("--entry", action="store_true", help="train through the entry in fresh processes")
     args = parser.parse_args()
 
@@ -280,7 +284,8 @@ def main() -> None:
     if args.profile:
         for compiled in args.compile.split(","):
             results[f"profile_{args.profile}_compile_{compiled}"] = profile_steps(
-                counts, labels, device, args.profile, batch_size=args.batch_size, compiled=compiled == "on")
+                counts, labels, device, args.profile, batch_size=args.batch_size, compiled=compiled == "on",
+                trace=args.trace.format(compiled=compiled) if args.trace else "")
             print(results[f"profile_{args.profile}_compile_{compiled}"], flush=True)
     if args.reference_steps:
         results["reference"] = reference_path(counts, types, device, batch_size=args.batch_size,
