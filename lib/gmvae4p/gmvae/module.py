@@ -125,18 +125,20 @@ class _CountZeroSums(torch.autograd.Function):
 
     @staticmethod
     def _terms(out, zero_logits, log_norm, log_library, log_theta):
-        """log μ, then the zero-count term and its derivatives by log μ, log θ and (zinb) the zero logit."""
+        """The genes' decoder outputs in float32 (or wider), then per cell: log μ, the zero-count term and its
+        derivatives by log μ, log θ and (zinb) the zero logit. Without ``log_norm``, the log-sum-exp is taken here."""
         genes = slice(0, len(log_theta))
-        (out,) = at_least_float32(out[:, genes])
-        log_mu = out - log_norm + log_library
+        (wide,) = at_least_float32(out[:, genes])
+        if log_norm is None:
+            log_norm = torch.logsumexp(wide, -1, keepdim=True)
+        log_mu = wide - log_norm + log_library
         if zero_logits is None:
-            return log_mu, *log_nb_zero_and_grads(log_mu, log_theta), None
-        return log_mu, *log_zinb_zero_and_grads(log_mu, log_theta, zero_logits[:, genes])
+            return log_norm, log_mu, *log_nb_zero_and_grads(log_mu, log_theta), None
+        return log_norm, log_mu, *log_zinb_zero_and_grads(log_mu, log_theta, zero_logits[:, genes])
 
     @staticmethod
     def forward(ctx, out, zero_logits, log_library, log_theta):
-        log_norm = torch.logsumexp(*at_least_float32(out[:, :len(log_theta)]), -1, keepdim=True)
-        _, value, by_log_mu, _, _ = _CountZeroSums._terms(out, zero_logits, log_norm, log_library, log_theta)
+        log_norm, _, value, by_log_mu, _, _ = _CountZeroSums._terms(out, zero_logits, None, log_library, log_theta)
         by_log_mu_sum = by_log_mu.sum(-1, keepdim=True)
         ctx.save_for_backward(out, zero_logits, log_library, log_theta, log_norm, by_log_mu_sum)
         return value.sum(-1), log_norm
@@ -144,8 +146,8 @@ class _CountZeroSums(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_sums, grad_log_norm):
         out, zero_logits, log_library, log_theta, log_norm, by_log_mu_sum = ctx.saved_tensors
-        log_mu, _, by_log_mu, by_log_theta, by_zero_logits = _CountZeroSums._terms(out, zero_logits, log_norm,
-                                                                                   log_library, log_theta)
+        _, log_mu, _, by_log_mu, by_log_theta, by_zero_logits = _CountZeroSums._terms(out, zero_logits, log_norm,
+                                                                                      log_library, log_theta)
         grad = grad_sums[:, None]
         softmax = (log_mu - log_library).exp()
         padding = (0, out.shape[1] - len(log_theta))
