@@ -2,7 +2,8 @@
 
 Synthetic counts with the lupus cohort's shape (834,096 cells × 24,205 genes, ~3.8 % non-zero, 8 types with
 type-specific gene means), so the measurement does not wait for the full simulator. Per likelihood, with and without
-``torch.compile``: seconds per epoch (median over the epochs after the first), cells/s, peak GPU memory; peak
+``torch.compile`` (``--compile``: off, dynamic shapes, or on: fixed-shape batches replayed as CUDA graphs): seconds
+per epoch (median over the epochs after the first), cells/s, peak GPU memory; peak
 host RSS of the process. Optionally, in the same process, the seed-style reference path (dense host matrix,
 DataLoader, the seed's plain VAE) for a side-by-side ratio, and a kernel profile.
 
@@ -17,6 +18,7 @@ DataLoader, the seed's plain VAE) for a side-by-side ratio, and a kernel profile
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -36,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from gmvae4p.gmvae import kernels  # noqa: E402
 from gmvae4p.gmvae.batches import CSRBatches  # noqa: E402
 from gmvae4p.gmvae.config import ModuleConfig, TrainConfig  # noqa: E402
 from gmvae4p.gmvae.module import GMVAEModule  # noqa: E402
@@ -45,6 +48,10 @@ from gmvae4p.gmvae.trainset import write_trainset  # noqa: E402
 # Runs a command and prints the largest peak RSS (kB) among its waited-for descendants: a fresh process per
 # measurement, so that earlier runs do not count.
 N_TYPES = 8  # cell types of the synthetic cohort, as in the issue's benchmark
+TRITON = kernels.AVAILABLE
+COMPILE_SETTINGS = {"off": {"compile": False}, "dynamic": {"compile": True, "cuda_graphs": False},
+                    "on": {"compile": True, "cuda_graphs": True}}
+"""``--compile`` values as TrainConfig fields: ``on`` is ``compile=True`` with its default, CUDA graphs."""
 
 PEAK_RSS_OF = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
                "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True); "
@@ -164,12 +171,12 @@ def _available_host_bytes() -> int:
 
 
 def profile_steps(counts: sp.csr_matrix, labels: torch.Tensor, device: torch.device, likelihood: str, *,
-                  batch_size: int, compiled: bool, rows: int = 100_000, trace: str = "") -> str:
+                  batch_size: int, compile_setting: str, rows: int = 100_000, trace: str = "") -> str:
     """The CUDA kernels of one epoch over the first ``rows`` cells, by total device time; ``trace``: also write the
     profiler's timeline there (Chrome trace format, to see where the host and the device wait for each other)."""
     batches = CSRBatches(counts[:rows], device=device, placement="resident")
     module = GMVAEModule(counts.shape[1], N_TYPES, likelihood=likelihood)
-    config = TrainConfig(epochs=1, batch_size=batch_size, lr=2e-3, compile=compiled)
+    config = TrainConfig(epochs=1, batch_size=batch_size, lr=2e-3, **COMPILE_SETTINGS[compile_setting])
     train(module, batches, labels[:rows], config=config, log=None)  # warm-up (and compilation)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                             torch.profiler.ProfilerActivity.CUDA]) as profiler:
@@ -189,12 +196,12 @@ def entry_runs(counts: sp.csr_matrix, types: np.ndarray, args) -> list[dict]:
         lib = str(Path(__file__).resolve().parents[1] / "lib")
         for placement in args.placements.split(","):
             for likelihood in args.likelihoods.split(","):
-                for compiled in args.compile.split(","):
-                    output = Path(folder) / f"{placement}_{likelihood}_{compiled}"
+                for setting in args.compile.split(","):
+                    output = Path(folder) / f"{placement}_{likelihood}_{setting}"
                     output.mkdir()
                     write_settings(output, ModuleConfig(likelihood=likelihood),
                                    TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=2e-3,
-                                               compile=compiled == "on", placement=placement))
+                                               placement=placement, **COMPILE_SETTINGS[setting]))
                     start = time.perf_counter()
                     done = subprocess.run([sys.executable, "-c", PEAK_RSS_OF, sys.executable, "-m",
                                            "gmvae4p.gmvae.train", str(trainset), str(output)],
@@ -208,7 +215,7 @@ def entry_runs(counts: sp.csr_matrix, types: np.ndarray, args) -> list[dict]:
                     seconds = [h["seconds"] for h in history[1:]]
                     peak_kb = re.search(r"peak_rss_kb (\d+)", done.stdout)
                     run = {"path": "entry (python -m gmvae4p.gmvae.train)", "placement": placement,
-                           "likelihood": likelihood, "compiled": compiled == "on", "returncode": done.returncode,
+                           "likelihood": likelihood, "compile": setting, "returncode": done.returncode,
                            "seconds_per_epoch_median": round(statistics.median(seconds), 3) if seconds else None,
                            "seconds_per_epoch": [round(x, 3) for x in seconds],
                            "first_epoch_seconds": round(history[0]["seconds"], 3) if history else None,
@@ -230,10 +237,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--likelihoods", default="mse,nb,zinb")
     parser.add_argument("--placements", default="resident")
-    parser.add_argument("--compile", default="off,on", help="TrainConfig.compile settings to run: off, on")
+    parser.add_argument("--compile", default="off,on", help=f"compile settings to run: {', '.join(COMPILE_SETTINGS)}")
+    parser.add_argument("--kernels", default="on", help="on, off or both: the Triton kernels of the zero-count sums "
+                        "(off: the torch code, as on the CPU)")
     parser.add_argument("--reference-steps", type=int, default=0, help="time the seed-style path (0: skip)")
-    parser.add_argument("--profile", default="", help="likelihood to profile (eager and compiled), or empty")
-    parser.add_argument("--trace", default="", help="with --profile: timeline file, '{compiled}' filled with on/off")
+    parser.add_argument("--profile", default="", help="likelihood to profile (each --compile setting), or empty")
+    parser.add_argument("--trace", default="", help="with --profile: timeline file, '{compile}' filled with the "
+                        "compile setting")
     parser.add_argument("--entry", action="store_true", help="train through the entry in fresh processes")
     args = parser.parse_args()
 
@@ -254,39 +264,41 @@ def main() -> None:
     labels = torch.from_numpy(types).to(device)
     for placement in args.placements.split(","):
         batches = CSRBatches(counts, device=device, placement=placement)
-        for likelihood in args.likelihoods.split(","):
-            for compiled in args.compile.split(","):
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                torch.manual_seed(0)
-                module = GMVAEModule(args.genes, N_TYPES, likelihood=likelihood)
-                config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=2e-3,
-                                     compile=compiled == "on")
-                history = train(module, batches, labels, config=config, log=lambda line: print(line, flush=True))
-                seconds = [h["seconds"] for h in history[1:]]
-                run = {"placement": batches.placement, "likelihood": likelihood, "compiled": compiled == "on",
-                       "seconds_per_epoch_median": round(statistics.median(seconds), 3),
-                       "seconds_per_epoch": [round(s, 3) for s in seconds],
-                       "first_epoch_seconds": round(history[0]["seconds"], 3),
-                       "cells_per_s": round(args.cells / statistics.median(seconds)),
-                       "loss_last_epoch": round(history[-1]["loss"], 2),
-                       "train_acc_last_epoch": round(history[-1]["acc"], 4),
-                       "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)
-                       if device.type == "cuda" else None}
-                print(json.dumps(run), flush=True)
-                results["runs"].append(run)
-                save(results)  # a run cut short by a time limit keeps what it measured
-                del module
+        for likelihood, use_kernels, setting in itertools.product(
+                args.likelihoods.split(","), args.kernels.split(","), args.compile.split(",")):
+            kernels.AVAILABLE = TRITON and use_kernels == "on"  # read at every call of the likelihood
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            torch.manual_seed(0)
+            module = GMVAEModule(args.genes, N_TYPES, likelihood=likelihood)
+            config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=2e-3,
+                                 **COMPILE_SETTINGS[setting])
+            history = train(module, batches, labels, config=config, log=lambda line: print(line, flush=True))
+            seconds = [h["seconds"] for h in history[1:]]
+            run = {"placement": batches.placement, "likelihood": likelihood, "compile": setting,
+                   "triton_kernels": kernels.AVAILABLE and device.type == "cuda",
+                   "seconds_per_epoch_median": round(statistics.median(seconds), 3),
+                   "seconds_per_epoch": [round(s, 3) for s in seconds],
+                   "first_epoch_seconds": round(history[0]["seconds"], 3),
+                   "cells_per_s": round(args.cells / statistics.median(seconds)),
+                   "loss_last_epoch": round(history[-1]["loss"], 2),
+                   "train_acc_last_epoch": round(history[-1]["acc"], 4),
+                   "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                   if device.type == "cuda" else None}
+            print(json.dumps(run), flush=True)
+            results["runs"].append(run)
+            save(results)  # a run cut short by a time limit keeps what it measured
+            del module
         del batches
         if device.type == "cuda":
             torch.cuda.empty_cache()
     results["peak_host_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     if args.profile:
-        for compiled in args.compile.split(","):
-            results[f"profile_{args.profile}_compile_{compiled}"] = profile_steps(
-                counts, labels, device, args.profile, batch_size=args.batch_size, compiled=compiled == "on",
-                trace=args.trace.format(compiled=compiled) if args.trace else "")
-            print(results[f"profile_{args.profile}_compile_{compiled}"], flush=True)
+        for setting in args.compile.split(","):
+            results[f"profile_{args.profile}_compile_{setting}"] = profile_steps(
+                counts, labels, device, args.profile, batch_size=args.batch_size, compile_setting=setting,
+                trace=args.trace.format(compile=setting) if args.trace else "")
+            print(results[f"profile_{args.profile}_compile_{setting}"], flush=True)
     if args.reference_steps:
         results["reference"] = reference_path(counts, types, device, batch_size=args.batch_size,
                                               steps=args.reference_steps)

@@ -1,8 +1,15 @@
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from gmvae4p.data import simulate_cohort
+# Without a GPU, Triton kernels are decorated for Triton's CPU interpreter, so that tests/test_kernels.py runs them
+# (Triton reads the switch when a kernel is decorated: before anything imports gmvae4p.gmvae).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from gmvae4p.data import simulate_cohort  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -77,3 +77,25 @@ def test_repeated_entries_are_summed_in_a_copy_and_offsets_delimit_rows():
     np.testing.assert_array_equal(batch.to_dense().numpy(), counts.toarray())
     assert batch.offsets.tolist() == [0, 2, 2, 3] and batch.row.tolist() == [0, 0, 2]
     assert counts.nnz == 4  # the caller's matrix is left as it was
+
+
+@pytest.mark.parametrize("placement", ["resident", "streamed"])
+def test_fixed_shape_batches_pad_with_inert_rows_and_entries(counts, placement):
+    """One shape for every batch of every epoch; padding rows have id −1 and no counts, the sink row's entries are
+    zeros, and the cells' rows are as without padding."""
+    batches = CSRBatches(counts, placement=placement)
+    shapes, seen = set(), []
+    for seed in (3, 4):
+        for rows, batch in batches.batches(37, seed=seed, fixed_shape=True):
+            shapes.add((len(rows), batch.shape, len(batch.value), len(batch.offsets)))
+            cells = rows >= 0
+            n_cells = int(cells.sum())
+            assert cells[:n_cells].all() and len(rows) % 8 == 0 and len(rows) > n_cells  # room for the sink row
+            dense = batch.to_dense().numpy()
+            np.testing.assert_array_equal(dense[:n_cells], counts[rows[:n_cells].numpy()].toarray())
+            assert not dense[n_cells:].any()
+            assert batch.offsets[-1] == len(batch.value) and (batch.row.diff() >= 0).all()
+            sink = batch.row == len(rows) - 1
+            assert sink.sum() == batch.offsets[-1] - batch.offsets[-2] and not batch.value[sink].any()
+            seen += rows[cells].tolist()
+    assert len(shapes) == 1 and sorted(seen) == sorted(2 * list(range(200)))

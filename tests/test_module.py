@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
+from gmvae4p.gmvae.batches import _pad
 from gmvae4p.gmvae.distributions import log_gaussian_unit, log_nb, log_zinb
 from gmvae4p.gmvae.module import UNLABELED, GMVAEModule, SparseCounts, zero_count_sums
 
@@ -111,15 +113,17 @@ def test_sparse_likelihood_equals_the_dense_elementwise_sum(likelihood):
 
 @pytest.mark.parametrize("likelihood", ["nb", "zinb"])
 def test_zero_count_sums_backward_matches_finite_differences(likelihood):
-    """The hand-written backward, through the padding columns, the softmax normaliser and the library size."""
+    """The hand-written backward, through the padding columns, the softmax normaliser, the library size and the
+    values taken at the non-zero entries."""
     torch.manual_seed(4)
     cells, genes, width = 5, 13, 16
     out = torch.randn(cells, width, dtype=torch.float64, requires_grad=True)
     zero_logits = torch.randn(cells, width, dtype=torch.float64, requires_grad=True) if likelihood == "zinb" else None
     log_library = (3 * torch.rand(cells, 1, dtype=torch.float64)).requires_grad_()
     log_theta = torch.randn(genes, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda *args: zero_count_sums(likelihood, *args, n_genes=genes), (out, zero_logits, log_library, log_theta))
+    entries = torch.tensor([0, 3, 17, 18, 40, 79])  # flat indices into cells × width
+    assert torch.autograd.gradcheck(lambda *args: zero_count_sums(likelihood, *args, entries, n_genes=genes),
+                                    (out, zero_logits, log_library, log_theta))
 
 
 def test_row_sums_and_their_broadcast_match_scatter_and_gather():
@@ -142,3 +146,23 @@ def test_sparse_counts_round_trip():
     sparse = SparseCounts.from_dense(x)
     assert len(sparse.value) == int((x > 0).sum())
     torch.testing.assert_close(sparse.to_dense(), x)
+
+
+@pytest.mark.parametrize("likelihood", ["mse", "nb", "zinb"])
+def test_padding_rows_change_no_loss_term_and_no_gradient(likelihood):
+    """A fixed-shape batch (empty rows, and a sink row of value-0 entries, masked out) gives the terms and gradients
+    of the batch without padding."""
+    torch.manual_seed(6)
+    module = GMVAEModule(G, K, latent_dim=4, hidden_dims=(16,), likelihood=likelihood).double().eval()
+    counts = SparseCounts.from_dense(_counts().double())
+    labels = torch.where(torch.arange(B) % 3 == 0, UNLABELED, torch.arange(B) % K)
+    padded = _pad(counts, B + 8, len(counts.value) + 3 * G)  # the sink's columns repeat
+    mask = torch.arange(B + 8) < B
+    plain = module(counts, labels)
+    masked = module(padded, F.pad(labels, (0, 8), value=UNLABELED), cell_mask=mask)
+    parameters = list(module.parameters())
+    for term in ("loss", "recon", "kl", "ce"):
+        torch.testing.assert_close(masked[term], plain[term])
+    for a, b in zip(torch.autograd.grad(masked["loss"], parameters, allow_unused=True),
+                    torch.autograd.grad(plain["loss"], parameters, allow_unused=True)):
+        torch.testing.assert_close(a, b)

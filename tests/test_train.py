@@ -5,6 +5,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
+import torch._inductor.config as inductor_config
 from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
 
 from gmvae4p import params
@@ -104,18 +105,22 @@ def test_epoch_line_has_the_documented_fields():
 
 # The torchrun entry: one process vs two (gloo), resume, a killed rank.
 HELD_OUT = ["P001", "P002", "P003"]
-def test_compiled_step_trains_like_the_eager_one(cohort, monkeypatch):
-    """``compile=True`` changes kernels, not arithmetic: with eager random numbers the losses agree."""
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_compiled_step_trains_like_the_eager_one(cohort, monkeypatch, cuda_graphs):
+    """``compile=True`` changes kernels, not arithmetic: with eager random numbers the losses agree, for batches of
+    varying shape (dynamic shapes) and for fixed-shape ones (on CUDA replayed as graphs; here the eager run takes
+    the same padded batches)."""
+    monkeypatch.setattr(training, "_fixed_shape_steps", lambda config, distributed: config.cuda_graphs)
     types = torch.from_numpy(cohort.obs["ct_cov"].cat.codes.to_numpy().astype(np.int64))
     batches = CSRBatches(cohort.counts[:1500])
     losses = {}
     for compiled in (False, True):
         torch.manual_seed(0)
         module = GMVAEModule(cohort.counts.shape[1], 8, latent_dim=6, hidden_dims=(32,), likelihood="zinb")
-        history = train(module, batches, types[:1500], config=TrainConfig(epochs=2, batch_size=256,
-                                                                           compile=compiled), log=None)
-        losses[compiled] = [h["loss"] for h in history]
+        config = TrainConfig(epochs=2, batch_size=256, compile=compiled, cuda_graphs=cuda_graphs)
+        # (the config's own patch: monkeypatch's undo would delete the setting from inductor's config module)
+        with inductor_config.patch(fallback_random=True):
+            losses[compiled] = [h["loss"] for h in train(module, batches, types[:1500], config=config, log=None)]
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
 
 

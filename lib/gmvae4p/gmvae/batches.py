@@ -8,6 +8,11 @@ streamed batch therefore mixes rows of one chunk only: write rows in random orde
 
 Batches are planned on the host from the host copy of ``indptr`` (row order, each batch's non-zero count), so
 gathering a batch's entries on the device needs no host synchronization. No DataLoader, no per-row Python.
+
+*Fixed-shape* batches (for a compiled step captured once and replayed as a CUDA graph, which needs every step's
+tensors to have the same shape) are padded to one number of rows and one number of entries: the rows after a batch's
+cells are empty, but the last ("sink") row, which takes value-0 entries up to the entry bound. Their positions are
+−1, so that the training loop gives them no weight.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from .module import SparseCounts
 
 CHUNK_BATCHES = 8
 """Batches per streamed chunk: large enough to hide the copy, small enough that a chunk is cheap to hold twice."""
+ENTRY_HEADROOM = 1.05
+"""Fixed-shape batches: the entry bound is set this much above the largest batch seen, so that the batches of later
+epochs (other shuffles) rarely exceed it; each time one does, the bound grows and the compiled step is compiled again
+for the new shape."""
 
 
 class CSRBatches:
@@ -67,6 +76,7 @@ class CSRBatches:
         self._copy_stream = torch.cuda.Stream(self.device) if pin else None
         self._host_lengths = np.diff(self.host_indptr)
         self.rows: np.ndarray | None = None  # the matrix rows served (sorted); None: all
+        self._entry_bound = 0  # entries of a fixed-shape batch (grows; see ENTRY_HEADROOM)
 
     def select(self, rows: np.ndarray) -> CSRBatches:
         """The same arrays serving only matrix rows ``rows`` (no copy): batches then yield positions in ``rows``.
@@ -87,12 +97,14 @@ class CSRBatches:
         """Bytes of the CSR arrays (on the device when resident)."""
         return sum(t.numel() * t.element_size() for t in (self.indptr, self.indices, self.data))
 
-    def batches(self, n_batches: int, *, seed: int | None = None) -> Iterator[tuple[torch.Tensor, SparseCounts]]:
+    def batches(self, n_batches: int, *, seed: int | None = None,
+                fixed_shape: bool = False) -> Iterator[tuple[torch.Tensor, SparseCounts]]:
         """``n_batches`` batches covering every row once: ``(row ids on the device, their counts)``; the ids are
         positions in :meth:`select`'s rows where rows were selected.
 
         ``seed=None`` keeps row order (prediction); an integer shuffles (training). Under DDP every rank passes the
-        same ``n_batches`` so that all take the same number of steps.
+        same ``n_batches`` so that all take the same number of steps. ``fixed_shape``: every batch has the same
+        numbers of rows and entries (see the module's docstring); padding rows have id −1.
         """
         if self.n_rows == 0:  # a DDP rank may hold no validation cells
             return
@@ -103,15 +115,31 @@ class CSRBatches:
         bounds = np.linspace(0, self.n_rows, n_chunks + 1).round().astype(np.int64)
         chunk_order = np.arange(n_chunks) if rng is None else rng.permutation(n_chunks)
         split = np.array_split(np.arange(n_batches), n_chunks)  # how many batches each chunk gives
+        # The whole epoch is planned first (positions, batch bounds, non-zero counts): a fixed shape fits all batches.
+        plans = []
+        for i, c in enumerate(chunk_order):
+            start, stop = bounds[c], bounds[c + 1]
+            positions = start + (np.arange(stop - start) if rng is None else rng.permutation(stop - start))
+            matrix_rows = positions if self.rows is None else self.rows[positions]
+            batch_bounds = np.cumsum([0] + [len(p) for p in np.array_split(positions, len(split[i]))])
+            nnz = np.add.reduceat(self._host_lengths[matrix_rows], batch_bounds[:-1]) if len(positions) else []
+            plans.append((positions, matrix_rows, batch_bounds, nnz))
+        shape = self._fixed_shape(plans) if fixed_shape else None
         ahead = self._chunk(*self._matrix_range(bounds, chunk_order[0]))
         for i, c in enumerate(chunk_order):
             current = ahead
             if i + 1 < n_chunks:  # start the next copy before this chunk's batches are queued
                 ahead = self._chunk(*self._matrix_range(bounds, chunk_order[i + 1]))
-            start, stop = bounds[c], bounds[c + 1]
-            positions = start + (np.arange(stop - start) if rng is None else rng.permutation(stop - start))
-            yield from self._chunk_batches(self._matrix_range(bounds, c)[0], self._ready(current), positions,
-                                           len(split[i]))
+            yield from self._chunk_batches(self._matrix_range(bounds, c)[0], self._ready(current), *plans[i], shape)
+
+    def _fixed_shape(self, plans) -> tuple[int, int]:
+        """``(rows, entries)`` of every batch of ``plans``: room for the largest batch plus the sink row (rounded up
+        to a multiple of 8 rows), and the entry bound, raised if a batch exceeds it."""
+        most_rows = max(int(np.diff(batch_bounds).max()) for _, _, batch_bounds, _ in plans)
+        most_entries = max(int(np.max(nnz)) for *_, nnz in plans)
+        if most_entries > self._entry_bound:
+            self._entry_bound = -(-int(most_entries * ENTRY_HEADROOM) // 1024) * 1024
+        return -(-(most_rows + 1) // 8) * 8, self._entry_bound
 
     def _matrix_range(self, bounds: np.ndarray, chunk: int) -> tuple[int, int]:
         """Matrix rows ``first:stop`` spanning the positions of ``chunk`` (with other rows between, when selected)."""
@@ -139,17 +167,18 @@ class CSRBatches:
                 t.record_stream(current)
         return chunk
 
-    def _chunk_batches(self, first: int, chunk, positions: np.ndarray, n_batches: int):
-        """Batches of ``positions`` from a chunk holding matrix rows from ``first`` on."""
+    def _chunk_batches(self, first: int, chunk, positions: np.ndarray, matrix_rows: np.ndarray,
+                       batch_bounds: np.ndarray, nnz: np.ndarray, shape: tuple[int, int] | None):
+        """The batches of a chunk holding matrix rows from ``first`` on (its plan from :meth:`batches`)."""
         indptr, indices, data = chunk
-        matrix_rows = positions if self.rows is None else self.rows[positions]
-        host_lengths = self._host_lengths[matrix_rows]
         device_rows = torch.from_numpy(matrix_rows - first).to(self.device, non_blocking=True)
         device_positions = torch.from_numpy(positions).to(self.device, non_blocking=True)
-        for part in np.array_split(np.arange(len(positions)), n_batches):
-            a, b = part[0], part[-1] + 1
-            yield device_positions[a:b], _select_rows(indptr, indices, data, device_rows[a:b],
-                                                      int(host_lengths[a:b].sum()), self.n_genes)
+        for a, b, batch_nnz in zip(batch_bounds[:-1], batch_bounds[1:], nnz):
+            counts = _select_rows(indptr, indices, data, device_rows[a:b], int(batch_nnz), self.n_genes)
+            if shape is None:
+                yield device_positions[a:b], counts
+            else:
+                yield F.pad(device_positions[a:b], (0, shape[0] - (b - a)), value=-1), _pad(counts, *shape)
 
 
 def _select_rows(indptr, indices, data, rows, nnz, n_genes) -> SparseCounts:
@@ -160,6 +189,20 @@ def _select_rows(indptr, indices, data, rows, nnz, n_genes) -> SparseCounts:
     offsets = F.pad(torch.cumsum(lengths, 0), (1, 0))
     position = torch.arange(nnz, device=rows.device) - offsets[entry_row] + starts[entry_row]
     return SparseCounts(entry_row, indices[position].long(), data[position], offsets, (len(rows), n_genes))
+
+
+def _pad(counts: SparseCounts, n_rows: int, n_entries: int) -> SparseCounts:
+    """``counts`` grown to ``n_rows`` rows and ``n_entries`` entries: the rows added are empty but the last, the sink,
+    which holds the entries added, all of value 0 (their columns cycle through the genes: a column may repeat there,
+    which is harmless at value 0, but should not repeat thousands of times, which would serialize the atomic adds
+    of a gene-wise gradient)."""
+    n_cells, n_genes = counts.shape
+    nnz = len(counts.value)
+    extra = n_entries - nnz
+    offsets = F.pad(F.pad(counts.offsets, (0, n_rows - 1 - n_cells), value=nnz), (0, 1), value=n_entries)
+    column = torch.arange(extra, device=counts.col.device) % n_genes
+    return SparseCounts(F.pad(counts.row, (0, extra), value=n_rows - 1), torch.cat([counts.col, column]),
+                        F.pad(counts.value, (0, extra)), offsets, (n_rows, n_genes))
 
 
 def _too_large(device: torch.device, *arrays: torch.Tensor) -> bool:

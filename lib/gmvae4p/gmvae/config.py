@@ -56,6 +56,10 @@ class TrainConfig:
     compile: bool = False
     """``torch.compile`` the forward pass and its backward (fewer, fused kernels: on GPU a step is otherwise bound
     by kernel launches and per-gene element-wise passes). The first epoch pays the compilation."""
+    cuda_graphs: bool = True
+    """With ``compile``, in one process: pad every batch to one shape (rows and non-zero entries) so that the step
+    compiles to one graph, which on CUDA is recorded once and replayed as a CUDA graph (``mode="reduce-overhead"``)
+    instead of launching its ~180 kernels one by one. Under DDP steps compile for varying shapes instead."""
     placement: str = "auto"
     """Where counts live: ``resident`` on the device, ``streamed`` from pinned host memory, or ``auto``."""
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .config import LIKELIHOODS
 from .distributions import (at_least_float32, log_gaussian_unit, log_nb_count_gain, log_nb_zero_and_grads,
                             log_zinb_nonzero, log_zinb_zero, log_zinb_zero_and_grads)
@@ -105,22 +106,27 @@ class _GatherDistinct(torch.autograd.Function):
 
 
 def zero_count_sums(likelihood: str, out: torch.Tensor, zero_logits: torch.Tensor | None, log_library: torch.Tensor,
-                    log_theta: torch.Tensor | None, *, n_genes: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per cell, the log-likelihood summed over the first ``n_genes`` columns as if every count were zero, and
-    (nb, zinb) the log-softmax normaliser of the decoder output over them. Columns past ``n_genes`` are padding."""
+                    log_theta: torch.Tensor | None, entries: torch.Tensor, *, n_genes: int) -> tuple:
+    """Per cell, the log-likelihood summed over the first ``n_genes`` columns as if every count were zero; (nb, zinb)
+    the log-softmax normaliser of the decoder output over them (``None`` for mse); then the decoder outputs, and
+    (zinb) the zero logits, at ``entries``: the flat indices of a batch's non-zero counts, distinct. Columns past
+    ``n_genes`` are padding."""
     if likelihood == "mse":
-        return log_gaussian_unit(torch.zeros_like(out[:, :n_genes]), out[:, :n_genes]).sum(-1), None
-    return _CountZeroSums.apply(out, zero_logits, log_library, log_theta)
+        sums = log_gaussian_unit(torch.zeros_like(out[:, :n_genes]), out[:, :n_genes]).sum(-1)
+        return sums, None, _GatherDistinct.apply(out, entries)
+    return _CountZeroSums.apply(out, zero_logits, log_library, log_theta, entries)
 
 
 class _CountZeroSums(torch.autograd.Function):
-    """nb/zinb zero-count sums with a hand-written backward.
+    """nb/zinb zero-count sums with a hand-written backward, and the decoder outputs at the non-zero entries.
 
     With log μ = out − N + log ℓ (N the per-cell log-sum-exp over genes) and h the per-gene zero-count term,
     ∂Σh/∂out_j = h'_j − softmax_j · Σ_g h'_g. The sum Σ_g h'_g is taken in the forward pass, so the backward keeps
     only the decoder outputs in their own (autocast) dtype and two numbers per cell; left to autograd, every float32
     intermediate of the cells × genes arithmetic is kept or recomputed, which made these few lines the largest part of
-    a compiled step's GPU time.
+    a compiled step's GPU time. The gradients of the values at the entries are added into the dense ones in place
+    (no second cells × genes buffer to sum). On CUDA the dense arithmetic runs as the Triton kernels of
+    :mod:`.kernels`; elsewhere as the torch code below.
     """
 
     @staticmethod
@@ -137,23 +143,47 @@ class _CountZeroSums(torch.autograd.Function):
         return log_norm, log_mu, *log_zinb_zero_and_grads(log_mu, log_theta, zero_logits[:, genes])
 
     @staticmethod
-    def forward(ctx, out, zero_logits, log_library, log_theta):
-        log_norm, _, value, by_log_mu, _, _ = _CountZeroSums._terms(out, zero_logits, None, log_library, log_theta)
-        by_log_mu_sum = by_log_mu.sum(-1, keepdim=True)
-        ctx.save_for_backward(out, zero_logits, log_library, log_theta, log_norm, by_log_mu_sum)
-        return value.sum(-1), log_norm
+    def forward(ctx, out, zero_logits, log_library, log_theta, entries):
+        if _fused(out):
+            sums, log_norm, slope_sums = kernels.zero_count_forward(out, zero_logits, log_library, log_theta)
+            log_norm, slope_sums = log_norm[:, None], slope_sums[:, None]
+        else:
+            log_norm, _, value, by_log_mu, _, _ = _CountZeroSums._terms(out, zero_logits, None, log_library,
+                                                                        log_theta)
+            sums, slope_sums = value.sum(-1), by_log_mu.sum(-1, keepdim=True)
+        ctx.save_for_backward(out, zero_logits, log_library, log_theta, log_norm, slope_sums, entries)
+        at_entries = [t.reshape(-1).index_select(0, entries) for t in (out, zero_logits) if t is not None]
+        return sums, log_norm, *at_entries
 
     @staticmethod
-    def backward(ctx, grad_sums, grad_log_norm):
-        out, zero_logits, log_library, log_theta, log_norm, by_log_mu_sum = ctx.saved_tensors
-        _, log_mu, _, by_log_mu, by_log_theta, by_zero_logits = _CountZeroSums._terms(out, zero_logits, log_norm,
-                                                                                      log_library, log_theta)
+    def backward(ctx, grad_sums, grad_log_norm, *grad_at_entries):
+        out, zero_logits, log_library, log_theta, log_norm, slope_sums, entries = ctx.saved_tensors
         grad = grad_sums[:, None]
-        softmax = (log_mu - log_library).exp()
-        padding = (0, out.shape[1] - len(log_theta))
-        grad_out = F.pad(grad * (by_log_mu - softmax * by_log_mu_sum) + grad_log_norm * softmax, padding)
-        grad_zero_logits = None if zero_logits is None else F.pad(grad * by_zero_logits, padding).to(zero_logits.dtype)
-        return grad_out.to(out.dtype), grad_zero_logits, grad * by_log_mu_sum, (grad * by_log_theta).sum(0)
+        if _fused(out):
+            grad_out, grad_zero_logits, grad_log_theta = kernels.zero_count_backward(
+                out, zero_logits, log_library, log_theta, log_norm[:, 0], slope_sums[:, 0], grad_sums,
+                grad_log_norm[:, 0])
+        else:
+            _, log_mu, _, by_log_mu, by_log_theta, by_zero_logits = _CountZeroSums._terms(
+                out, zero_logits, log_norm, log_library, log_theta)
+            softmax = (log_mu - log_library).exp()
+            padding = (0, out.shape[1] - len(log_theta))
+            grad_out = F.pad(grad * (by_log_mu - softmax * slope_sums) + grad_log_norm * softmax,
+                             padding).to(out.dtype)
+            grad_zero_logits = None if zero_logits is None else F.pad(grad * by_zero_logits,
+                                                                      padding).to(zero_logits.dtype)
+            grad_log_theta = (grad * by_log_theta).sum(0)
+        for dense, at_entries in zip((grad_out, grad_zero_logits), grad_at_entries):
+            if _fused(out):
+                kernels.add_at_entries(dense, entries, at_entries)
+            else:
+                dense.view(-1).index_add_(0, entries, at_entries.to(dense.dtype))
+        return grad_out, grad_zero_logits, grad * slope_sums, grad_log_theta.to(log_theta.dtype), None
+
+
+def _fused(out: torch.Tensor) -> bool:
+    """Whether the Triton kernels take the zero-count sums (they compute in float32: float64 stays on torch)."""
+    return kernels.AVAILABLE and out.is_cuda and out.dtype != torch.float64
 
 
 def mlp(sizes: list[int], dropout: float, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -230,10 +260,9 @@ class GMVAEModule(nn.Module):
         out = self.head_x(hidden)
         zero_logits = self.head_zero(hidden) if self.head_zero is not None else None
         log_library = library.log()[:, None]
-        zero_sums, log_norm = zero_count_sums(self.likelihood, out, zero_logits, log_library, self.log_theta,
-                                              n_genes=self.n_genes)
-        flat = counts.flat_index(self.width)
-        out_at = _GatherDistinct.apply(out, flat)
+        zero_sums, log_norm, out_at, *zero_logits_at = zero_count_sums(
+            self.likelihood, out, zero_logits, log_library, self.log_theta, counts.flat_index(self.width),
+            n_genes=self.n_genes)
         if self.likelihood == "mse":
             gain = log_gaussian_unit(log1p_values, out_at) - log_gaussian_unit(torch.zeros_like(out_at), out_at)
         else:
@@ -242,9 +271,8 @@ class GMVAEModule(nn.Module):
             if self.likelihood == "nb":
                 gain = log_nb_count_gain(counts.value, log_mu, log_theta)
             else:
-                zero_logits_at = _GatherDistinct.apply(zero_logits, flat)
-                gain = (log_zinb_nonzero(counts.value, log_mu, log_theta, zero_logits_at)
-                        - log_zinb_zero(log_mu, log_theta, zero_logits_at))
+                gain = (log_zinb_nonzero(counts.value, log_mu, log_theta, zero_logits_at[0])
+                        - log_zinb_zero(log_mu, log_theta, zero_logits_at[0]))
         return zero_sums + counts.row_sums(gain.to(zero_sums.dtype))
 
     def kl_to_components(self, z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
@@ -255,11 +283,14 @@ class GMVAEModule(nn.Module):
                       + (z_log_var.exp() + (z_mean - self.prior_mean[None]) ** 2) / prior_log_var.exp() - 1).sum(-1)
 
     def forward(self, counts: SparseCounts | torch.Tensor, labels: torch.Tensor | None = None, *, kl_weight: float = 1.0,
-                ce_weight: float = 1.0, class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                ce_weight: float = 1.0, class_weights: torch.Tensor | None = None,
+                cell_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Loss terms averaged over cells, plus the q(y|x) logits.
 
         ``labels``: component index per cell, −1 where unknown; None means no cell is labelled.
         ``class_weights``: per-component factor on the cross-entropy (rare types weigh more), default 1.
+        ``cell_mask``: False for the padding rows of a fixed-shape batch (:mod:`.batches`), which the averages leave
+        out; None: every row is a cell.
         """
         counts = _as_sparse(counts)
         library = _library(counts)
@@ -281,8 +312,13 @@ class GMVAEModule(nn.Module):
         if class_weights is not None:
             ce = ce * class_weights[safe]
         ce = torch.where(labeled, ce, torch.zeros_like(kl))
-        loss = recon + kl_weight * kl + ce_weight * ce
-        return {"loss": loss.mean(), "recon": recon.mean(), "kl": kl.mean(), "ce": ce.mean(), "logits_y": logits_y}
+        terms = {"loss": recon + kl_weight * kl + ce_weight * ce, "recon": recon, "kl": kl, "ce": ce}
+        if cell_mask is None:
+            means = {name: term.mean() for name, term in terms.items()}
+        else:  # padding rows' terms are finite (an empty row is a valid cell), so a zero weight removes them
+            weights = cell_mask.to(recon.dtype) / cell_mask.sum().clamp_min(1)
+            means = {name: term @ weights for name, term in terms.items()}
+        return {**means, "logits_y": logits_y}
 
     @torch.no_grad()
     def zscore(self, z_mean: torch.Tensor, component: torch.Tensor) -> torch.Tensor:

@@ -64,8 +64,10 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
     rank = dist.get_rank() if distributed else 0
     stepper = torch.nn.parallel.DistributedDataParallel(
         module, device_ids=[device] if device.type == "cuda" else None) if distributed else module
-    if config.compile:  # shapes vary with each batch's non-zero count: compile for dynamic shapes at once
-        stepper = torch.compile(stepper, dynamic=True)
+    fixed_shape = _fixed_shape_steps(config, distributed)
+    graphs = fixed_shape and device.type == "cuda"
+    if config.compile:  # unpadded, shapes vary with each batch's non-zero count: compile for dynamic shapes at once
+        stepper = torch.compile(stepper, dynamic=not fixed_shape, mode="reduce-overhead" if graphs else None)
     optimizer = optimizer or make_optimizer(module, config)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     history = list(history or [])
@@ -81,17 +83,22 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
         torch.manual_seed(_epoch_seed(seed, epoch, rank))
         sums = torch.zeros(len(TERMS) + 2, device=device)  # terms × cells, correct calls, labelled cells
         kl_weights = _kl_weights(epoch, n_batches, config.kl_warmup_epochs, device)
-        for step, (rows, x) in enumerate(batches.batches(n_batches, seed=_epoch_seed(seed, epoch, rank))):
-            y = labels[rows] if config.supervised else torch.full_like(rows, UNLABELED)
+        for step, (rows, x) in enumerate(batches.batches(n_batches, seed=_epoch_seed(seed, epoch, rank),
+                                                         fixed_shape=fixed_shape)):
+            cells = rows >= 0  # False: a fixed-shape batch's padding rows
+            y = torch.where(cells, labels[rows.clamp_min(0)], UNLABELED) if config.supervised \
+                else torch.full_like(rows, UNLABELED)
+            if graphs:  # the previous step's graph outputs have been read: the next replay may overwrite them
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast:
                 out = stepper(x, y, kl_weight=kl_weights[step], ce_weight=config.ce_weight,
-                              class_weights=class_weights)
+                              class_weights=class_weights, cell_mask=cells if fixed_shape else None)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
             optimizer.step()
             labelled = y >= 0
-            sums += torch.stack([*(out[t].detach().float() * len(rows) for t in TERMS),
+            sums += torch.stack([*(out[t].detach().float() * cells.sum() for t in TERMS),
                                  ((out["logits_y"].argmax(-1) == y) & labelled).sum().float(),
                                  labelled.sum().float()])
         if validation is not None:
@@ -118,6 +125,12 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
             on_epoch(history)
     module.eval()
     return history
+
+
+def _fixed_shape_steps(config: TrainConfig, distributed: bool) -> bool:
+    """Whether steps take fixed-shape batches: compiled for CUDA graphs, in one process (DDP's gradient hooks
+    stay outside graphs)."""
+    return config.compile and config.cuda_graphs and not distributed
 
 
 def _kl_weights(epoch: int, n_batches: int, warmup_epochs: float, device) -> torch.Tensor:
