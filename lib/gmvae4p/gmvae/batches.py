@@ -122,7 +122,7 @@ class CSRBatches:
             positions = start + (np.arange(stop - start) if rng is None else rng.permutation(stop - start))
             matrix_rows = positions if self.rows is None else self.rows[positions]
             batch_bounds = np.cumsum([0] + [len(p) for p in np.array_split(positions, len(split[i]))])
-            nnz = np.add.reduceat(self._host_lengths[matrix_rows], batch_bounds[:-1]) if len(positions) else []
+            nnz = np.add.reduceat(self._host_lengths[matrix_rows], batch_bounds[:-1])
             plans.append((positions, matrix_rows, batch_bounds, nnz))
         shape = self._fixed_shape(plans) if fixed_shape else None
         ahead = self._chunk(*self._matrix_range(bounds, chunk_order[0]))

@@ -11,7 +11,7 @@ Every term is summed over genes or latent dimensions per cell and averaged over 
 Counts come as :class:`SparseCounts` (coordinates of the non-zero entries). The encoder's input is densified once, in
 the autocast dtype; the likelihood is the per-cell sum of what every gene contributes at a zero count (from decoder
 outputs alone) plus what each non-zero entry adds (see :mod:`.distributions`). The first part is the only per-gene
-element-wise arithmetic left (``TrainConfig.compile`` fuses it, with the rest of the step).
+element-wise arithmetic left (on CUDA two Triton kernels, :mod:`.kernels`).
 """
 
 from __future__ import annotations
