@@ -159,7 +159,8 @@ class _CountZeroSums(torch.autograd.Function):
     def backward(ctx, grad_sums, grad_log_norm, *grad_at_entries):
         out, zero_logits, log_library, log_theta, log_norm, slope_sums, entries = ctx.saved_tensors
         grad = grad_sums[:, None]
-        if _fused(out):
+        fused = _fused(out)
+        if fused:
             grad_out, grad_zero_logits, grad_log_theta = kernels.zero_count_backward(
                 out, zero_logits, log_library, log_theta, log_norm[:, 0], slope_sums[:, 0], grad_sums,
                 grad_log_norm[:, 0])
@@ -174,7 +175,7 @@ class _CountZeroSums(torch.autograd.Function):
                                                                       padding).to(zero_logits.dtype)
             grad_log_theta = (grad * by_log_theta).sum(0)
         for dense, at_entries in zip((grad_out, grad_zero_logits), grad_at_entries):
-            if _fused(out):
+            if fused:
                 kernels.add_at_entries(dense, entries, at_entries)
             else:
                 dense.view(-1).index_add_(0, entries, at_entries.to(dense.dtype))
