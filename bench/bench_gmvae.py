@@ -246,6 +246,10 @@ def main() -> None:
                         "compile setting")
     parser.add_argument("--entry", action="store_true", help="train through the entry in fresh processes")
     args = parser.parse_args()
+    for option, allowed in (("compile", COMPILE_SETTINGS), ("kernels", ("on", "off"))):
+        unknown = set(getattr(args, option).split(",")) - set(allowed)
+        if unknown:
+            parser.error(f"--{option}: {', '.join(sorted(unknown))} is not one of {', '.join(allowed)}")
 
     def save(results):
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
