@@ -3,8 +3,9 @@ import pytest
 import torch
 from scipy import stats
 
-from gmvae4p.gmvae.distributions import (log_gaussian_unit, log_nb, log_nb_zero, log_nb_zero_and_grads, log_zinb,
-                                        log_zinb_zero, log_zinb_zero_and_grads)
+from gmvae4p.gmvae.distributions import (log_gaussian_unit, log_nb, log_nb_count_gain, log_nb_gain_and_grads,
+                                        log_nb_zero, log_nb_zero_and_grads, log_zinb, log_zinb_gain_and_grads,
+                                        log_zinb_nonzero, log_zinb_zero, log_zinb_zero_and_grads)
 
 X = np.array([0, 1, 2, 3, 7, 20, 100, 500], dtype=np.float64)
 MU = np.array([1e-3, 0.05, 0.7, 4.0, 30.0, 900.0])
@@ -66,6 +67,23 @@ def test_zero_count_terms_and_their_derivatives_match_autograd(pi):
                                      (log_mu, log_theta)),
                                     (log_zinb_zero_and_grads(log_mu, log_theta, logits),
                                      log_zinb_zero(log_mu, log_theta, logits), (log_mu, log_theta, logits))]:
+        torch.testing.assert_close(ours[0], reference)
+        for derivative, expected in zip(ours[1:], torch.autograd.grad(reference.sum(), inputs)):
+            torch.testing.assert_close(derivative, expected)
+
+
+@pytest.mark.parametrize("pi", [1e-4, 0.5, 0.97])
+def test_non_zero_count_gains_and_their_derivatives_match_autograd(pi):
+    x, mu, theta = _grid()
+    non_zero = x > 0
+    x, mu, theta = _t(x[non_zero]), mu[non_zero], theta[non_zero]
+    log_mu, log_theta = _t(np.log(mu)).requires_grad_(), _t(np.log(theta)).requires_grad_()
+    logits = _t(np.full_like(mu, np.log(pi / (1 - pi)))).requires_grad_()
+    zinb_gain = log_zinb_nonzero(x, log_mu, log_theta, logits) - log_zinb_zero(log_mu, log_theta, logits)
+    nb_gain = log_nb_count_gain(x, log_mu, log_theta)
+    for ours, reference, inputs in [(log_nb_gain_and_grads(x, log_mu, log_theta), nb_gain, (log_mu, log_theta)),
+                                    (log_zinb_gain_and_grads(x, log_mu, log_theta, logits), zinb_gain,
+                                     (log_mu, log_theta, logits))]:
         torch.testing.assert_close(ours[0], reference)
         for derivative, expected in zip(ours[1:], torch.autograd.grad(reference.sum(), inputs)):
             torch.testing.assert_close(derivative, expected)

@@ -54,6 +54,17 @@ def log_nb_count_gain(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Te
             + torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1))
 
 
+def log_nb_gain_and_grads(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor):
+    """:func:`log_nb_count_gain` as −x·softplus(log θ − log μ) + lgamma terms, and its derivatives by log μ
+    (x·σ(log θ − log μ)) and by log θ (θ·(ψ(x + θ) − ψ(θ)) minus that)."""
+    x, log_mu, log_theta = at_least_float32(x, log_mu, log_theta)
+    theta = log_theta.exp()
+    softplus, sigmoid = softplus_and_sigmoid(log_theta - log_mu)
+    by_log_mu = x * sigmoid
+    return (-x * softplus + torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1), by_log_mu,
+            theta * (torch.digamma(x + theta) - torch.digamma(theta)) - by_log_mu)
+
+
 def log_nb(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
     """log NB(x; mean μ, inverse dispersion θ), elementwise (θ broadcasts over cells)."""
     return log_nb_zero(log_mu, log_theta) + log_nb_count_gain(x, log_mu, log_theta)
@@ -82,6 +93,19 @@ def log_zinb_nonzero(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Ten
     """log ZINB(x) for x > 0: log(1 − π) + log NB(x) = −softplus(l) + log NB(x)."""
     (zero_logits,) = at_least_float32(zero_logits)
     return log_nb(x, log_mu, log_theta) - F.softplus(zero_logits)
+
+
+def log_zinb_gain_and_grads(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor,
+                            zero_logits: torch.Tensor):
+    """log ZINB(x) − log ZINB(0) for x > 0 and its derivatives by log μ, log θ and the zero logit l. With f = log NB(0),
+    the difference is the NB gain + f − l − softplus(f − l) = the NB gain − softplus(l − f); so the derivatives are
+    the NB gain's plus σ(l − f) times f's, and −σ(l − f) by l."""
+    (zero_logits,) = at_least_float32(zero_logits)
+    gain, gain_by_log_mu, gain_by_log_theta = log_nb_gain_and_grads(x, log_mu, log_theta)
+    nb_zero, nb_zero_by_log_mu, nb_zero_by_log_theta = log_nb_zero_and_grads(log_mu, log_theta)
+    softplus, kept = softplus_and_sigmoid(zero_logits - nb_zero)
+    return (gain - softplus, gain_by_log_mu + kept * nb_zero_by_log_mu,
+            gain_by_log_theta + kept * nb_zero_by_log_theta, -kept)
 
 
 def log_zinb(x: torch.Tensor, log_mu: torch.Tensor, log_theta: torch.Tensor,

@@ -1,12 +1,18 @@
-"""The nb/zinb zero-count sums of :mod:`.module` as Triton kernels, for CUDA.
+"""The nb/zinb log-likelihood of a batch as Triton kernels, for CUDA.
 
-What every gene contributes at a zero count is the one part of the likelihood evaluated on all cells × genes, with
-several transcendental functions per entry. Left to ``torch.compile``, its forward and backward took four or five
-fused kernels that each recompute those functions and pass float32 intermediates through memory. Here the forward is
-one kernel (per cell: the log-softmax normaliser, the sum of the zero-count terms and of their slopes by log μ) and the
-backward one kernel (the gradients by the decoder outputs and zero logits in their own dtype, and per block of cells
-the column sums for log θ). The arithmetic is that of :mod:`.distributions` (checked against it in the tests, on the
-GPU and in Triton's CPU interpreter).
+Per cell, the likelihood is what every gene contributes at a zero count (cells × genes, several transcendental
+functions each) plus what each non-zero entry adds (:mod:`.distributions`). Left to ``torch.compile``, the first took
+four or five fused kernels passing float32 intermediates through memory, and the second a dozen: gathers at the
+entries, prefix sums for the per-cell sums and their backward, a copy of the decoder output to add its bias. Here:
+
+- forward, one program per cell: the decoder outputs plus their bias, their log-sum-exp and the zero-count terms;
+  then one kernel over the entries (gain added to its cell's sum, derivatives kept per entry for the backward);
+- backward, the dense gradients by the decoder outputs and zero logits in their own dtype (and per block of cells the
+  column sums for log θ), then one kernel over the entries that writes theirs over those.
+
+The arithmetic is that of :mod:`.distributions` (checked against it in the tests, on the GPU and in Triton's CPU
+interpreter), with lgamma and digamma written out here: the CUDA library's lgamma has no CPU interpreter version and
+there is no digamma at all.
 
 Importable without Triton: :data:`AVAILABLE` says whether the kernels can run.
 """
@@ -23,50 +29,91 @@ except ImportError:  # CPU-only installs: the module's torch code path serves
 
 AVAILABLE = triton is not None
 
-FORWARD_BLOCK = 1024
-# 8 × 256 entries per program over 8 warps: 8 per thread. A 32 × 256 tile over 4 warps (64 per thread) spilled
-# registers and took 3.3 ms per 4096-cell zinb step on an H100.
-BACKWARD_ROWS, BACKWARD_COLUMNS, BACKWARD_WARPS = 8, 256, 8
-ENTRY_BLOCK = 1024
+# Launch settings, the fastest of those tried by bench/bench_kernels.py on an H100 (4,096 cells × 24,256 columns,
+# 4.0 M entries; bench/results/kernels_h100_2026-11-25.json). The dense backward's 16 × 128 tiles over 8 warps took
+# 0.85 ms (zinb) where 8 × 256 took 1.27 ms.
+FORWARD_BLOCK, FORWARD_WARPS = 1024, 8
+ENTRY_FORWARD_BLOCK, ENTRY_FORWARD_WARPS = 128, 4
+ENTRY_BACKWARD_BLOCK, ENTRY_BACKWARD_WARPS = 256, 8
+BACKWARD_ROWS, BACKWARD_COLUMNS, BACKWARD_WARPS = 16, 128, 8
 
 
-def zero_count_forward(out: torch.Tensor, zero_logits: torch.Tensor | None, log_library: torch.Tensor,
-                       log_theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per cell (float32): the zero-count terms summed over the first ``len(log_theta)`` columns of ``out``, the
-    log-sum-exp of those columns, and the sum of the terms' derivatives by log μ. ``log_library``: (cells, 1)."""
-    n_rows, width = out.shape
-    sums, log_norm, slope_sums = (torch.empty(n_rows, device=out.device, dtype=torch.float32) for _ in range(3))
-    _forward[(n_rows,)](out, out if zero_logits is None else zero_logits, log_library, log_theta, sums, log_norm,
-                        slope_sums, len(log_theta), width, ZINB=zero_logits is not None, BLOCK=FORWARD_BLOCK)
-    return sums, log_norm, slope_sums
+def count_forward(out, zero_logits, bias, zero_bias, log_library, log_theta, rows, columns, values):
+    """Per cell (float32): the log-likelihood, the log-sum-exp of ``out + bias`` over the first ``len(log_theta)``
+    columns, and the sum of the log-likelihood's derivatives by log μ; per entry, its gain's derivatives by log μ,
+    log θ and (zinb) the zero logit, as rows of one float32 tensor. ``log_library``: (cells, 1); the entries are
+    ``rows``, ``columns`` and ``values``, sorted by row."""
+    return torch.ops.gmvae4p.count_forward(out, zero_logits, bias, zero_bias, log_library, log_theta, rows, columns,
+                                           values)
 
 
-def zero_count_backward(out: torch.Tensor, zero_logits: torch.Tensor | None, log_library: torch.Tensor,
-                        log_theta: torch.Tensor, log_norm: torch.Tensor, slope_sums: torch.Tensor,
-                        grad_sums: torch.Tensor, grad_log_norm: torch.Tensor):
-    """Gradients by ``out`` and ``zero_logits`` (their dtype, zero in padding columns) and by ``log_theta`` (float32),
-    given the forward's per-cell results and the gradients of its sums and normalisers."""
-    n_rows, width = out.shape
-    n_genes = len(log_theta)
-    grad_out = torch.empty_like(out)
-    grad_zero_logits = None if zero_logits is None else torch.empty_like(zero_logits)
-    row_blocks = triton.cdiv(n_rows, BACKWARD_ROWS)
-    theta_partials = torch.empty(row_blocks, n_genes, device=out.device, dtype=torch.float32)
-    grid = (row_blocks, triton.cdiv(width, BACKWARD_COLUMNS))
-    _backward[grid](out, out if zero_logits is None else zero_logits, log_library, log_theta, log_norm, slope_sums,
-                    grad_sums.float().contiguous(), grad_log_norm.float().contiguous(), grad_out,
-                    grad_out if grad_zero_logits is None else grad_zero_logits, theta_partials, n_rows, n_genes, width,
-                    ZINB=zero_logits is not None, BLOCK_ROWS=BACKWARD_ROWS, BLOCK_COLUMNS=BACKWARD_COLUMNS,
-                    num_warps=BACKWARD_WARPS)
-    return grad_out, grad_zero_logits, theta_partials.sum(0)
+def count_backward(out, zero_logits, bias, zero_bias, log_library, log_theta, log_norm, slope_sums, entry_grads,
+                   rows, columns, grad_sums):
+    """Gradients by ``out`` and ``zero_logits`` (their dtype, zero in padding columns), by ``bias`` and ``zero_bias``
+    (float32, zero in padding columns) and by ``log_theta`` (float32), given the forward's results, the entries' rows
+    and columns and the gradient of the per-cell sums."""
+    grad_out, grad_zero_logits, grad_log_theta = torch.ops.gmvae4p.count_backward(
+        out, zero_logits, bias, zero_bias, log_library, log_theta, log_norm, slope_sums, entry_grads, rows, columns,
+        grad_sums)
+    # a bias's gradient is the column sum of its output's (in float32, of the rounded values, as for a matrix
+    # product's bias): partial sums for them in the dense kernel took it from 1.27 to 2.90 ms (8 × 256 tiles,
+    # bench/bench_kernels.py, two leases)
+    if zero_logits is None:
+        return grad_out, None, grad_out.sum(0, dtype=torch.float32), None, grad_log_theta
+    return (grad_out, grad_zero_logits, grad_out.sum(0, dtype=torch.float32),
+            grad_zero_logits.sum(0, dtype=torch.float32), grad_log_theta)
 
 
-def add_at_entries(dense: torch.Tensor, entries: torch.Tensor, values: torch.Tensor) -> None:
-    """``dense.view(-1)[entries] += values`` in place, summed in float32, for distinct ``entries`` (or repeated ones
-    whose values are 0): plain loads and stores, no atomics. A kernel rather than ``index_add_``, which the compiled
-    backward preceded by a full copy of ``dense``."""
-    n = len(entries)
-    _add_at_entries[(triton.cdiv(n, ENTRY_BLOCK),)](dense, entries, values, n, BLOCK=ENTRY_BLOCK)
+if AVAILABLE:
+    # Custom ops, so that torch.compile sees the kernels as functions of their inputs (their outputs are made here).
+    @torch.library.triton_op("gmvae4p::count_forward", mutates_args=())
+    def _count_forward(out: torch.Tensor, zero_logits: torch.Tensor | None, bias: torch.Tensor,
+                       zero_bias: torch.Tensor | None, log_library: torch.Tensor, log_theta: torch.Tensor,
+                       rows: torch.Tensor, columns: torch.Tensor,
+                       values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        n_rows, width = out.shape
+        sums, log_norm, slope_sums = (torch.empty(n_rows, device=out.device, dtype=torch.float32) for _ in range(3))
+        zinb = zero_logits is not None
+        entry_grads = torch.empty(3 if zinb else 2, len(values), device=out.device, dtype=torch.float32)
+        dense = (out, zero_logits if zinb else out, bias, zero_bias if zinb else bias, log_library, log_theta)
+        torch.library.wrap_triton(_forward)[(n_rows,)](*dense, sums, log_norm, slope_sums, len(log_theta), width,
+                                                       ZINB=zinb, BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS)
+        # The entries in blocks of their own, not one program per cell: a fixed-shape batch's sink row holds
+        # every padding entry (5 % of them), and its one program was the kernel's whole last millisecond.
+        if len(values):
+            torch.library.wrap_triton(_entries_forward)[(triton.cdiv(len(values), ENTRY_FORWARD_BLOCK),)](
+                *dense, log_norm, rows, columns, values, sums, slope_sums, entry_grads, width, len(values),
+                ZINB=zinb, BLOCK=ENTRY_FORWARD_BLOCK, num_warps=ENTRY_FORWARD_WARPS)
+        return sums, log_norm, slope_sums, entry_grads
+
+    @torch.library.triton_op("gmvae4p::count_backward", mutates_args=())
+    def _count_backward(out: torch.Tensor, zero_logits: torch.Tensor | None, bias: torch.Tensor,
+                        zero_bias: torch.Tensor | None, log_library: torch.Tensor, log_theta: torch.Tensor,
+                        log_norm: torch.Tensor, slope_sums: torch.Tensor, entry_grads: torch.Tensor,
+                        rows: torch.Tensor, columns: torch.Tensor,
+                        grad_sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(gradient by ``out``, by ``zero_logits`` (empty for nb), by log θ)."""
+        n_rows, width = out.shape
+        n_genes = len(log_theta)
+        zinb = zero_logits is not None
+        grad_out = torch.empty_like(out)
+        grad_zero_logits = torch.empty_like(zero_logits) if zinb else out.new_empty(0)
+        row_blocks = triton.cdiv(n_rows, BACKWARD_ROWS)
+        theta_partials = torch.empty(row_blocks, n_genes, device=out.device, dtype=torch.float32)
+        grad_sums = grad_sums.float().contiguous()
+        dense = (out, zero_logits if zinb else out, bias, zero_bias if zinb else bias, log_library, log_theta,
+                 log_norm, slope_sums)
+        torch.library.wrap_triton(_backward)[(row_blocks, triton.cdiv(width, BACKWARD_COLUMNS))](
+            *dense, grad_sums, grad_out, grad_zero_logits if zinb else grad_out, theta_partials, n_rows, n_genes,
+            width, ZINB=zinb, BLOCK_ROWS=BACKWARD_ROWS, BLOCK_COLUMNS=BACKWARD_COLUMNS, num_warps=BACKWARD_WARPS)
+        grad_log_theta = theta_partials.sum(0)  # the entries' shares are added to it in place
+        n_entries = len(columns)
+        if n_entries:
+            torch.library.wrap_triton(_entries_backward)[(triton.cdiv(n_entries, ENTRY_BACKWARD_BLOCK),)](
+                *dense, entry_grads, rows, columns, grad_sums, grad_out, grad_zero_logits if zinb else grad_out,
+                grad_log_theta, n_entries, width, ZINB=zinb, BLOCK=ENTRY_BACKWARD_BLOCK,
+                num_warps=ENTRY_BACKWARD_WARPS)
+        return grad_out, grad_zero_logits, grad_log_theta
 
 
 if AVAILABLE:
@@ -77,8 +124,33 @@ if AVAILABLE:
         return tl.maximum(x, 0.0) + tl.log(1.0 + e), tl.where(x >= 0, 1.0, e) / (1.0 + e)
 
     @triton.jit
-    def _terms(x, log_norm, log_library, log_theta, zero_logit, ZINB: tl.constexpr):
-        """Zero-count term and its derivatives by log μ, log θ and (zinb) the zero logit, for decoder outputs ``x``."""
+    def _lgamma(x):
+        """log Γ(x) for x > 0: Stirling's series at x + 6 where x < 6 (the recurrence brings it there)."""
+        small = x < 6.0
+        y = tl.where(small, x + 6.0, x)
+        inverse = 1.0 / y
+        inverse_squared = inverse * inverse
+        series = inverse * (1.0 / 12.0 - inverse_squared * (1.0 / 360.0 - inverse_squared / 1260.0))
+        stirling = (y - 0.5) * tl.log(y) - y + 0.91893853320467274 + series
+        product = x * (x + 1.0) * (x + 2.0) * (x + 3.0) * (x + 4.0) * (x + 5.0)
+        return stirling - tl.where(small, tl.log(tl.where(small, product, 1.0)), 0.0)
+
+    @triton.jit
+    def _digamma(x):
+        """ψ(x) for x > 0: the asymptotic series at x + 6 where x < 6, less the recurrence's 1/(x + k)."""
+        small = x < 6.0
+        y = tl.where(small, x + 6.0, x)
+        inverse = 1.0 / y
+        inverse_squared = inverse * inverse
+        series = tl.log(y) - 0.5 * inverse - inverse_squared * (
+            1.0 / 12.0 - inverse_squared * (1.0 / 120.0 - inverse_squared / 252.0))
+        shift = 1.0 / x + 1.0 / (x + 1.0) + 1.0 / (x + 2.0) + 1.0 / (x + 3.0) + 1.0 / (x + 4.0) + 1.0 / (x + 5.0)
+        return series - tl.where(small, shift, 0.0)
+
+    @triton.jit
+    def _zero_terms(x, log_norm, log_library, log_theta, zero_logit, ZINB: tl.constexpr):
+        """Zero-count term and its derivatives by log μ, log θ and (zinb) the zero logit, for decoder outputs ``x``
+        (:func:`.distributions.log_nb_zero_and_grads`, :func:`.distributions.log_zinb_zero_and_grads`)."""
         log_mu = x - log_norm + log_library
         softplus, sigmoid = _softplus_and_sigmoid(log_mu - log_theta)
         theta = tl.exp(log_theta)
@@ -96,21 +168,44 @@ if AVAILABLE:
         return value, by_log_mu, by_log_theta, by_zero_logit
 
     @triton.jit
-    def _forward(out_ptr, zero_logits_ptr, log_library_ptr, log_theta_ptr, sums_ptr, log_norm_ptr, slope_sums_ptr,
-                 n_genes, width, ZINB: tl.constexpr, BLOCK: tl.constexpr):
+    def _gain_terms(count, log_mu, log_theta, zero_logit, ZINB: tl.constexpr):
+        """A non-zero count's gain over a zero one and its derivatives by log μ, log θ and (zinb) the zero logit
+        (:func:`.distributions.log_nb_gain_and_grads`, :func:`.distributions.log_zinb_gain_and_grads`)."""
+        theta = tl.exp(log_theta)
+        softplus_theta, sigmoid_theta = _softplus_and_sigmoid(log_theta - log_mu)
+        value = -count * softplus_theta + _lgamma(count + theta) - _lgamma(theta) - _lgamma(count + 1.0)
+        by_log_mu = count * sigmoid_theta
+        by_log_theta = theta * (_digamma(count + theta) - _digamma(theta)) - by_log_mu
+        by_zero_logit = 0.0 * count
+        if ZINB:
+            softplus_mu, sigmoid_mu = _softplus_and_sigmoid(log_mu - log_theta)
+            nb_zero = -theta * softplus_mu
+            nb_zero_by_log_mu = -theta * sigmoid_mu
+            softplus_kept, kept = _softplus_and_sigmoid(zero_logit - nb_zero)
+            value = value - softplus_kept
+            by_log_mu = by_log_mu + kept * nb_zero_by_log_mu
+            by_log_theta = by_log_theta + kept * (nb_zero - nb_zero_by_log_mu)
+            by_zero_logit = -kept
+        return value, by_log_mu, by_log_theta, by_zero_logit
+
+    @triton.jit
+    def _forward(out_ptr, zero_logits_ptr, bias_ptr, zero_bias_ptr, log_library_ptr, log_theta_ptr, sums_ptr,
+                 log_norm_ptr, slope_sums_ptr, n_genes, width, ZINB: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         base = row.to(tl.int64) * width
         columns = tl.arange(0, BLOCK)
         # three passes over the row (the later ones mostly from L2): its maximum, its sum of exponentials, the terms
         largest = tl.full([BLOCK], float("-inf"), tl.float32)
         for start in range(0, n_genes, BLOCK):
-            x = tl.load(out_ptr + base + start + columns, mask=start + columns < n_genes, other=float("-inf"))
-            largest = tl.maximum(largest, x.to(tl.float32))
+            mask = start + columns < n_genes
+            x = tl.load(out_ptr + base + start + columns, mask=mask, other=float("-inf")).to(tl.float32)
+            largest = tl.maximum(largest, x + tl.load(bias_ptr + start + columns, mask=mask, other=0.0))
         row_max = tl.max(largest, 0)
         exp_sum = tl.zeros([BLOCK], tl.float32)
         for start in range(0, n_genes, BLOCK):
-            x = tl.load(out_ptr + base + start + columns, mask=start + columns < n_genes, other=float("-inf"))
-            exp_sum += tl.exp(x.to(tl.float32) - row_max)
+            mask = start + columns < n_genes
+            x = tl.load(out_ptr + base + start + columns, mask=mask, other=float("-inf")).to(tl.float32)
+            exp_sum += tl.exp(x + tl.load(bias_ptr + start + columns, mask=mask, other=0.0) - row_max)
         log_norm = row_max + tl.log(tl.sum(exp_sum, 0))
         log_library = tl.load(log_library_ptr + row)
         value_sum = tl.zeros([BLOCK], tl.float32)
@@ -118,11 +213,13 @@ if AVAILABLE:
         for start in range(0, n_genes, BLOCK):
             mask = start + columns < n_genes
             x = tl.load(out_ptr + base + start + columns, mask=mask, other=0.0).to(tl.float32)
+            x += tl.load(bias_ptr + start + columns, mask=mask, other=0.0)
             log_theta = tl.load(log_theta_ptr + start + columns, mask=mask, other=0.0).to(tl.float32)
             zero_logit = x
             if ZINB:
                 zero_logit = tl.load(zero_logits_ptr + base + start + columns, mask=mask, other=0.0).to(tl.float32)
-            value, by_log_mu, _, _ = _terms(x, log_norm, log_library, log_theta, zero_logit, ZINB)
+                zero_logit += tl.load(zero_bias_ptr + start + columns, mask=mask, other=0.0)
+            value, by_log_mu, _, _ = _zero_terms(x, log_norm, log_library, log_theta, zero_logit, ZINB)
             value_sum += tl.where(mask, value, 0.0)
             slope_sum += tl.where(mask, by_log_mu, 0.0)
         tl.store(sums_ptr + row, tl.sum(value_sum, 0))
@@ -130,43 +227,106 @@ if AVAILABLE:
         tl.store(slope_sums_ptr + row, tl.sum(slope_sum, 0))
 
     @triton.jit
-    def _backward(out_ptr, zero_logits_ptr, log_library_ptr, log_theta_ptr, log_norm_ptr, slope_sums_ptr,
-                  grad_sums_ptr, grad_log_norm_ptr, grad_out_ptr, grad_zero_logits_ptr, theta_partials_ptr,
-                  n_rows, n_genes, width, ZINB: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLUMNS: tl.constexpr):
+    def _entries_forward(out_ptr, zero_logits_ptr, bias_ptr, zero_bias_ptr, log_library_ptr, log_theta_ptr,
+                         log_norm_ptr, rows_ptr, columns_ptr, values_ptr, sums_ptr, slope_sums_ptr, entry_grads_ptr,
+                         width, n_entries, ZINB: tl.constexpr, BLOCK: tl.constexpr):
+        start = tl.program_id(0) * BLOCK
+        index = start + tl.arange(0, BLOCK)
+        mask = index < n_entries
+        row = tl.load(rows_ptr + index, mask=mask, other=0)
+        column = tl.load(columns_ptr + index, mask=mask, other=0)
+        count = tl.load(values_ptr + index, mask=mask, other=0.0).to(tl.float32)
+        position = row.to(tl.int64) * width + column
+        x = tl.load(out_ptr + position, mask=mask, other=0.0).to(tl.float32)
+        x += tl.load(bias_ptr + column, mask=mask, other=0.0)
+        log_mu = x - tl.load(log_norm_ptr + row, mask=mask, other=0.0)
+        log_mu += tl.load(log_library_ptr + row, mask=mask, other=0.0).to(tl.float32)
+        log_theta = tl.load(log_theta_ptr + column, mask=mask, other=0.0).to(tl.float32)
+        zero_logit = x
+        if ZINB:
+            zero_logit = tl.load(zero_logits_ptr + position, mask=mask, other=0.0).to(tl.float32)
+            zero_logit += tl.load(zero_bias_ptr + column, mask=mask, other=0.0)
+        value, by_log_mu, by_log_theta, by_zero_logit = _gain_terms(count, log_mu, log_theta, zero_logit, ZINB)
+        tl.store(entry_grads_ptr + index, by_log_mu, mask=mask)
+        tl.store(entry_grads_ptr + n_entries + index, by_log_theta, mask=mask)
+        if ZINB:
+            tl.store(entry_grads_ptr + 2 * n_entries + index, by_zero_logit, mask=mask)
+        # Entries come sorted by cell, so a block spans a few cells: each one's share is added to the sums of the
+        # dense kernel, one atomic addition per cell and block.
+        value = tl.where(mask, value, 0.0)
+        by_log_mu = tl.where(mask, by_log_mu, 0.0)
+        first_row = tl.load(rows_ptr + start)
+        last_row = tl.load(rows_ptr + tl.minimum(start + BLOCK, n_entries) - 1)
+        for cell in range(first_row, last_row + 1):
+            in_cell = row == cell
+            tl.atomic_add(sums_ptr + cell, tl.sum(tl.where(in_cell, value, 0.0), 0), sem="relaxed")
+            tl.atomic_add(slope_sums_ptr + cell, tl.sum(tl.where(in_cell, by_log_mu, 0.0), 0), sem="relaxed")
+
+    @triton.jit
+    def _backward(out_ptr, zero_logits_ptr, bias_ptr, zero_bias_ptr, log_library_ptr, log_theta_ptr, log_norm_ptr,
+                  slope_sums_ptr, grad_sums_ptr, grad_out_ptr, grad_zero_logits_ptr, theta_partials_ptr, n_rows,
+                  n_genes, width, ZINB: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLUMNS: tl.constexpr):
         row_block = tl.program_id(0)
         rows = row_block * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         columns = tl.program_id(1) * BLOCK_COLUMNS + tl.arange(0, BLOCK_COLUMNS)
         row_mask = rows < n_rows
-        gene = row_mask[:, None] & (columns < n_genes)[None, :]
+        genes = columns < n_genes
+        gene = row_mask[:, None] & genes[None, :]
         stored = row_mask[:, None] & (columns < width)[None, :]  # padding columns get a zero gradient
         offsets = rows.to(tl.int64)[:, None] * width + columns[None, :]
         x = tl.load(out_ptr + offsets, mask=gene, other=0.0).to(tl.float32)
+        x += tl.load(bias_ptr + columns, mask=genes, other=0.0)[None, :]
         log_norm = tl.load(log_norm_ptr + rows, mask=row_mask, other=0.0)[:, None]
         log_library = tl.load(log_library_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)[:, None]
         slope_sum = tl.load(slope_sums_ptr + rows, mask=row_mask, other=0.0)[:, None]
         grad = tl.load(grad_sums_ptr + rows, mask=row_mask, other=0.0)[:, None]
-        grad_log_norm = tl.load(grad_log_norm_ptr + rows, mask=row_mask, other=0.0)[:, None]
-        log_theta = tl.load(log_theta_ptr + columns, mask=columns < n_genes, other=0.0).to(tl.float32)[None, :]
+        log_theta = tl.load(log_theta_ptr + columns, mask=genes, other=0.0).to(tl.float32)[None, :]
         zero_logit = x
         if ZINB:
             zero_logit = tl.load(zero_logits_ptr + offsets, mask=gene, other=0.0).to(tl.float32)
-        _, by_log_mu, by_log_theta, by_zero_logit = _terms(x, log_norm, log_library, log_theta, zero_logit, ZINB)
-        softmax = tl.exp(x - log_norm)
-        grad_out = tl.where(gene, grad * (by_log_mu - softmax * slope_sum) + grad_log_norm * softmax, 0.0)
+            zero_logit += tl.load(zero_bias_ptr + columns, mask=genes, other=0.0)[None, :]
+        _, by_log_mu, by_log_theta, by_zero_logit = _zero_terms(x, log_norm, log_library, log_theta, zero_logit, ZINB)
+        grad_out = tl.where(gene, grad * (by_log_mu - tl.exp(x - log_norm) * slope_sum), 0.0)
         tl.store(grad_out_ptr + offsets, grad_out.to(grad_out_ptr.dtype.element_ty), mask=stored)
         if ZINB:
             grad_zero_logit = tl.where(gene, grad * by_zero_logit, 0.0)
             tl.store(grad_zero_logits_ptr + offsets, grad_zero_logit.to(grad_zero_logits_ptr.dtype.element_ty),
                      mask=stored)
         theta_partial = tl.sum(tl.where(gene, grad * by_log_theta, 0.0), 0)
-        tl.store(theta_partials_ptr + row_block.to(tl.int64) * n_genes + columns, theta_partial,
-                 mask=columns < n_genes)
+        tl.store(theta_partials_ptr + row_block.to(tl.int64) * n_genes + columns, theta_partial, mask=genes)
 
     @triton.jit
-    def _add_at_entries(dense_ptr, entries_ptr, values_ptr, n, BLOCK: tl.constexpr):
-        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = i < n
-        index = tl.load(entries_ptr + i, mask=mask, other=0)
-        total = tl.load(dense_ptr + index, mask=mask).to(tl.float32)
-        total += tl.load(values_ptr + i, mask=mask).to(tl.float32)
-        tl.store(dense_ptr + index, total.to(dense_ptr.dtype.element_ty), mask=mask)
+    def _entries_backward(out_ptr, zero_logits_ptr, bias_ptr, zero_bias_ptr, log_library_ptr, log_theta_ptr,
+                          log_norm_ptr, slope_sums_ptr, entry_grads_ptr, rows_ptr, columns_ptr, grad_sums_ptr,
+                          grad_out_ptr, grad_zero_logits_ptr, grad_log_theta_ptr, n_entries, width,
+                          ZINB: tl.constexpr, BLOCK: tl.constexpr):
+        # At an entry the zero-count part and the gain's part of a gradient can be large and cancel: the zero-count
+        # part is recomputed here and the sum stored, rounded once to the gradient's dtype (adding to the rounded
+        # value the dense kernel stored there lost all digits of such sums). Value-0 padding entries may repeat a
+        # cell and column: they store the same value twice. log θ's gradient takes the gains' parts atomically.
+        index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = index < n_entries
+        row = tl.load(rows_ptr + index, mask=mask, other=0)
+        column = tl.load(columns_ptr + index, mask=mask, other=0)
+        grad = tl.load(grad_sums_ptr + row, mask=mask, other=0.0)
+        position = row.to(tl.int64) * width + column
+        x = tl.load(out_ptr + position, mask=mask, other=0.0).to(tl.float32)
+        x += tl.load(bias_ptr + column, mask=mask, other=0.0)
+        log_norm = tl.load(log_norm_ptr + row, mask=mask, other=0.0)
+        log_theta = tl.load(log_theta_ptr + column, mask=mask, other=0.0).to(tl.float32)
+        log_library = tl.load(log_library_ptr + row, mask=mask, other=0.0).to(tl.float32)
+        zero_logit = x
+        if ZINB:
+            zero_logit = tl.load(zero_logits_ptr + position, mask=mask, other=0.0).to(tl.float32)
+            zero_logit += tl.load(zero_bias_ptr + column, mask=mask, other=0.0)
+        _, by_log_mu, _, by_zero_logit = _zero_terms(x, log_norm, log_library, log_theta, zero_logit, ZINB)
+        slope_sum = tl.load(slope_sums_ptr + row, mask=mask, other=0.0)
+        gain_by_log_mu = grad * tl.load(entry_grads_ptr + index, mask=mask, other=0.0)
+        total = grad * (by_log_mu - tl.exp(x - log_norm) * slope_sum) + gain_by_log_mu
+        tl.store(grad_out_ptr + position, total.to(grad_out_ptr.dtype.element_ty), mask=mask)
+        gain_by_log_theta = grad * tl.load(entry_grads_ptr + n_entries + index, mask=mask, other=0.0)
+        tl.atomic_add(grad_log_theta_ptr + column, gain_by_log_theta, mask=mask, sem="relaxed")
+        if ZINB:
+            gain_by_zero_logit = grad * tl.load(entry_grads_ptr + 2 * n_entries + index, mask=mask, other=0.0)
+            total = grad * by_zero_logit + gain_by_zero_logit
+            tl.store(grad_zero_logits_ptr + position, total.to(grad_zero_logits_ptr.dtype.element_ty), mask=mask)

@@ -10,8 +10,8 @@ Every term is summed over genes or latent dimensions per cell and averaged over 
 
 Counts come as :class:`SparseCounts` (coordinates of the non-zero entries). The encoder's input is densified once, in
 the autocast dtype; the likelihood is the per-cell sum of what every gene contributes at a zero count (from decoder
-outputs alone) plus what each non-zero entry adds (see :mod:`.distributions`). The first part is the only per-gene
-element-wise arithmetic left (on CUDA two Triton kernels, :mod:`.kernels`).
+outputs alone) plus what each non-zero entry adds (see :mod:`.distributions`); for nb/zinb on CUDA both run as the
+Triton kernels of :mod:`.kernels`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from torch import nn
 
 from . import kernels
 from .config import LIKELIHOODS
-from .distributions import (at_least_float32, log_gaussian_unit, log_nb_count_gain, log_nb_zero_and_grads,
-                            log_zinb_nonzero, log_zinb_zero, log_zinb_zero_and_grads)
+from .distributions import (at_least_float32, log_gaussian_unit, log_nb_gain_and_grads, log_nb_zero_and_grads,
+                            log_zinb_gain_and_grads, log_zinb_zero_and_grads)
 
 UNLABELED = -1
 
@@ -62,10 +62,6 @@ class SparseCounts(NamedTuple):
         """Per row, the sum of its entries' ``values`` (differentiable; see :func:`_segment_sums`)."""
         return _segment_sums(values, self.offsets)
 
-    def at_entries(self, per_row: torch.Tensor) -> torch.Tensor:
-        """``per_row[row]``, whose gradient is summed by :meth:`row_sums` rather than scatter-added."""
-        return _RowsToEntries.apply(per_row, self.row, self.offsets)
-
 
 def _segment_sums(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Sums of ``values[offsets[r]:offsets[r + 1]]`` as differences of a float64 prefix sum, not a scatter-add: a
@@ -74,18 +70,6 @@ def _segment_sums(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     (``torch.segment_reduce`` was slower than this in a run on an H100)."""
     prefix = F.pad(values.double().cumsum(0), (1, 0))
     return (prefix[offsets[1:]] - prefix[offsets[:-1]]).to(values.dtype)
-
-
-class _RowsToEntries(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, per_row, row, offsets):
-        ctx.save_for_backward(offsets)
-        return per_row.index_select(0, row)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (offsets,) = ctx.saved_tensors
-        return _segment_sums(grad, offsets), None, None
 
 
 class _GatherDistinct(torch.autograd.Function):
@@ -105,85 +89,98 @@ class _GatherDistinct(torch.autograd.Function):
         return flat.view(ctx.source_shape), None
 
 
-def zero_count_sums(likelihood: str, out: torch.Tensor, zero_logits: torch.Tensor | None, log_library: torch.Tensor,
-                    log_theta: torch.Tensor | None, entries: torch.Tensor, *, n_genes: int) -> tuple:
-    """Per cell, the log-likelihood summed over the first ``n_genes`` columns as if every count were zero; (nb, zinb)
-    the log-softmax normaliser of the decoder output over them (``None`` for mse); then the decoder outputs, and
-    (zinb) the zero logits, at ``entries``: the flat indices of a batch's non-zero counts, distinct. Columns past
-    ``n_genes`` are padding."""
-    if likelihood == "mse":
-        sums = log_gaussian_unit(torch.zeros_like(out[:, :n_genes]), out[:, :n_genes]).sum(-1)
-        return sums, None, _GatherDistinct.apply(out, entries)
-    return _CountZeroSums.apply(out, zero_logits, log_library, log_theta, entries)
+def count_log_likelihood(out: torch.Tensor, zero_logits: torch.Tensor | None, bias: torch.Tensor,
+                         zero_bias: torch.Tensor | None, log_library: torch.Tensor, log_theta: torch.Tensor,
+                         counts: SparseCounts) -> torch.Tensor:
+    """Per cell, log NB (``zero_logits`` None) or log ZINB of ``counts``, summed over genes, with mean
+    ℓ·softmax(out + bias) over the first ``len(log_theta)`` columns (the rest are padding) and zero logits
+    ``zero_logits + zero_bias``; ``log_library``: (cells, 1). Its terms: what every gene contributes at a zero count,
+    plus what each non-zero entry adds (:mod:`.distributions`). The biases come separately from the matrix products,
+    so that nothing writes a bias-added copy of the cells × genes outputs."""
+    return _CountLogLikelihood.apply(out, zero_logits, bias, zero_bias, log_library, log_theta, counts.row,
+                                     counts.col, counts.value, counts.offsets)
 
 
-class _CountZeroSums(torch.autograd.Function):
-    """nb/zinb zero-count sums with a hand-written backward, and the decoder outputs at the non-zero entries.
+class _CountLogLikelihood(torch.autograd.Function):
+    """:func:`count_log_likelihood` with a hand-written backward.
 
-    With log μ = out − N + log ℓ (N the per-cell log-sum-exp over genes) and h the per-gene zero-count term,
-    ∂Σh/∂out_j = h'_j − softmax_j · Σ_g h'_g. The sum Σ_g h'_g is taken in the forward pass, so the backward keeps
-    only the decoder outputs in their own (autocast) dtype and two numbers per cell; left to autograd, every float32
-    intermediate of the cells × genes arithmetic is kept or recomputed, which made these few lines the largest part of
-    a compiled step's GPU time. The gradients of the values at the entries are added into the dense ones in place
-    (no second cells × genes buffer to sum). On CUDA the dense arithmetic runs as the Triton kernels of
+    With log μ = out + b − N + log ℓ (N the per-cell log-sum-exp over genes) and T the cell's total,
+    ∂T/∂out_j = t'_j − softmax_j · Σ_g t'_g, t'_j the derivative by log μ_j of gene j's zero-count term plus (at a
+    non-zero entry) its gain. The forward keeps the sum Σ_g t'_g and each entry's derivatives, so the backward reads
+    only the decoder outputs in their own (autocast) dtype, a few numbers per cell and a few per entry; left to
+    autograd, every float32 intermediate of the cells × genes arithmetic is kept or recomputed, which made these few
+    lines the largest part of a compiled step's GPU time. On CUDA the arithmetic runs as the Triton kernels of
     :mod:`.kernels`; elsewhere as the torch code below.
     """
 
     @staticmethod
-    def _terms(out, zero_logits, log_norm, log_library, log_theta):
-        """The genes' decoder outputs in float32 (or wider), then per cell: log μ, the zero-count term and its
-        derivatives by log μ, log θ and (zinb) the zero logit. Without ``log_norm``, the log-sum-exp is taken here."""
+    def _dense(out, zero_logits, bias, zero_bias, log_library, log_theta, log_norm=None):
+        """log μ over the genes (float32 or wider), the normaliser N per cell, and the zero-count terms with their
+        derivatives by log μ, log θ and (zinb) the zero logit."""
         genes = slice(0, len(log_theta))
         (wide,) = at_least_float32(out[:, genes])
+        wide = wide + bias[genes]
         if log_norm is None:
-            log_norm = torch.logsumexp(wide, -1, keepdim=True)
-        log_mu = wide - log_norm + log_library
+            log_norm = torch.logsumexp(wide, -1)
+        log_mu = wide - log_norm[:, None] + log_library
         if zero_logits is None:
-            return log_norm, log_mu, *log_nb_zero_and_grads(log_mu, log_theta), None
-        return log_norm, log_mu, *log_zinb_zero_and_grads(log_mu, log_theta, zero_logits[:, genes])
+            return log_mu, log_norm, None, (*log_nb_zero_and_grads(log_mu, log_theta), None)
+        (zero_wide,) = at_least_float32(zero_logits[:, genes])
+        zero_wide = zero_wide + zero_bias[genes]
+        return log_mu, log_norm, zero_wide, log_zinb_zero_and_grads(log_mu, log_theta, zero_wide)
 
     @staticmethod
-    def forward(ctx, out, zero_logits, log_library, log_theta, entries):
-        if _fused(out):
-            sums, log_norm, slope_sums = kernels.zero_count_forward(out, zero_logits, log_library, log_theta)
-            log_norm, slope_sums = log_norm[:, None], slope_sums[:, None]
+    def forward(ctx, out, zero_logits, bias, zero_bias, log_library, log_theta, row, col, value, offsets):
+        ctx.fused = _fused(out)
+        if ctx.fused:
+            sums, log_norm, slope_sums, entry_grads = kernels.count_forward(
+                out, zero_logits, bias, zero_bias, log_library, log_theta, row, col, value)
         else:
-            log_norm, _, value, by_log_mu, _, _ = _CountZeroSums._terms(out, zero_logits, None, log_library,
-                                                                        log_theta)
-            sums, slope_sums = value.sum(-1), by_log_mu.sum(-1, keepdim=True)
-        ctx.save_for_backward(out, zero_logits, log_library, log_theta, log_norm, slope_sums, entries)
-        at_entries = [t.reshape(-1).index_select(0, entries) for t in (out, zero_logits) if t is not None]
-        return sums, log_norm, *at_entries
+            log_mu, log_norm, zero_wide, (terms, by_log_mu, _, _) = _CountLogLikelihood._dense(
+                out, zero_logits, bias, zero_bias, log_library, log_theta)
+            at = row * len(log_theta) + col
+            arguments = (value, log_mu.reshape(-1)[at], log_theta[col])
+            gain, *entry_grads = log_nb_gain_and_grads(*arguments) if zero_logits is None \
+                else log_zinb_gain_and_grads(*arguments, zero_wide.reshape(-1)[at])
+            sums = terms.sum(-1) + _segment_sums(gain, offsets)
+            slope_sums = by_log_mu.sum(-1) + _segment_sums(entry_grads[0], offsets)
+            entry_grads = torch.stack(entry_grads)
+        ctx.save_for_backward(out, zero_logits, bias, zero_bias, log_library, log_theta, log_norm, slope_sums,
+                              entry_grads, row, col)
+        return sums
 
     @staticmethod
-    def backward(ctx, grad_sums, grad_log_norm, *grad_at_entries):
-        out, zero_logits, log_library, log_theta, log_norm, slope_sums, entries = ctx.saved_tensors
-        grad = grad_sums[:, None]
-        fused = _fused(out)
-        if fused:
-            grad_out, grad_zero_logits, grad_log_theta = kernels.zero_count_backward(
-                out, zero_logits, log_library, log_theta, log_norm[:, 0], slope_sums[:, 0], grad_sums,
-                grad_log_norm[:, 0])
+    def backward(ctx, grad_sums):
+        out, zero_logits, bias, zero_bias, log_library, log_theta, log_norm, slope_sums, entry_grads, row, col = \
+            ctx.saved_tensors
+        if ctx.fused:
+            grad_out, grad_zero_logits, grad_bias, grad_zero_bias, grad_log_theta = kernels.count_backward(
+                out, zero_logits, bias, zero_bias, log_library, log_theta, log_norm, slope_sums, entry_grads, row,
+                col, grad_sums)
         else:
-            _, log_mu, _, by_log_mu, by_log_theta, by_zero_logits = _CountZeroSums._terms(
-                out, zero_logits, log_norm, log_library, log_theta)
+            log_mu, _, _, (_, by_log_mu, by_log_theta, by_zero_logit) = _CountLogLikelihood._dense(
+                out, zero_logits, bias, zero_bias, log_library, log_theta, log_norm)
+            grad = grad_sums[:, None]
+            at, grad_at = row * len(log_theta) + col, grad_sums[row]
             softmax = (log_mu - log_library).exp()
+            grad_wide = grad * (by_log_mu - softmax * slope_sums[:, None])
+            grad_wide.view(-1).index_add_(0, at, grad_at * entry_grads[0])
+            grad_log_theta = (grad * by_log_theta).sum(0).index_add_(0, col, grad_at * entry_grads[1])
             padding = (0, out.shape[1] - len(log_theta))
-            grad_out = F.pad(grad * (by_log_mu - softmax * slope_sums) + grad_log_norm * softmax,
-                             padding).to(out.dtype)
-            grad_zero_logits = None if zero_logits is None else F.pad(grad * by_zero_logits,
-                                                                      padding).to(zero_logits.dtype)
-            grad_log_theta = (grad * by_log_theta).sum(0)
-        for dense, at_entries in zip((grad_out, grad_zero_logits), grad_at_entries):
-            if fused:
-                kernels.add_at_entries(dense, entries, at_entries)
-            else:
-                dense.view(-1).index_add_(0, entries, at_entries.to(dense.dtype))
-        return grad_out, grad_zero_logits, grad * slope_sums, grad_log_theta.to(log_theta.dtype), None
+            grad_out, grad_bias = F.pad(grad_wide, padding).to(out.dtype), F.pad(grad_wide.sum(0), padding)
+            grad_zero_logits = grad_zero_bias = None
+            if zero_logits is not None:
+                grad_zero_wide = grad * by_zero_logit
+                grad_zero_wide.view(-1).index_add_(0, at, grad_at * entry_grads[2])
+                grad_zero_logits = F.pad(grad_zero_wide, padding).to(zero_logits.dtype)
+                grad_zero_bias = F.pad(grad_zero_wide.sum(0), padding)
+        return (grad_out, grad_zero_logits, grad_bias.to(bias.dtype),
+                None if grad_zero_bias is None else grad_zero_bias.to(zero_bias.dtype),
+                grad_sums[:, None] * slope_sums[:, None], grad_log_theta.to(log_theta.dtype), None, None, None, None)
 
 
 def _fused(out: torch.Tensor) -> bool:
-    """Whether the Triton kernels take the zero-count sums (they compute in float32: float64 stays on torch)."""
+    """Whether the Triton kernels take the likelihood (they compute in float32: float64 stays on torch)."""
     return kernels.AVAILABLE and out.is_cuda and out.dtype != torch.float64
 
 
@@ -219,10 +216,11 @@ class GMVAEModule(nn.Module):
         if n_components < 2:
             raise ValueError(f"n_components must be at least 2, not {n_components}.")
         self.likelihood, self.target_sum, self.n_genes = likelihood, target_sum, n_genes
-        # Gene-wide layers are padded to a multiple of 8 columns: rows of 16 bytes in bf16 let cuBLAS use its
-        # tensor-core kernels (at 24,205 genes it fell back to kernels 5× slower). Padded inputs are zero and
-        # padded outputs are never read.
-        self.width = -(-n_genes // 8) * 8
+        # Gene-wide layers are padded to a multiple of 64 columns, rows of 128 bytes in bf16: cuBLAS needs 16 for its
+        # tensor-core kernels (at 24,205 genes it fell back to kernels 5× slower), and torch.compile pads other rows
+        # to 128 bytes, then copies each cells × genes output to unpadded rows for every Triton kernel that reads
+        # it (four copies per zinb step). Padded inputs are zero and padded outputs are never read.
+        self.width = -(-n_genes // 64) * 64
         self.encoder = mlp([self.width, *hidden_dims], dropout)
         self.head_y = nn.Linear(hidden_dims[-1], n_components)
         self.head_z = nn.Linear(hidden_dims[-1], 2 * latent_dim)
@@ -256,32 +254,36 @@ class GMVAEModule(nn.Module):
 
     def _log_likelihood(self, counts: SparseCounts, log1p_values: torch.Tensor, library: torch.Tensor,
                         z: torch.Tensor) -> torch.Tensor:
-        """log p(x | z) per cell, summed over genes: zero-count sums over all genes plus the non-zero entries' gain."""
+        """log p(x | z) per cell, summed over genes: zero-count sums over all genes plus the non-zero entries' gain.
+        For nb/zinb the gene-wide heads' biases are added by the likelihood's kernels (a bias in the matrix product
+        made a compiled step copy it into each cells × genes output first); mse keeps it in the product (added
+        after it, mse epochs took 4–7 % longer in two H100 leases)."""
         hidden = self.decoder(z)
-        out = self.head_x(hidden)
-        zero_logits = self.head_zero(hidden) if self.head_zero is not None else None
-        log_library = library.log()[:, None]
-        zero_sums, log_norm, out_at, *zero_logits_at = zero_count_sums(
-            self.likelihood, out, zero_logits, log_library, self.log_theta, counts.flat_index(self.width),
-            n_genes=self.n_genes)
-        if self.likelihood == "mse":
-            gain = log_gaussian_unit(log1p_values, out_at) - log_gaussian_unit(torch.zeros_like(out_at), out_at)
-        else:
-            log_mu = out_at + counts.at_entries((log_library - log_norm)[:, 0])
-            log_theta = self.log_theta.index_select(0, counts.col)
-            if self.likelihood == "nb":
-                gain = log_nb_count_gain(counts.value, log_mu, log_theta)
-            else:
-                gain = (log_zinb_nonzero(counts.value, log_mu, log_theta, zero_logits_at[0])
-                        - log_zinb_zero(log_mu, log_theta, zero_logits_at[0]))
+        if self.likelihood != "mse":
+            out = F.linear(hidden, self.head_x.weight)
+            zero_logits = F.linear(hidden, self.head_zero.weight) if self.head_zero is not None else None
+            return count_log_likelihood(out, zero_logits, self.head_x.bias,
+                                        None if zero_logits is None else self.head_zero.bias, library.log()[:, None],
+                                        self.log_theta, counts)
+        predicted = self.head_x(hidden)
+        at_entries = _GatherDistinct.apply(predicted, counts.flat_index(self.width))
+        zero_sums = log_gaussian_unit(torch.zeros_like(predicted[:, :self.n_genes]),
+                                      predicted[:, :self.n_genes]).sum(-1)
+        gain = log_gaussian_unit(log1p_values, at_entries) - log_gaussian_unit(torch.zeros_like(at_entries), at_entries)
         return zero_sums + counts.row_sums(gain.to(zero_sums.dtype))
 
     def kl_to_components(self, z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
-        """KL(q(z|x) ‖ N(μ_k, σ_k²)) for every cell and component, summed over latent dimensions: (cells, K)."""
-        z_mean, z_log_var = z_mean.float()[:, None, :], z_log_var.float()[:, None, :]
-        prior_log_var = self.prior_log_var[None]
-        return 0.5 * (prior_log_var - z_log_var
-                      + (z_log_var.exp() + (z_mean - self.prior_mean[None]) ** 2) / prior_log_var.exp() - 1).sum(-1)
+        """KL(q(z|x) ‖ N(μ_k, σ_k²)) for every cell and component, summed over latent dimensions: (cells, K).
+
+        Written as matrix products over the latent dimensions, (σ_q² + z²)·(1/σ_k²) − 2z·(μ_k/σ_k²) + Σ μ_k²/σ_k²:
+        broadcast to cells × K × latent, its backward summed over cells in a reduction kernel that took longer than
+        the rest of the encoder's backward."""
+        z_mean, z_log_var = at_least_float32(z_mean, z_log_var)
+        precision = torch.exp(-self.prior_log_var)
+        with torch.autocast(z_mean.device.type, enabled=False):  # bf16 products would lose the KL's digits
+            quadratic = ((z_log_var.exp() + z_mean ** 2) @ precision.T - 2 * z_mean @ (self.prior_mean * precision).T
+                         + (self.prior_mean ** 2 * precision).sum(-1))
+        return 0.5 * (self.prior_log_var.sum(-1) - z_log_var.sum(-1, keepdim=True) + quadratic - z_mean.shape[-1])
 
     def forward(self, counts: SparseCounts | torch.Tensor, labels: torch.Tensor | None = None, *, kl_weight: float = 1.0,
                 ce_weight: float = 1.0, class_weights: torch.Tensor | None = None,
