@@ -169,3 +169,12 @@ def test_padding_rows_change_no_loss_term_and_no_gradient(likelihood):
     for a, b in zip(torch.autograd.grad(masked["loss"], parameters, allow_unused=True),
                     torch.autograd.grad(plain["loss"], parameters, allow_unused=True)):
         torch.testing.assert_close(a, b)
+
+
+def test_weights_of_another_padding_are_refused_with_one_clear_error():
+    module = GMVAEModule(G, K, latent_dim=4, hidden_dims=(16,))
+    state = module.state_dict()
+    state["head_x.weight"] = state["head_x.weight"][:G + 3]  # as an earlier version padded the genes
+    with pytest.raises(ValueError, match=f"{G + 3} columns wide.*train the GMVAE again"):
+        module.load_weights(state, "model.pt")
+    module.load_weights(module.state_dict(), "model.pt")

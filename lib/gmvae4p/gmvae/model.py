@@ -149,7 +149,7 @@ class GMVAE:
             raise RuntimeError(f"{path} is not a completed training run.")
         module = GMVAEModule(len(state["genes"]), len(state["component_names"]),
                              **training.module_kwargs(ModuleConfig(**state["module_config"])))
-        module.load_state_dict(state["module"])
+        module.load_weights(state["module"], str(path))
         self.module, self.history = module.eval(), state["history"]
 
     def _counts(self, adata: ad.AnnData) -> sp.csr_matrix:

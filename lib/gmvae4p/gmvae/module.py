@@ -232,6 +232,14 @@ class GMVAEModule(nn.Module):
         self.prior_log_var = nn.Parameter(torch.zeros(n_components, latent_dim))
         self.prior_logits = nn.Parameter(torch.zeros(n_components))
 
+    def load_weights(self, state_dict: dict, source: str) -> None:
+        """``load_state_dict``, with one clear error for a file written when gene-wide layers had another padding."""
+        width = state_dict["head_x.weight"].shape[0]
+        if width != self.width:
+            raise ValueError(f"{source} holds gene-wide layers {width} columns wide, written by an earlier gmvae4p; "
+                             f"this one pads {self.n_genes} genes to {self.width} columns: train the GMVAE again.")
+        self.load_state_dict(state_dict)
+
     def encode(self, counts: SparseCounts | torch.Tensor):
         """``(logits of q(y|x), mean of q(z|x), log variance of q(z|x))``; ``counts`` sparse or a dense tensor."""
         counts = _as_sparse(counts)

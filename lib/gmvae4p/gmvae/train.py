@@ -338,7 +338,7 @@ def _load_checkpoint(path: Path, module, optimizer, module_config, config, devic
     if state["module_config"] != dataclasses.asdict(module_config):
         raise ValueError(f"--resume: {path} was trained with module settings {state['module_config']}, "
                          f"not {dataclasses.asdict(module_config)}; start without --resume.")
-    module.load_state_dict(state["module"])
+    module.load_weights(state["module"], f"--resume: {path}")
     optimizer.load_state_dict(state["optimizer"])
     return state["history"]
 
