@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--likelihoods", default="mse,nb,zinb")
     parser.add_argument("--placements", default="resident")
     parser.add_argument("--compile", default="off,on", help=f"compile settings to run: {', '.join(COMPILE_SETTINGS)}")
-    parser.add_argument("--kernels", default="on", help="on, off or both: the Triton kernels of the zero-count sums "
+    parser.add_argument("--kernels", default="on", help="on, off or both: the Triton kernels of the nb/zinb likelihood "
                         "(off: the torch code, as on the CPU)")
     parser.add_argument("--reference-steps", type=int, default=0, help="time the seed-style path (0: skip)")
     parser.add_argument("--profile", default="", help="likelihood to profile (each --compile setting), or empty")
