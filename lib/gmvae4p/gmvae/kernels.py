@@ -59,9 +59,18 @@ def count_backward(out, zero_logits, bias, zero_bias, log_library, log_theta, lo
     # product's bias): partial sums for them in the dense kernel took it from 1.27 to 2.90 ms (8 × 256 tiles,
     # bench/bench_kernels.py, two leases)
     if zero_logits is None:
-        return grad_out, None, grad_out.sum(0, dtype=torch.float32), None, grad_log_theta
-    return (grad_out, grad_zero_logits, grad_out.sum(0, dtype=torch.float32),
-            grad_zero_logits.sum(0, dtype=torch.float32), grad_log_theta)
+        grad_zero_logits = grad_zero_bias = None
+    else:
+        grad_zero_bias = grad_zero_logits.sum(0, dtype=torch.float32)
+    return grad_out, grad_zero_logits, grad_out.sum(0, dtype=torch.float32), grad_zero_bias, grad_log_theta
+
+
+def _dense_arguments(out, zero_logits, bias, zero_bias, log_library, log_theta) -> tuple:
+    """The kernels' leading arguments; for nb, ``out`` and ``bias`` stand in for the zero logits and their bias,
+    which the kernels do not read then (a pointer argument cannot be None)."""
+    if zero_logits is None:
+        zero_logits, zero_bias = out, bias
+    return out, zero_logits, bias, zero_bias, log_library, log_theta
 
 
 if AVAILABLE:
@@ -75,7 +84,7 @@ if AVAILABLE:
         sums, log_norm, slope_sums = (torch.empty(n_rows, device=out.device, dtype=torch.float32) for _ in range(3))
         zinb = zero_logits is not None
         entry_grads = torch.empty(3 if zinb else 2, len(values), device=out.device, dtype=torch.float32)
-        dense = (out, zero_logits if zinb else out, bias, zero_bias if zinb else bias, log_library, log_theta)
+        dense = _dense_arguments(out, zero_logits, bias, zero_bias, log_library, log_theta)
         torch.library.wrap_triton(_forward)[(n_rows,)](*dense, sums, log_norm, slope_sums, len(log_theta), width,
                                                        ZINB=zinb, BLOCK=FORWARD_BLOCK, num_warps=FORWARD_WARPS)
         # The entries in blocks of their own, not one program per cell: a fixed-shape batch's sink row holds
@@ -101,8 +110,7 @@ if AVAILABLE:
         row_blocks = triton.cdiv(n_rows, BACKWARD_ROWS)
         theta_partials = torch.empty(row_blocks, n_genes, device=out.device, dtype=torch.float32)
         grad_sums = grad_sums.float().contiguous()
-        dense = (out, zero_logits if zinb else out, bias, zero_bias if zinb else bias, log_library, log_theta,
-                 log_norm, slope_sums)
+        dense = (*_dense_arguments(out, zero_logits, bias, zero_bias, log_library, log_theta), log_norm, slope_sums)
         torch.library.wrap_triton(_backward)[(row_blocks, triton.cdiv(width, BACKWARD_COLUMNS))](
             *dense, grad_sums, grad_out, grad_zero_logits if zinb else grad_out, theta_partials, n_rows, n_genes,
             width, ZINB=zinb, BLOCK_ROWS=BACKWARD_ROWS, BLOCK_COLUMNS=BACKWARD_COLUMNS, num_warps=BACKWARD_WARPS)
@@ -124,12 +132,18 @@ if AVAILABLE:
         return tl.maximum(x, 0.0) + tl.log(1.0 + e), tl.where(x >= 0, 1.0, e) / (1.0 + e)
 
     @triton.jit
-    def _lgamma(x):
-        """log Γ(x) for x > 0: Stirling's series at x + 6 where x < 6 (the recurrence brings it there)."""
+    def _shifted(x):
+        """For x > 0: where x < 6, and x moved up by 6 there (the recurrences of lgamma and digamma bring it there),
+        with 1/y and 1/y² of the moved value y, for the asymptotic series."""
         small = x < 6.0
         y = tl.where(small, x + 6.0, x)
         inverse = 1.0 / y
-        inverse_squared = inverse * inverse
+        return small, y, inverse, inverse * inverse
+
+    @triton.jit
+    def _lgamma(x):
+        """log Γ(x) for x > 0: Stirling's series at x + 6 where x < 6, less the log of the recurrence's product."""
+        small, y, inverse, inverse_squared = _shifted(x)
         series = inverse * (1.0 / 12.0 - inverse_squared * (1.0 / 360.0 - inverse_squared / 1260.0))
         stirling = (y - 0.5) * tl.log(y) - y + 0.91893853320467274 + series
         product = x * (x + 1.0) * (x + 2.0) * (x + 3.0) * (x + 4.0) * (x + 5.0)
@@ -138,10 +152,7 @@ if AVAILABLE:
     @triton.jit
     def _digamma(x):
         """ψ(x) for x > 0: the asymptotic series at x + 6 where x < 6, less the recurrence's 1/(x + k)."""
-        small = x < 6.0
-        y = tl.where(small, x + 6.0, x)
-        inverse = 1.0 / y
-        inverse_squared = inverse * inverse
+        small, y, inverse, inverse_squared = _shifted(x)
         series = tl.log(y) - 0.5 * inverse - inverse_squared * (
             1.0 / 12.0 - inverse_squared * (1.0 / 120.0 - inverse_squared / 252.0))
         shift = 1.0 / x + 1.0 / (x + 1.0) + 1.0 / (x + 2.0) + 1.0 / (x + 3.0) + 1.0 / (x + 4.0) + 1.0 / (x + 5.0)

@@ -264,8 +264,8 @@ class GMVAEModule(nn.Module):
                         z: torch.Tensor) -> torch.Tensor:
         """log p(x | z) per cell, summed over genes: zero-count sums over all genes plus the non-zero entries' gain.
         For nb/zinb the gene-wide heads' biases are added by the likelihood's kernels (a bias in the matrix product
-        made a compiled step copy it into each cells × genes output first); mse keeps it in the product (added
-        after it, mse epochs took 4–7 % longer in two H100 leases)."""
+        made a compiled step copy it into each cells × genes output first); mse keeps it in the product, as before
+        (added after it, mse epochs took 4–7 % longer in two H100 leases and no longer in a third)."""
         hidden = self.decoder(z)
         if self.likelihood != "mse":
             out = F.linear(hidden, self.head_x.weight)
