@@ -3,7 +3,9 @@
 One batch like those of ``bench_gmvae.py`` (4,096 cells, 24,205 genes padded to the module's width, ~3.8 % non-zero,
 counts from a geometric law), padded as a fixed-shape batch is (a last, "sink" row holding value-0 entries, 5 % of
 all; :mod:`gmvae4p.gmvae.batches`): each kernel's GPU time (median of repeated launches, CUDA events) for a few launch
-settings, with its registers and spills per thread, so that block sizes and warps are chosen on measurements.
+settings, with its registers and spills per thread, so that block sizes and warps are chosen on measurements. Also
+the gathering of such a batch's rows from resident counts (:func:`gmvae4p.gmvae.batches._select_rows`), by its
+Triton kernel and by the torch code it replaces on CUDA.
 
     python bench/bench_kernels.py --out kernels.json
 """
@@ -20,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from gmvae4p.gmvae import kernels  # noqa: E402
+from gmvae4p.gmvae.batches import ENTRY_HEADROOM, _select_rows  # noqa: E402
 
 VARIANTS = {
     "forward": [{"BLOCK": 1024, "num_warps": 8}, {"BLOCK": 512, "num_warps": 4}],
@@ -27,6 +30,7 @@ VARIANTS = {
     "backward": [{"BLOCK_ROWS": r, "BLOCK_COLUMNS": c, "num_warps": w}
                  for r, c, w in ((8, 256, 8), (16, 128, 8), (8, 256, 4), (4, 256, 4), (4, 512, 8), (16, 256, 8))],
     "entries_backward": [{"BLOCK": b, "num_warps": w} for b, w in ((256, 4), (256, 8), (512, 8))],
+    "gather_rows": [{"BLOCK": b, "num_warps": w} for b, w in ((1024, 4), (512, 4), (256, 4), (1024, 8), (2048, 8))],
 }
 
 
@@ -61,6 +65,44 @@ def time_launch(launch, repeats: int) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+def gather_runs(cells: int, genes: int, density: float, repeats: int, matrix_rows: int = 200_000) -> list[dict]:
+    """Milliseconds to gather a fixed-shape batch of ``cells`` random rows (plus padding and the sink) from resident
+    CSR counts of ``matrix_rows`` rows, with the Triton kernel and with the torch code."""
+    generator = torch.Generator(device="cuda").manual_seed(1)
+    lengths = torch.binomial(torch.full((matrix_rows,), float(genes)), torch.full((matrix_rows,), density))
+    lengths = lengths.long().cuda()
+    indptr = torch.nn.functional.pad(lengths.cumsum(0), (1, 0))
+    nnz = int(indptr[-1])
+    indices = torch.randint(0, genes, (nnz,), device="cuda", generator=generator, dtype=torch.int32)
+    data = torch.ones(nnz, device="cuda")
+    rows = torch.nn.functional.pad(torch.randperm(matrix_rows, device="cuda", generator=generator)[:cells],
+                                   (0, -(-(cells + 1) // 8) * 8 - cells), value=-1)
+    n_entries = -(-int(lengths[rows[:cells]].sum() * ENTRY_HEADROOM) // 1024) * 1024
+    runs = []
+    for triton_kernel in (True, False):  # the whole gathering, as training calls it
+        kernels.AVAILABLE = triton_kernel  # read at each call
+        milliseconds = time_launch(lambda: _select_rows(indptr, indices, data, rows, n_entries, genes, sink=True),
+                                   repeats)
+        runs.append({"kernel": "select_rows" if triton_kernel else "select_rows_torch", "entries": n_entries,
+                     "ms": round(milliseconds, 4)})
+        print(json.dumps(runs[-1]), flush=True)
+    kernels.AVAILABLE = True
+    # the kernel alone, in several launch settings
+    batch = _select_rows(indptr, indices, data, rows, n_entries, genes, sink=True)
+    batch_rows, columns, values, offsets = batch.row, batch.col, batch.value, batch.offsets
+    for config in VARIANTS["gather_rows"]:
+        def launch(config=config):
+            return kernels._gather_rows[(-(-n_entries // config["BLOCK"]),)](
+                indptr, indices, data, rows, offsets, batch_rows, columns, values, len(rows), n_entries, genes,
+                SEARCH_STEPS=(len(rows) - 1).bit_length(), **config)
+        compiled = launch()
+        runs.append({"kernel": "gather_rows", "entries": n_entries, **config,
+                     "ms": round(time_launch(launch, repeats), 4), "registers": getattr(compiled, "n_regs", None),
+                     "spills": getattr(compiled, "n_spills", None)})
+        print(json.dumps(runs[-1]), flush=True)
+    return runs
 
 
 def main() -> None:
@@ -100,7 +142,7 @@ def main() -> None:
                 grad_zero_logits, grad_log_theta, n_entries, width, ZINB=zinb, **c),
         }
         for name, configs in VARIANTS.items():
-            for config in configs:
+            for config in configs if name in launches else ():
                 compiled = launches[name](config)
                 milliseconds = time_launch(lambda: launches[name](config), args.repeats)
                 run = {"likelihood": "zinb" if zinb else "nb", "kernel": name, **config, "ms": round(milliseconds, 4),
@@ -120,6 +162,7 @@ def main() -> None:
                    "ms": round(time_launch(launch, args.repeats), 4)}
             print(json.dumps(run), flush=True)
             results["runs"].append(run)
+    results["runs"] += gather_runs(args.cells, args.genes, args.density, args.repeats)
     Path(args.out).write_text(json.dumps(results, indent=1))
 
 

@@ -99,3 +99,18 @@ def test_fixed_shape_batches_pad_with_inert_rows_and_entries(counts, placement):
             assert sink.sum() == batch.offsets[-1] - batch.offsets[-2] and not batch.value[sink].any()
             seen += rows[cells].tolist()
     assert len(shapes) == 1 and sorted(seen) == sorted(2 * list(range(200)))
+
+
+def test_gathered_batches_are_the_fixed_shape_batches(counts):
+    """``counts=False`` yields matrix rows that :meth:`CSRBatches.gather` turns into the same batch (of selected rows
+    too: the rows are the matrix's, the positions the selection's)."""
+    subset = CSRBatches(counts).select(np.arange(3, 200, 2))
+    with_counts = list(subset.batches(9, seed=1, fixed_shape=True))
+    with_rows = list(subset.batches(9, seed=1, fixed_shape=True, counts=False))
+    for (positions, batch), (same_positions, rows) in zip(with_counts, with_rows, strict=True):
+        assert torch.equal(positions, same_positions)
+        assert torch.equal(rows[positions >= 0], 3 + 2 * positions[positions >= 0])
+        for mine, theirs in zip(subset.gather(rows), batch):
+            assert mine == theirs if isinstance(mine, tuple) else torch.equal(mine, theirs)
+    with pytest.raises(ValueError, match="counts=False needs fixed_shape=True and resident counts"):
+        next(CSRBatches(counts, placement="streamed").batches(3, fixed_shape=True, counts=False))

@@ -1,12 +1,15 @@
-"""The Triton kernels of the nb/zinb likelihood against the torch code they replace on CUDA: on the GPU where there
-is one, else in Triton's CPU interpreter (switched on in conftest.py)."""
+"""The Triton kernels (nb/zinb likelihood, batch gathering) against the torch code they replace on CUDA: on the GPU
+where there is one, else in Triton's CPU interpreter (switched on in conftest.py)."""
 
+import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 pytest.importorskip("triton")
 
 from gmvae4p.gmvae import kernels  # noqa: E402
+from gmvae4p.gmvae.batches import _select_rows  # noqa: E402
 from gmvae4p.gmvae.module import SparseCounts, count_log_likelihood  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -66,3 +69,20 @@ def test_kernels_match_the_torch_likelihood_and_its_gradients(likelihood):
         assert grads[bias].dtype == torch.float32
         column_sums = grads[name].cpu().float().sum(0)  # summed in another order than on the GPU
         torch.testing.assert_close(grads[bias].cpu(), column_sums, rtol=1e-5, atol=1e-5 * column_sums.abs().max())
+
+
+@pytest.mark.parametrize("sink", [False, True])
+def test_gathered_rows_match_the_torch_gathering(sink):
+    """Entry rows, columns and values of a batch of CSR rows (an empty one, a repeated one, −1 padding rows, and with
+    ``sink`` the entries beyond the rows' own in the last row) as the torch code makes them, over several blocks."""
+    matrix = sp.random(300, 500, density=0.1, format="lil", random_state=3, dtype=np.float32)
+    matrix[31] = 0
+    matrix = matrix.tocsr()
+    indptr, indices, data = (torch.from_numpy(a) for a in (matrix.indptr.astype(np.int64), matrix.indices, matrix.data))
+    rows = torch.tensor([7, 299, 0, 150, 150, 31] * 5 + [-1, -1])
+    n_entries = int(np.diff(matrix.indptr)[rows[rows >= 0].numpy()].sum()) + (2 * kernels.GATHER_BLOCK + 3) * sink
+    expected = _select_rows(indptr, indices, data, rows, n_entries, 500, sink=sink)
+    gathered = kernels.gather_rows(*(t.to(DEVICE) for t in (indptr, indices, data, rows, expected.offsets)),
+                                   n_entries, 500)
+    for ours, theirs in zip(gathered, expected):
+        torch.testing.assert_close(ours.cpu(), theirs, rtol=0, atol=0)

@@ -1,4 +1,4 @@
-"""The nb/zinb log-likelihood of a batch as Triton kernels, for CUDA.
+"""The nb/zinb log-likelihood of a batch, and the gathering of the batch's rows, as Triton kernels, for CUDA.
 
 Per cell, the likelihood is what every gene contributes at a zero count (cells × genes, several transcendental
 functions each) plus what each non-zero entry adds (:mod:`.distributions`). Left to ``torch.compile``, the first took
@@ -9,6 +9,9 @@ entries, prefix sums for the per-cell sums and their backward, a copy of the dec
   then one kernel over the entries (gain added to its cell's sum, derivatives kept per entry for the backward);
 - backward, the dense gradients by the decoder outputs and zero logits in their own dtype (and per block of cells the
   column sums for log θ), then one kernel over the entries that writes theirs over those.
+
+The gathering (:func:`gather_rows`) is one pass over a batch's entries (0.10 ms for a lupus-size batch on an H100),
+where the torch code made about fifteen.
 
 The arithmetic is that of :mod:`.distributions` (checked against it in the tests, on the GPU and in Triton's CPU
 interpreter), with lgamma and digamma written out here: the CUDA library's lgamma has no CPU interpreter version and
@@ -36,6 +39,22 @@ FORWARD_BLOCK, FORWARD_WARPS = 1024, 8
 ENTRY_FORWARD_BLOCK, ENTRY_FORWARD_WARPS = 128, 4
 ENTRY_BACKWARD_BLOCK, ENTRY_BACKWARD_WARPS = 256, 8
 BACKWARD_ROWS, BACKWARD_COLUMNS, BACKWARD_WARPS = 16, 128, 8
+# The gathering: 0.099 ms; 512 / 4 warps took 0.085 ms, too small a difference to re-measure epochs for.
+GATHER_BLOCK, GATHER_WARPS = 1024, 4
+
+
+def gather_rows(indptr, indices, data, rows, offsets, n_entries, n_genes):
+    """``(entry row, column, value)`` of the ``n_entries`` entries of matrix ``rows`` of the CSR
+    ``(indptr, indices, data)``, batch row r's at ``offsets[r]:offsets[r + 1]`` (``n_entries`` is ``offsets[-1]``,
+    given so that nothing waits for the device). A row −1 is the sink of a fixed-shape batch: its entries are zeros
+    in columns cycling through the ``n_genes`` genes, as in :func:`.batches._select_rows`."""
+    entry_row = torch.empty(n_entries, dtype=torch.int64, device=rows.device)
+    columns, values = torch.empty_like(entry_row), torch.empty(n_entries, dtype=data.dtype, device=rows.device)
+    if n_entries:
+        _gather_rows[(triton.cdiv(n_entries, GATHER_BLOCK),)](
+            indptr, indices, data, rows, offsets, entry_row, columns, values, len(rows), n_entries, n_genes,
+            SEARCH_STEPS=max(1, (len(rows) - 1).bit_length()), BLOCK=GATHER_BLOCK, num_warps=GATHER_WARPS)
+    return entry_row, columns, values
 
 
 def count_forward(out, zero_logits, bias, zero_bias, log_library, log_theta, rows, columns, values):
@@ -341,3 +360,27 @@ if AVAILABLE:
             gain_by_zero_logit = grad * tl.load(entry_grads_ptr + 2 * n_entries + index, mask=mask, other=0.0)
             total = grad * by_zero_logit + gain_by_zero_logit
             tl.store(grad_zero_logits_ptr + position, total.to(grad_zero_logits_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _gather_rows(indptr, indices, data, rows, offsets, entry_row, columns, values, n_rows, n_entries, n_genes,
+                     SEARCH_STEPS: tl.constexpr, BLOCK: tl.constexpr):
+        entries = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        inside = entries < n_entries
+        # each entry's batch row: the last r with offsets[r] <= entry (empty rows share their successor's offset),
+        # by bisection, keeping offsets[low] <= entry < offsets[high] (row ends marked and prefix-summed in torch
+        # instead made epochs no faster in an H100 lease)
+        low = tl.zeros([BLOCK], dtype=tl.int32)
+        high = tl.full([BLOCK], n_rows, dtype=tl.int32)
+        for _ in tl.static_range(SEARCH_STEPS):
+            middle = (low + high) // 2
+            before = tl.load(offsets + middle, mask=inside, other=0) <= entries
+            low = tl.where(before, middle, low)
+            high = tl.where(before, high, middle)
+        rank = entries - tl.load(offsets + low, mask=inside, other=0)  # the entry's place in its row
+        matrix_row = tl.load(rows + low, mask=inside, other=-1)
+        real = inside & (matrix_row >= 0)
+        position = tl.load(indptr + tl.maximum(matrix_row, 0), mask=real, other=0) + rank
+        column = tl.load(indices + position, mask=real, other=0).to(tl.int64)
+        tl.store(entry_row + entries, low.to(tl.int64), mask=inside)
+        tl.store(columns + entries, tl.where(real, column, rank % n_genes), mask=inside)
+        tl.store(values + entries, tl.load(data + position, mask=real, other=0.0), mask=inside)
