@@ -58,8 +58,10 @@ class TrainConfig:
     by kernel launches and per-gene element-wise passes). The first epoch pays the compilation."""
     cuda_graphs: bool = True
     """With ``compile``, in one process: pad every batch to one shape (rows and non-zero entries) so that the step
-    compiles to one graph, which on CUDA is recorded once and replayed as a CUDA graph (``mode="reduce-overhead"``)
-    instead of launching its ~180 kernels one by one. Under DDP steps compile for varying shapes instead."""
+    compiles once and, on CUDA, is recorded once and replayed as a CUDA graph instead of launching its few hundred
+    kernels one by one: with resident counts the whole step (batch gathering, forward, backward, clipping, AdamW),
+    with streamed ones the forward and backward (``torch.compile``'s ``mode="reduce-overhead"``). Under DDP steps
+    compile for varying shapes instead."""
     placement: str = "auto"
     """Where counts live: ``resident`` on the device, ``streamed`` from pinned host memory, or ``auto``."""
 

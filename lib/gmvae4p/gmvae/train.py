@@ -1,6 +1,7 @@
 """GMVAE training: the loop, and ``python -m gmvae4p.gmvae.train``, the entry that torchrun starts on every rank.
 
-The loop: AdamW, linear KL warm-up, bf16 autocast on CUDA, optional ``torch.compile``, gradient clipping. Metrics
+The loop: AdamW, linear KL warm-up, bf16 autocast on CUDA, optional ``torch.compile`` (on CUDA with the whole step
+replayed as one CUDA graph: :class:`_GraphedStep`), gradient clipping. Metrics
 accumulate as device tensors and are read once per epoch, so a step never waits for the host. Under DDP each rank
 trains on its shard; metrics are all-reduced as sums and every rank takes the same number of steps. Rank 0 alone logs,
 checkpoints and writes. One log line per epoch:
@@ -40,7 +41,7 @@ from ..data.atomic import atomic_path
 from .batches import CSRBatches
 from .config import ModuleConfig, TrainConfig
 from .mixture import fit_gaussian_mixture
-from .module import UNLABELED, GMVAEModule
+from .module import UNLABELED, GMVAEModule, SparseCounts
 from .trainset import read_shard
 
 TERMS = ("loss", "recon", "kl", "ce")
@@ -65,11 +66,16 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
     stepper = torch.nn.parallel.DistributedDataParallel(
         module, device_ids=[device] if device.type == "cuda" else None) if distributed else module
     fixed_shape = _fixed_shape_steps(config, distributed)
-    graphs = fixed_shape and device.type == "cuda"
+    # On CUDA a fixed-shape step is replayed as a CUDA graph: with resident counts the whole step (_GraphedStep);
+    # streamed counts change address with every chunk, so there torch.compile records the forward and backward alone.
+    whole_step_graph = fixed_shape and device.type == "cuda" and batches.placement == "resident"
+    compiler_graphs = fixed_shape and device.type == "cuda" and not whole_step_graph
     if config.compile:  # unpadded, shapes vary with each batch's non-zero count: compile for dynamic shapes at once
-        stepper = torch.compile(stepper, dynamic=not fixed_shape, mode="reduce-overhead" if graphs else None)
+        stepper = torch.compile(stepper, dynamic=not fixed_shape, mode="reduce-overhead" if compiler_graphs else None)
     optimizer = optimizer or make_optimizer(module, config)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    # (autocast's cache of cast weights must be off while a CUDA graph records: PyTorch's CUDA graph notes)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda",
+                              cache_enabled=not whole_step_graph)
     history = list(history or [])
     # Every rank must take the same number of steps: the largest shard sets it.
     n_batches = math.ceil(_reduce(torch.tensor([batches.n_rows], device=device), dist.ReduceOp.MAX)[0].item()
@@ -78,37 +84,51 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
         else batches.n_rows
     class_weights = _class_weights(labels, module.prior_mean.shape[0], distributed) \
         if config.class_weighted and config.supervised else None
+    sums = torch.zeros(len(TERMS) + 2, device=device)  # terms × cells, correct calls, labelled cells
+
+    def step(positions: torch.Tensor, x: SparseCounts, kl_weight: torch.Tensor) -> None:
+        cells = positions >= 0  # False: a fixed-shape batch's padding rows
+        y = torch.where(cells, labels[positions.clamp_min(0)], UNLABELED) if config.supervised \
+            else torch.full_like(positions, UNLABELED)
+        if compiler_graphs:  # the previous step's graph outputs have been read: the next replay may overwrite them
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast:
+            out = stepper(x, y, kl_weight=kl_weight, ce_weight=config.ce_weight, class_weights=class_weights,
+                          cell_mask=cells if fixed_shape else None)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+        optimizer.step()
+        labelled = y >= 0
+        sums.add_(torch.stack([*(out[t].detach().float() * cells.sum() for t in TERMS),
+                               ((out["logits_y"].argmax(-1) == y) & labelled).sum().float(),
+                               labelled.sum().float()]))
+
+    if whole_step_graph:
+        graphed = _GraphedStep(lambda positions, rows, kl_weight: step(positions, batches.gather(rows), kl_weight))
+
+        def run_step(positions, rows, kl_weight):  # a new entry bound is a new shape of every gathered batch
+            graphed(batches.entry_bound, positions, rows, kl_weight)
+    else:
+        run_step = step
     for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
         torch.manual_seed(_epoch_seed(seed, epoch, rank))
-        sums = torch.zeros(len(TERMS) + 2, device=device)  # terms × cells, correct calls, labelled cells
+        sums.zero_()
         kl_weights = _kl_weights(epoch, n_batches, config.kl_warmup_epochs, device)
-        for step, (rows, x) in enumerate(batches.batches(n_batches, seed=_epoch_seed(seed, epoch, rank),
-                                                         fixed_shape=fixed_shape)):
-            cells = rows >= 0  # False: a fixed-shape batch's padding rows
-            y = torch.where(cells, labels[rows.clamp_min(0)], UNLABELED) if config.supervised \
-                else torch.full_like(rows, UNLABELED)
-            if graphs:  # the previous step's graph outputs have been read: the next replay may overwrite them
-                torch.compiler.cudagraph_mark_step_begin()
-            with autocast:
-                out = stepper(x, y, kl_weight=kl_weights[step], ce_weight=config.ce_weight,
-                              class_weights=class_weights, cell_mask=cells if fixed_shape else None)
-            optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
-            optimizer.step()
-            labelled = y >= 0
-            sums += torch.stack([*(out[t].detach().float() * cells.sum() for t in TERMS),
-                                 ((out["logits_y"].argmax(-1) == y) & labelled).sum().float(),
-                                 labelled.sum().float()])
+        for i, (positions, x) in enumerate(batches.batches(n_batches, seed=_epoch_seed(seed, epoch, rank),
+                                                           fixed_shape=fixed_shape, counts=not whole_step_graph)):
+            run_step(positions, x, kl_weights[i])
         if validation is not None:
             val_batches, val_labels = validation
             predicted = predict(module, val_batches, config.batch_size)[0].argmax(-1)
             known = val_labels >= 0
-            sums = torch.cat([sums, torch.stack([((predicted == val_labels) & known).sum().float(),
-                                                 known.sum().float()])])
+            totals = torch.cat([sums, torch.stack([((predicted == val_labels) & known).sum().float(),
+                                                   known.sum().float()])])
             module.train()
-        totals = _reduce(sums).tolist() if distributed else sums.tolist()  # the one host sync of the epoch
+        else:
+            totals = sums
+        totals = _reduce(totals).tolist() if distributed else totals.tolist()  # the one host sync of the epoch
         seconds = time.perf_counter() - start
         metrics = {t: totals[i] / n_cells for i, t in enumerate(TERMS)}
         n_terms = len(TERMS)
@@ -133,6 +153,44 @@ def _fixed_shape_steps(config: TrainConfig, distributed: bool) -> bool:
     return config.compile and config.cuda_graphs and not distributed
 
 
+class _GraphedStep:
+    """``step(*inputs)`` recorded once as a CUDA graph and replayed: one launch per training step, where launching
+    the step's few hundred kernels (batch gathering, forward, backward, clipping, AdamW, metric sums) one by one
+    left the GPU waiting for the host.
+
+    Inputs are copied into static tensors that the graph reads. For each new ``key`` and input shapes, the first
+    ``WARMUP`` calls run eagerly on a side stream (compilation, AdamW's lazily made state and cuBLAS's workspaces are
+    made there, outside any recording); the next records the graph, then replays it. The step must leave every
+    output in tensors it updates in place, and AdamW must be ``capturable``.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step: Callable[..., None]):
+        self.step, self.graph, self.signature, self.inputs, self.warm = step, None, None, [], 0
+
+    def __call__(self, key, *inputs: torch.Tensor) -> None:
+        signature = (key, *(t.shape for t in inputs))
+        if signature != self.signature:
+            self.signature, self.graph, self.warm = signature, None, 0
+            self.inputs = [torch.empty_like(t) for t in inputs]
+        for static, value in zip(self.inputs, inputs):
+            static.copy_(value, non_blocking=True)
+        if self.graph is None and self.warm == self.WARMUP:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.step(*self.inputs)
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        current, side = torch.cuda.current_stream(), torch.cuda.Stream()
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            self.step(*self.inputs)
+        current.wait_stream(side)
+        self.warm += 1
+
+
 def _kl_weights(epoch: int, n_batches: int, warmup_epochs: float, device) -> torch.Tensor:
     """The KL weight of each step of an epoch (linear warm-up to 1), as one device tensor: a compiled step takes
     it as data, where a Python float would be a new constant every step."""
@@ -153,9 +211,11 @@ def _class_weights(labels: torch.Tensor, n_components: int, distributed: bool) -
 
 
 def make_optimizer(module: GMVAEModule, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; on CUDA the fused kernel (one launch for all parameters instead of a few per tensor)."""
-    return torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                             fused=module.prior_mean.is_cuda)
+    """AdamW; on CUDA the fused kernel (one launch for all parameters instead of a few per tensor), capturable (its
+    step count on the device) so that a CUDA graph can record it."""
+    cuda = module.prior_mean.is_cuda
+    return torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=cuda,
+                             capturable=cuda)
 
 
 @torch.no_grad()
@@ -189,8 +249,9 @@ def fit_prior(module: GMVAEModule, batches: CSRBatches, optimizer: torch.optim.O
     if distributed:
         for parameter in (module.prior_mean, module.prior_log_var, module.prior_logits, *module.head_y.parameters()):
             dist.broadcast(parameter, 0)
-    for parameter in module.head_y.parameters():
-        optimizer.state.pop(parameter, None)
+    for parameter in module.head_y.parameters():  # fresh moments, in place: a recorded step keeps its tensors
+        for value in optimizer.state.get(parameter, {}).values():
+            value.zero_()
 
 
 @torch.no_grad()

@@ -1,0 +1,61 @@
+"""Training on a CUDA GPU (skipped elsewhere; run through the device tool, whose image has torch but not anndata)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+import torch._inductor.config as inductor_config
+
+from gmvae4p.gmvae import train as training
+from gmvae4p.gmvae.batches import CSRBatches
+from gmvae4p.gmvae.config import TrainConfig
+from gmvae4p.gmvae.module import GMVAEModule
+from gmvae4p.gmvae.train import train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+N_TYPES = 4
+
+
+@pytest.fixture(scope="module")
+def counts():
+    rng = np.random.default_rng(0)
+    types = rng.integers(0, N_TYPES, 3000)
+    means = rng.gamma(0.3, 2.0, (N_TYPES, 300))
+    return sp.csr_matrix(rng.poisson(means[types]).astype(np.float32)), torch.from_numpy(types).cuda()
+
+
+@pytest.mark.parametrize("likelihood", ["mse", "zinb"])
+def test_the_recorded_whole_step_trains_like_the_same_steps_run_one_by_one(counts, monkeypatch, likelihood):
+    """Replaying the recorded step (batch gathering, forward, backward, clipping, AdamW, metric sums) gives the
+    losses of running its kernels one by one on the same fixed-shape batches, and every step after a recording's
+    warm-up is a replay."""
+    matrix, types = counts
+    batches = CSRBatches(matrix, device="cuda", placement="resident")
+    warmup, calls = training._GraphedStep.WARMUP, {"capture_begin": 0, "replay": 0}
+
+    def counted(method):
+        original = getattr(torch.cuda.CUDAGraph, method)
+
+        def call(graph, *args, **kwargs):
+            calls[method] += 1
+            return original(graph, *args, **kwargs)
+        return call
+
+    for method in calls:
+        monkeypatch.setattr(torch.cuda.CUDAGraph, method, counted(method))
+    histories = {}
+    for recorded in (True, False):
+        if not recorded:  # the same step, called directly
+            monkeypatch.setattr(training, "_GraphedStep", lambda step: lambda key, *inputs: step(*inputs))
+        torch.manual_seed(0)
+        module = GMVAEModule(matrix.shape[1], N_TYPES, latent_dim=6, hidden_dims=(64,), likelihood=likelihood)
+        config = TrainConfig(epochs=3, batch_size=256, compile=True, cuda_graphs=True)
+        with inductor_config.patch(fallback_random=True):  # the same random numbers with and without the graph
+            histories[recorded] = train(module, batches, types, config=config, log=None)
+    n_steps = 3 * -(-matrix.shape[0] // 256)
+    # one recording, or one more for each epoch whose batches raised the entry bound
+    assert calls["capture_begin"] >= 1 and calls["replay"] == n_steps - warmup * calls["capture_begin"]
+    for term in ("loss", "recon", "kl", "ce", "acc"):
+        np.testing.assert_allclose([h[term] for h in histories[True]], [h[term] for h in histories[False]],
+                                   rtol=1e-3, err_msg=term)
+    assert histories[True][-1]["loss"] < histories[True][0]["loss"]
