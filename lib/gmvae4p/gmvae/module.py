@@ -9,9 +9,9 @@ plus KL(q(y|x) ‖ π). K enters only through K × latent_dim arithmetic: the de
 Every term is summed over genes or latent dimensions per cell and averaged over cells.
 
 Counts come as :class:`SparseCounts` (coordinates of the non-zero entries). The encoder's input is densified once, in
-the autocast dtype; the likelihood is the per-cell sum of what every gene contributes at a zero count (from decoder
-outputs alone) plus what each non-zero entry adds (see :mod:`.distributions`); for nb/zinb on CUDA both run as the
-Triton kernels of :mod:`.kernels`.
+the autocast dtype, and is also the ``mse`` target. The nb/zinb likelihood is the per-cell sum of what every gene
+contributes at a zero count (from decoder outputs alone) plus what each non-zero entry adds (see
+:mod:`.distributions`); on CUDA both run as the Triton kernels of :mod:`.kernels`.
 """
 
 from __future__ import annotations
@@ -70,23 +70,6 @@ def _segment_sums(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     (``torch.segment_reduce`` was slower than this in a run on an H100)."""
     prefix = F.pad(values.double().cumsum(0), (1, 0))
     return (prefix[offsets[1:]] - prefix[offsets[:-1]]).to(values.dtype)
-
-
-class _GatherDistinct(torch.autograd.Function):
-    """``source.reshape(-1)[index]`` for distinct ``index`` (a batch's non-zero entries; :class:`.batches.CSRBatches`
-    sums repeated ones): the gradient is scattered by plain stores, where the default backward adds atomically."""
-
-    @staticmethod
-    def forward(ctx, source, index):
-        ctx.save_for_backward(index)
-        ctx.source_shape = source.shape
-        return source.reshape(-1).index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (index,) = ctx.saved_tensors
-        flat = grad.new_zeros(ctx.source_shape.numel()).index_put_((index,), grad)
-        return flat.view(ctx.source_shape), None
 
 
 def count_log_likelihood(out: torch.Tensor, zero_logits: torch.Tensor | None, bias: torch.Tensor,
@@ -260,25 +243,22 @@ class GMVAEModule(nn.Module):
         z_mean, z_log_var = self.head_z(hidden).chunk(2, dim=-1)
         return self.head_y(hidden), z_mean, z_log_var.clamp(-12.0, 8.0)
 
-    def _log_likelihood(self, counts: SparseCounts, log1p_values: torch.Tensor, library: torch.Tensor,
+    def _log_likelihood(self, counts: SparseCounts, x_log1p: torch.Tensor, library: torch.Tensor,
                         z: torch.Tensor) -> torch.Tensor:
-        """log p(x | z) per cell, summed over genes: zero-count sums over all genes plus the non-zero entries' gain.
-        For nb/zinb the gene-wide heads' biases are added by the likelihood's kernels (a bias in the matrix product
-        made a compiled step copy it into each cells × genes output first); mse keeps it in the product, as before
-        (added after it, mse epochs took 4–7 % longer in two H100 leases and no longer in a third)."""
+        """log p(x | z) per cell, summed over genes. nb/zinb: zero-count sums over all genes plus the non-zero
+        entries' gain, with the gene-wide heads' biases added by the likelihood's kernels (a bias in the matrix
+        product made a compiled step copy it into each cells × genes output first). mse: against the encoder's dense
+        input ``x_log1p``, in its dtype (bf16 under autocast: rounding the target by at most 2⁻⁹ of its value, as
+        the predictions themselves are rounded), one fused pass over the cells × genes matrix each way."""
         hidden = self.decoder(z)
-        if self.likelihood != "mse":
-            out = F.linear(hidden, self.head_x.weight)
-            zero_logits = F.linear(hidden, self.head_zero.weight) if self.head_zero is not None else None
-            return count_log_likelihood(out, zero_logits, self.head_x.bias,
-                                        None if zero_logits is None else self.head_zero.bias, library.log()[:, None],
-                                        self.log_theta, counts)
-        predicted = self.head_x(hidden)
-        at_entries = _GatherDistinct.apply(predicted, counts.flat_index(self.width))
-        zero_sums = log_gaussian_unit(torch.zeros_like(predicted[:, :self.n_genes]),
-                                      predicted[:, :self.n_genes]).sum(-1)
-        gain = log_gaussian_unit(log1p_values, at_entries) - log_gaussian_unit(torch.zeros_like(at_entries), at_entries)
-        return zero_sums + counts.row_sums(gain.to(zero_sums.dtype))
+        if self.likelihood == "mse":
+            genes = slice(0, self.n_genes)
+            return log_gaussian_unit(x_log1p[:, genes], self.head_x(hidden)[:, genes]).sum(-1)
+        out = F.linear(hidden, self.head_x.weight)
+        zero_logits = F.linear(hidden, self.head_zero.weight) if self.head_zero is not None else None
+        return count_log_likelihood(out, zero_logits, self.head_x.bias,
+                                    None if zero_logits is None else self.head_zero.bias, library.log()[:, None],
+                                    self.log_theta, counts)
 
     def kl_to_components(self, z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
         """KL(q(z|x) ‖ N(μ_k, σ_k²)) for every cell and component, summed over latent dimensions: (cells, K).
@@ -305,10 +285,10 @@ class GMVAEModule(nn.Module):
         """
         counts = _as_sparse(counts)
         library = _library(counts)
-        log1p_values = self._normalized_log1p(counts, library)
-        logits_y, z_mean, z_log_var = self._encode(self._input(counts, log1p_values))
+        x_log1p = self._input(counts, self._normalized_log1p(counts, library))
+        logits_y, z_mean, z_log_var = self._encode(x_log1p)
         z = z_mean + torch.randn_like(z_mean) * (0.5 * z_log_var).exp() if self.training else z_mean
-        recon = -self._log_likelihood(counts, log1p_values, library, z)
+        recon = -self._log_likelihood(counts, x_log1p, library, z)
         kl_all = self.kl_to_components(z_mean, z_log_var)
         log_q_y = F.log_softmax(logits_y.float(), dim=-1)
         if labels is None:
