@@ -59,3 +59,31 @@ def test_the_recorded_whole_step_trains_like_the_same_steps_run_one_by_one(count
         np.testing.assert_allclose([h[term] for h in histories[True]], [h[term] for h in histories[False]],
                                    rtol=1e-3, err_msg=term)
     assert histories[True][-1]["loss"] < histories[True][0]["loss"]
+
+
+def test_a_one_gpu_process_group_trains_through_ddp_with_the_kernels(counts, tmp_path):
+    """Under an NCCL process group (here of one process) the step runs through DDP, compiled for varying shapes, with
+    the likelihood's Triton kernels: it gives the losses of the same training without a group (its gradients are
+    all-reduced, over one rank)."""
+    import torch.distributed as dist
+
+    matrix, types = counts
+    batches = CSRBatches(matrix, device="cuda", placement="resident")
+    # compiled for varying shapes without the group too, so that both take the same unpadded batches
+    config = TrainConfig(epochs=2, batch_size=256, compile=True, cuda_graphs=False)
+    histories = []
+    for grouped in (False, True):
+        if grouped:
+            dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
+                                    device_id=torch.device("cuda", torch.cuda.current_device()))
+        try:
+            torch.manual_seed(0)
+            module = GMVAEModule(matrix.shape[1], N_TYPES, latent_dim=6, hidden_dims=(64,), likelihood="zinb")
+            with inductor_config.patch(fallback_random=True):
+                histories.append(train(module, batches, types, config=config, log=None))
+        finally:
+            if grouped:
+                dist.destroy_process_group()
+    for term in ("loss", "recon", "kl", "ce", "acc"):
+        np.testing.assert_allclose([h[term] for h in histories[1]], [h[term] for h in histories[0]], rtol=1e-3,
+                                   err_msg=term)

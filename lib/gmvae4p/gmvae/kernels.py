@@ -11,7 +11,7 @@ entries, prefix sums for the per-cell sums and their backward, a copy of the dec
   column sums for log θ), then one kernel over the entries that writes theirs over those.
 
 The gathering (:func:`gather_rows`) is one pass over a batch's entries (0.10 ms for a lupus-size batch on an H100),
-where the torch code made about fifteen.
+where the torch code made about a dozen.
 
 The arithmetic is that of :mod:`.distributions` (checked against it in the tests, on the GPU and in Triton's CPU
 interpreter), with lgamma and digamma written out here: the CUDA library's lgamma has no CPU interpreter version and
