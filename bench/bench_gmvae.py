@@ -186,43 +186,51 @@ def profile_steps(counts: sp.csr_matrix, labels: torch.Tensor, device: torch.dev
     return profiler.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=160)
 
 
-def entry_runs(counts: sp.csr_matrix, types: np.ndarray, args) -> list[dict]:
-    """Each likelihood × compile setting × placement through ``python -m gmvae4p.gmvae.train`` in a fresh process."""
+def entry_runs(counts: sp.csr_matrix, types: np.ndarray, args, results: dict, save) -> list[dict]:
+    """Each placement × likelihood × compile setting × process count through ``python -m gmvae4p.gmvae.train`` in
+    fresh processes; with its per-rank record (shard, peak GPU and host memory) from ``model.pt``."""
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         trainset = Path(folder) / "trainset.h5"
         write_trainset(trainset, counts, types, component_names=[f"type{k}" for k in range(N_TYPES)],
                        genes=[f"g{j}" for j in range(counts.shape[1])], validation=np.zeros(len(types), bool))
         lib = str(Path(__file__).resolve().parents[1] / "lib")
-        for placement in args.placements.split(","):
-            for likelihood in args.likelihoods.split(","):
-                for setting in args.compile.split(","):
-                    output = Path(folder) / f"{placement}_{likelihood}_{setting}"
-                    output.mkdir()
-                    write_settings(output, ModuleConfig(likelihood=likelihood),
-                                   TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=2e-3,
-                                               placement=placement, **COMPILE_SETTINGS[setting]))
-                    start = time.perf_counter()
-                    done = subprocess.run([sys.executable, "-c", PEAK_RSS_OF, sys.executable, "-m",
-                                           "gmvae4p.gmvae.train", str(trainset), str(output)],
-                                          env={**os.environ, "PYTHONPATH": lib},
-                                          capture_output=True, text=True)
-                    wall = time.perf_counter() - start
-                    print(done.stdout, done.stderr[-3000:], flush=True)
-                    # the entry's own per-epoch record, not its rounded log lines
-                    history = torch.load(output / MODEL, weights_only=True)["history"] \
-                        if (output / MODEL).is_file() else []
-                    seconds = [h["seconds"] for h in history[1:]]
-                    peak_kb = re.search(r"peak_rss_kb (\d+)", done.stdout)
-                    run = {"path": "entry (python -m gmvae4p.gmvae.train)", "placement": placement,
-                           "likelihood": likelihood, "compile": setting, "returncode": done.returncode,
-                           "seconds_per_epoch_median": round(statistics.median(seconds), 3) if seconds else None,
-                           "seconds_per_epoch": [round(x, 3) for x in seconds],
-                           "first_epoch_seconds": round(history[0]["seconds"], 3) if history else None,
-                           "process_wall_seconds": round(wall, 1),
-                           "peak_host_rss_gb": round(int(peak_kb.group(1)) / 2**20, 2) if peak_kb else None}
-                    print(json.dumps(run), flush=True)
-                    runs.append(run)
+        for placement, likelihood, setting, nproc in itertools.product(
+                args.placements.split(","), args.likelihoods.split(","), args.compile.split(","),
+                [int(n) for n in args.nproc.split(",")]):
+            output = Path(folder) / f"{placement}_{likelihood}_{setting}_{nproc}"
+            output.mkdir()
+            write_settings(output, ModuleConfig(likelihood=likelihood),
+                           TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=2e-3,
+                                       placement=placement, **COMPILE_SETTINGS[setting]))
+            start = time.perf_counter()
+            # one process through the entry, or N ranks of DDP under torchrun (one GPU each)
+            launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] \
+                if nproc > 1 else []
+            done = subprocess.run([sys.executable, "-c", PEAK_RSS_OF, sys.executable, *launcher, "-m",
+                                   "gmvae4p.gmvae.train", str(trainset), str(output)],
+                                  env={**os.environ, "PYTHONPATH": lib},
+                                  capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            print(done.stdout, done.stderr[-3000:], flush=True)
+            # the entry's own per-epoch record, not its rounded log lines
+            state = torch.load(output / MODEL, weights_only=True) if (output / MODEL).is_file() else {}
+            history = state.get("history", [])
+            seconds = [h["seconds"] for h in history[1:]]
+            peak_kb = re.search(r"peak_rss_kb (\d+)", done.stdout)
+            run = {"path": "entry (python -m gmvae4p.gmvae.train)", "processes": nproc,
+                   "placement": placement, "likelihood": likelihood, "compile": setting,
+                   "returncode": done.returncode,
+                   "seconds_per_epoch_median": round(statistics.median(seconds), 3) if seconds else None,
+                   "cells_per_s": round(args.cells / statistics.median(seconds)) if seconds else None,
+                   "seconds_per_epoch": [round(x, 3) for x in seconds],
+                   "first_epoch_seconds": round(history[0]["seconds"], 3) if history else None,
+                   "process_wall_seconds": round(wall, 1),
+                   "peak_host_rss_gb": round(int(peak_kb.group(1)) / 2**20, 2) if peak_kb else None,
+                   "ranks": state.get("ranks")}
+            print(json.dumps(run), flush=True)
+            runs.append(run)
+            save({**results, "runs": runs})  # a run cut short by a time limit keeps what it measured
     return runs
 
 
@@ -245,6 +253,8 @@ def main() -> None:
     parser.add_argument("--trace", default="", help="with --profile: timeline file, '{compile}' filled with the "
                         "compile setting")
     parser.add_argument("--entry", action="store_true", help="train through the entry in fresh processes")
+    parser.add_argument("--nproc", default="1", help="with --entry: process counts to run, e.g. 1,2 (more than one: "
+                        "DDP ranks under torchrun, one GPU each, per-rank batch --batch-size)")
     args = parser.parse_args()
     for option, allowed in (("compile", COMPILE_SETTINGS), ("kernels", ("on", "off"))):
         unknown = set(getattr(args, option).split(",")) - set(allowed)
@@ -257,12 +267,15 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     start = time.perf_counter()
     counts, types = synthetic_counts(args.cells, args.genes, N_TYPES, args.draws_per_cell, device)
+    if device.type == "cuda":  # the generator's cached blocks would stay on GPU 0 while the entry's processes run
+        torch.cuda.empty_cache()
     results = {"cells": args.cells, "genes": args.genes, "nnz": int(counts.nnz), "batch_size": args.batch_size,
                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+               "gpus": torch.cuda.device_count(),
                "torch": torch.__version__, "data_seconds": round(time.perf_counter() - start, 1), "runs": []}
     print(json.dumps(results), flush=True)
     if args.entry:
-        results["runs"] = entry_runs(counts, types, args)
+        results["runs"] = entry_runs(counts, types, args, results, save)
         save(results)
         return
     labels = torch.from_numpy(types).to(device)

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -362,10 +363,14 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
                         seed=seed)
         result = embed(module, counts, components, config.batch_size)
         gathered = _gather_rows(torch.cat([result[k] for k in ("z_mean", "proba", "zscore")], 1), world_size)
+        ranks = _rank_resources(shard.stop - shard.start, device, world_size)
         if rank == 0:
+            log("Peak memory per rank: " + "; ".join(
+                f"rank {r['rank']}: {r['cells']:,} cells, GPU {r['peak_gpu_gb']:.2f} GB, "
+                f"host {r['peak_host_gb']:.2f} GB" for r in ranks))
             _write_embedding(output_dir / EMBEDDING, gathered, trainset, module_config.latent_dim, shard)
             save_state(output_dir / MODEL, module, module_config, config, genes=shard.genes,
-                       component_names=shard.component_names, history=history, complete=True)
+                       component_names=shard.component_names, history=history, complete=True, ranks=ranks)
             log(f"Wrote {output_dir / MODEL} and {output_dir / EMBEDDING}.")
         return history
     finally:
@@ -381,13 +386,16 @@ def module_kwargs(config: ModuleConfig) -> dict:
 
 def save_state(path: str | os.PathLike, module: GMVAEModule, module_config: ModuleConfig, config: TrainConfig, *,
                genes: list[str], component_names: list[str], history: list[dict], complete: bool,
-               optimizer: torch.optim.Optimizer | None = None) -> None:
-    """The one layout of every ``.pt`` file (checkpoint, ``model.pt``, ``GMVAE.save``), written atomically."""
+               optimizer: torch.optim.Optimizer | None = None, ranks: list[dict] | None = None) -> None:
+    """The one layout of every ``.pt`` file (checkpoint, ``model.pt``, ``GMVAE.save``), written atomically.
+    ``ranks``: the entry's record of each rank (shard size, peak GPU and host memory)."""
     state = {"module": module.state_dict(), "module_config": dataclasses.asdict(module_config),
              "train_config": dataclasses.asdict(config), "history": history, "genes": genes,
              "component_names": component_names, "complete": complete}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
+    if ranks is not None:
+        state["ranks"] = ranks
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -455,6 +463,17 @@ def _gather_rows(rows: torch.Tensor, world_size: int) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world_size)]
     dist.all_gather(parts, padded)
     return torch.cat([part[:int(size.item())] for part, size in zip(parts, sizes)])
+
+
+def _rank_resources(n_cells: int, device: torch.device, world_size: int) -> list[dict]:
+    """Every rank's shard size, peak GPU memory (allocated by torch; 0 on the CPU) and peak host RSS, in rank
+    order: under DDP each rank should hold only its shard."""
+    peak_gpu = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    peak_host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    rows = _gather_rows(torch.tensor([[n_cells, peak_gpu, peak_host]], dtype=torch.float64, device=device),
+                        world_size).tolist()
+    return [{"rank": r, "cells": int(cells), "peak_gpu_gb": gpu / 2**30, "peak_host_gb": host / 2**30}
+            for r, (cells, gpu, host) in enumerate(rows)]
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
