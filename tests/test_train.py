@@ -163,6 +163,15 @@ def test_two_gloo_processes_match_one_and_write_one_checkpoint(cohort, trainset,
     assert sorted(p.name for p in two.iterdir()) == ["checkpoint.pt", "embedding.h5", "model.pt", "settings.json"]
     model = torch.load(two / training.MODEL, weights_only=True)
     assert model["complete"] and len(model["history"]) == 6
+    # each rank reports its own shard: two halves of the cells, and its own peak host memory
+    ranks = model["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert [r["cells"] for r in ranks] == [read_shard(trainset, rank, 2).counts.shape[0] for rank in (0, 1)]
+    assert sum(r["cells"] for r in ranks) == cohort.counts.shape[0]
+    assert all(r["peak_gpu_gb"] == 0 and 0 < r["peak_host_gb"] < 64 for r in ranks)
+    assert any(line.startswith("Peak memory per rank: rank 0: ") and "; rank 1: " in line for line in lines)
+    assert [r["cells"] for r in torch.load(one / training.MODEL, weights_only=True)["ranks"]] \
+        == [cohort.counts.shape[0]]
     assert not torch.load(two / training.CHECKPOINT, weights_only=True)["complete"]
     single, double = _held_out_accuracy(one, cohort), _held_out_accuracy(two, cohort)
     assert single >= 0.95 and abs(single - double) <= 0.01, (single, double)
