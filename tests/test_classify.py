@@ -25,8 +25,8 @@ PATIENT = ClassifierConfig(hidden_dim=32, embed_dim=16, max_epochs=100, patience
 
 
 def _samples(n_patients=24, n_samples=5, n_genes=40, signal=2.0, seed=0):
-    """Mixture samples plus one whole row per patient; gene 0, state column 0 and communication column 0 carry the
-    label; states have NaN where a 'type' was not drawn."""
+    """Mixture samples plus one whole row per patient; genes 0–4 (a program), state column 0 and communication
+    column 0 carry the label; states have NaN where a 'type' was not drawn."""
     rng = np.random.default_rng(seed)
     label = np.where(np.arange(n_patients) % 2 == 0, "SLE", "healthy")
     rows = [(f"P{i:02d}_{k}", f"P{i:02d}", f"P{i:02d}", label[i], kind)
@@ -35,7 +35,7 @@ def _samples(n_patients=24, n_samples=5, n_genes=40, signal=2.0, seed=0):
                                                                                                        drop=False)
     positive = (obs["label"] == "SLE").to_numpy()
     x = rng.normal(size=(len(obs), n_genes)).astype(np.float32)
-    x[positive, 0] += signal
+    x[positive, :5] += signal
     samples = ad.AnnData(X=x, obs=obs)
     proportions = rng.dirichlet(np.ones(3), len(obs))
     samples.obsm[keys.PROPORTIONS] = pd.DataFrame(proportions, index=obs.index, columns=["A", "B", "C"])
@@ -105,15 +105,17 @@ def test_cross_validate_tests_every_unit_once_per_method_and_selects_genes_on_tr
     folds = patient_folds(units, n_folds=4, seed=2)
     unit = samples.obs["unit"].to_numpy()
     seen = []
-    original = model_module.most_variable
+    original, program_fit = model_module.most_variable, model_module.LearnedProgram.fit
     monkeypatch.setattr(model_module, "most_variable",
                         lambda features, rows, n: seen.append(set(unit[rows])) or original(features, rows, n))
+    monkeypatch.setattr(model_module.LearnedProgram, "fit", lambda expression, rows, *args, **kwargs:
+                        seen.append(set(unit[rows])) or program_fit(expression, rows, *args, **kwargs))
     methods = ["gmvae4p", "logistic_regression", "composition_logistic_regression"]
     result = evaluate.cross_validate(samples, units, folds, methods=methods, config=FAST, n_top_genes=20,
                                      n_top_interactions=10, device="cpu", progress=False)
     for method, part in result.predictions.groupby("method"):
         assert sorted(part["unit"]) == sorted(units["unit"]), method
-    assert len(seen) == 2 * len(folds)  # bulk genes and interactions, once per fold
+    assert len(seen) == 2 * len(folds)  # the bulk program and interactions, once per fold
     for fold, chosen_from in zip(np.repeat(folds, 2), seen):
         assert chosen_from and not chosen_from & set(fold.test) and not chosen_from & set(fold.validation)
     assert sorted(result.deployment["unit"]) == sorted(units["unit"])
@@ -125,6 +127,34 @@ def test_cross_validate_tests_every_unit_once_per_method_and_selects_genes_on_tr
     table3 = evaluate.deployment_table(result.deployment, n_boot=50)
     assert table3.loc[1, "retention"] == 1.0
     assert table3.loc[0, "retention"] == pytest.approx(table3.loc[0, "auc"] / table3.loc[1, "auc"])
+
+
+def test_program_table_counts_each_genes_folds_and_marks_the_simulated_disease_genes():
+    program = pd.DataFrame({"fold": [0, 0, 1, 1, 2], "gene": ["IFI6", "G1", "IFI6", "ISG15", "IFI6"],
+                            "loading": [0.5, 0.1, 0.7, 0.4, 0.6], "seed": [True, True, False, True, True]})
+    table = evaluate.program_table(program, n_folds=4, disease_genes=np.array(["IFI6", "ISG15", "MX1"]))
+    assert list(table["gene"]) == ["IFI6", "ISG15", "G1"]  # most folds first, then by loading
+    assert table["folds"].tolist() == [3, 1, 1] and table["share_of_folds"].tolist() == [0.75, 0.25, 0.25]
+    assert table["seed_folds"].tolist() == [2, 1, 1] and table["mean_loading"].iloc[0] == pytest.approx(0.6)
+    assert table["disease_gene"].tolist() == [True, True, False]
+    assert evaluate.program_table(pd.DataFrame(), n_folds=4).empty  # bulk_input: genes learns no program
+
+
+def test_gmvae4p_reads_the_learned_programs_score_or_the_most_variable_genes():
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    y = sample_labels(samples, units)
+    fold = patient_folds(units, n_folds=4, seed=1)[0]
+    rows = dict(train=_mixture_rows(samples, fold.train), validation=_mixture_rows(samples, fold.validation))
+    program = GMVAE4P(FAST, n_top_genes=20, n_top_interactions=10, device="cpu").fit(samples, y, **rows)
+    genes = GMVAE4P(dataclasses.replace(FAST, bulk_input="genes"), n_top_genes=20, n_top_interactions=10,
+                    device="cpu").fit(samples, y, **rows)
+    found = set(program.features.program.genes)  # the planted program, found on training rows (14 units)
+    assert set(range(5)) <= found and len(found) <= 6
+    assert program.module.bulk_encoder[0].in_features == 1 and genes.features.program is None
+    assert genes.module.bulk_encoder[0].in_features == 20
+    with pytest.raises(ValueError, match="bulk_input must be program or genes, not 'pca'"):
+        ClassifierConfig(bulk_input="pca")
 
 
 def test_reference_aucs_read_the_simulators_activity_and_its_program_in_the_pseudobulk():

@@ -84,6 +84,10 @@ def test_classifier_stage_writes_every_table_with_each_unit_tested_once_per_meth
     assert (table5.loc[table5["step"] == "whole stage", "wall_s"] > 0).all()
     fusion = pd.read_csv(tables / "gmvae4p_fusion.csv")
     np.testing.assert_allclose(fusion[["proportions", "states", "communication"]].sum(1), 1, rtol=1e-5)
+    program = pd.read_csv(tables / "gmvae4p_program.csv")  # the learned program's genes, every fold
+    assert list(program.columns) == ["fold", "gene", "loading", "seed"] and set(program["fold"]) == {0, 1, 2}
+    genes = set(ad.read_h5ad(ci_run / "data" / "pseudobulk.h5ad", backed="r").var_names)
+    assert set(program["gene"]) <= genes and np.isfinite(program["loading"]).all()
     for suffix in ("png", "pdf", "csv"):
         assert (ci_run / "figures" / f"04_method_auc.{suffix}").stat().st_size > 0
 

@@ -141,7 +141,8 @@ class ClassifySection(ClassifierConfig):
     validation_fraction: float = 0.2
     """Share of a training fold's patients held out for early stopping."""
     n_top_genes: int = 2000
-    """Bulk genes kept per fold: the most variable over the fold's training units."""
+    """Bulk genes the baselines (and GMVAE4P with ``bulk_input: genes``) keep per fold: the most variable over the
+    fold's training units."""
     methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
     small_cohort_sizes: list[int] = dataclasses.field(default_factory=lambda: [10, 20, 30])
     """Table 2: training units drawn from each fold's training units."""

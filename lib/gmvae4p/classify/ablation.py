@@ -30,6 +30,7 @@ STATES_GMVAE_MSE = "states_gmvae_mse"
 """``samples.obsm`` key (in memory, stage 05) of the states from a GMVAE trained with ``mse``."""
 ABLATIONS: dict[str, dict] = {
     FULL: {},
+    "bulk: most variable genes, not the learned program": {"config": {"bulk_input": "genes"}},
     "mean fusion (no certainty weighting)": {"config": {"fusion": "mean"}},
     "no contrastive term": {"config": {"contrastive_weight": 0.0}},
     "no communication": {"modalities": (keys.PROPORTIONS, keys.STATES)},

@@ -14,11 +14,20 @@ METHODS = ("gmvae4p", "logistic_regression", "random_forest", "xgboost", "compos
            "gmvae_embedding_logistic_regression", "prototype_cells", "per_type_networks")
 """Every method of Table 1 by name, GMVAE4P first (:mod:`gmvae4p.classify.evaluate` maps each to its code)."""
 
+BULK_INPUTS = ("program", "genes")
+
 
 @dataclasses.dataclass
 class ClassifierConfig:
     """GMVAE4P's architecture, loss weights and optimization; the cell-level baselines share the optimization."""
 
+    bulk_input: str = "program"
+    """What the bulk encoder reads: ``program``, the score of the disease program learned on the training units
+    (:mod:`gmvae4p.classify.program`), or ``genes``, the ``n_top_genes`` most variable genes' log-CPM."""
+    program_seed_genes: int = 20
+    """``bulk_input: program``: genes by |Welch t| between the labels that seed the program."""
+    program_alpha: float = 0.05
+    """``bulk_input: program``: family-wise error rate of the correlation test by which genes join the program."""
     hidden_dim: int = 256
     embed_dim: int = 64
     dropout: float = 0.2
@@ -42,6 +51,9 @@ class ClassifierConfig:
             _require(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
         _require(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)
         _require(self.fusion in ("certainty", "mean"), "fusion", "certainty or mean", self.fusion)
+        _require(self.bulk_input in BULK_INPUTS, "bulk_input", " or ".join(BULK_INPUTS), self.bulk_input)
+        _require(self.program_seed_genes >= 2, "program_seed_genes", "at least 2", self.program_seed_genes)
+        _require(0 < self.program_alpha < 1, "program_alpha", "in (0, 1)", self.program_alpha)
         _require(self.lr > 0, "lr", "positive", self.lr)
         for name in ("nll_weight", "contrastive_weight", "weight_decay"):
             _require(getattr(self, name) >= 0, name, "non-negative", getattr(self, name))

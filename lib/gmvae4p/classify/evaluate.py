@@ -41,7 +41,9 @@ class CrossValidation:
     weights per test unit (fold, unit, label, one column per modality). ``fused``: its mean fused representation per
     test unit. ``deployment``: per test unit, GMVAE4P on the whole-unit pseudobulk from bulk alone and with the true
     modalities. ``seconds``: wall time of each method summed over its folds (folds may run side by side, see
-    :class:`~gmvae4p.classify.workers.FoldWorkers`). ``histories``: GMVAE4P's epochs per fold.
+    :class:`~gmvae4p.classify.workers.FoldWorkers`). ``histories``: GMVAE4P's epochs per fold. ``program``: the genes
+    of the disease program GMVAE4P learned in each fold (fold, gene, loading, seed: whether it seeded the program;
+    empty with ``bulk_input: genes``).
     """
 
     predictions: pd.DataFrame
@@ -50,6 +52,7 @@ class CrossValidation:
     deployment: pd.DataFrame
     seconds: dict[str, float]
     histories: dict[int, list[dict]]
+    program: pd.DataFrame
 
 
 def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, cells: CellData | None = None,
@@ -81,7 +84,7 @@ class PendingCrossValidation:
     seconds: dict[str, float]
 
     def result(self, *, progress: bool = True) -> CrossValidation:
-        parts, fusion, fused, deployment, histories = list(self.done), [], [], [], {}
+        parts, fusion, fused, deployment, program, histories = list(self.done), [], [], [], [], {}
         seconds = dict(self.seconds)
         for method, fold, task in tqdm(self.tasks, desc="Folds", disable=not progress or not self.tasks):
             value, elapsed = task.result()
@@ -93,6 +96,7 @@ class PendingCrossValidation:
             fusion.append(value["fusion"])
             fused.append(value["fused"])
             deployment.append(value["deployment"])
+            program.append(value["program"])
             histories[fold] = value["history"]
         concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         order = {m: i for i, m in enumerate(self.methods)}  # rows by method as asked for, then by fold
@@ -100,7 +104,7 @@ class PendingCrossValidation:
         predictions = predictions.sort_values(["method", "fold"], key=lambda c: c.map(order) if c.name == "method"
                                               else c, kind="stable").reset_index(drop=True)
         return CrossValidation(predictions, concat(fusion), concat(fused), concat(deployment),
-                               {m: seconds[m] for m in self.methods}, histories)
+                               {m: seconds[m] for m in self.methods}, histories, concat(program))
 
 
 def start_cross_validation(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *,
@@ -177,8 +181,26 @@ def _gmvae4p_fold(shared, y, fold: Fold, config, n_top_genes, n_top_interactions
                                if model.modalities else np.nan})
     frame = lambda values: values.rename_axis("unit").reset_index().assign(fold=fold.index,
                                                                            label=lambda d: label.loc[d["unit"]].values)
+    learned = model.features.program
+    program = pd.DataFrame({"fold": fold.index, "gene": samples.var_names[learned.genes],
+                            "loading": learned.loading, "seed": np.isin(learned.genes, learned.seed_genes)}) \
+        if learned is not None else pd.DataFrame()
     return {"predictions": predictions, "fusion": frame(weights), "fused": frame(embedding),
-            "deployment": deployment, "history": model.history}
+            "deployment": deployment, "program": program, "history": model.history}
+
+
+def program_table(program: pd.DataFrame, *, n_folds: int, disease_genes=None) -> pd.DataFrame:
+    """Per gene of GMVAE4P's learned disease program (:attr:`CrossValidation.program`): in how many of the
+    ``n_folds`` folds it was in the program (``folds``), as a seed gene (``seed_folds``), its mean loading; with
+    ``disease_genes`` (a simulated cohort's truth), whether it is one. Most frequent first."""
+    if program.empty:
+        return pd.DataFrame(columns=["gene", "folds", "share_of_folds", "seed_folds", "mean_loading"])
+    table = program.groupby("gene").agg(folds=("fold", "nunique"), seed_folds=("seed", "sum"),
+                                        mean_loading=("loading", "mean")).reset_index()
+    table.insert(2, "share_of_folds", table["folds"] / n_folds)
+    if disease_genes is not None:
+        table["disease_gene"] = table["gene"].isin(set(map(str, disease_genes)))
+    return table.sort_values(["folds", "mean_loading"], ascending=False).reset_index(drop=True)
 
 
 def positive_label(cells: ad.AnnData, samples: ad.AnnData, chosen: str | None) -> str:

@@ -1,8 +1,8 @@
 """GMVAE4P on an AnnData of pseudobulk samples (stage 03's ``pseudobulk.h5ad``): fit on some units, predict others.
 
-What is fitted — the genes of the bulk input (most variable), the interactions kept (most variable), every
-standardization — is fitted on the training units' mixture samples only (:class:`FoldFeatures`); the validation
-units drive early stopping; any other unit is only ever predicted.
+What is fitted — the bulk input (the learned disease program's score, or the most variable genes), the interactions
+kept (most variable), every standardization — is fitted on the training units' mixture samples only
+(:class:`FoldFeatures`); the validation units drive early stopping; any other unit is only ever predicted.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .. import keys
 from .config import ClassifierConfig
 from .cv import most_variable
 from .module import GMVAE4PModule
+from .program import LearnedProgram
 from .training import fit
 
 BULK = "bulk"
@@ -39,22 +40,29 @@ def feature_block(samples: ad.AnnData, name: str) -> np.ndarray:
 @dataclasses.dataclass
 class FoldFeatures:
     """Columns kept and their standardization, all fitted on training rows; ``sources`` names where a block is read
-    when not under its own name (an ablation reads the states from ``states_expression``)."""
+    when not under its own name (an ablation reads the states from ``states_expression``); ``program``, when set,
+    replaces the bulk block by its one score."""
 
     columns: dict[str, np.ndarray]
     mean: dict[str, np.ndarray]
     scale: dict[str, np.ndarray]
     sources: dict[str, str] = dataclasses.field(default_factory=dict)
+    program: LearnedProgram | None = None
 
     @classmethod
     def fit(cls, samples: ad.AnnData, rows: np.ndarray, *, blocks: tuple[str, ...], n_top_genes: int,
-            n_top_interactions: int, sources: dict[str, str] | None = None) -> FoldFeatures:
+            n_top_interactions: int, sources: dict[str, str] | None = None,
+            program: LearnedProgram | None = None) -> FoldFeatures:
         """Bulk keeps its ``n_top_genes`` and communication its ``n_top_interactions`` most variable columns over
-        ``rows``; every kept column is centred and scaled by its mean and SD over ``rows`` (NaN ignored)."""
+        ``rows``; every kept column is centred and scaled by its mean and SD over ``rows`` (NaN ignored). With a
+        ``program`` (fitted on the same rows) bulk is its score instead."""
         top = {BULK: n_top_genes, keys.COMMUNICATION: n_top_interactions}
         sources = dict(sources or {})
         columns, mean, scale = {}, {}, {}
         for name in blocks:
+            if name == BULK and program is not None:  # the score is standardized over the rows already
+                columns[name], mean[name], scale[name] = program.genes, np.zeros(1), np.ones(1, np.float32)
+                continue
             values = feature_block(samples, sources.get(name, name))
             kept = most_variable(values, rows, top[name]) if name in top else np.arange(values.shape[1])
             train = values[np.ix_(rows, kept)]
@@ -64,14 +72,20 @@ class FoldFeatures:
             columns[name] = kept
             mean[name] = np.nan_to_num(centre)
             scale[name] = np.where(np.nan_to_num(spread) > 1e-6, spread, 1.0).astype(np.float32)
-        return cls(columns, mean, scale, sources)
+        return cls(columns, mean, scale, sources, program)
+
+    def width(self, name: str) -> int:
+        """Features of block ``name`` as transformed."""
+        return 1 if name == BULK and self.program is not None else len(self.columns[name])
 
     def transform(self, samples: ad.AnnData, rows: np.ndarray,
                   blocks: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Standardized ``blocks`` (default: all) of ``rows``; NaN (a cell type not drawn) stays NaN."""
-        return {name: (feature_block(samples, self.sources.get(name, name))[np.ix_(rows, self.columns[name])]
-                       - self.mean[name])
-                / self.scale[name] for name in blocks or self.columns}
+        return {name: self.program.score(feature_block(samples, BULK), rows)[:, None]
+                if name == BULK and self.program is not None
+                else (feature_block(samples, self.sources.get(name, name))[np.ix_(rows, self.columns[name])]
+                      - self.mean[name]) / self.scale[name]
+                for name in blocks or self.columns}
 
 
 @dataclasses.dataclass
@@ -90,9 +104,11 @@ class GMVAE4P:
     Parameters
     ----------
     config
-        Architecture, loss weights and optimization.
+        Architecture, loss weights, optimization, and what the bulk encoder reads (``bulk_input``: the learned
+        disease program's score, or the ``n_top_genes`` most variable genes).
     n_top_genes, n_top_interactions
-        Bulk genes and communication features kept (most variable over the training units).
+        Bulk genes (with ``bulk_input: genes``) and communication features kept (most variable over the training
+        units).
     modalities
         Auxiliary modalities used (a subset of :data:`MODALITIES`; empty: bulk straight to the classifier).
     sources
@@ -119,14 +135,17 @@ class GMVAE4P:
         """Train on the sample rows ``train`` (labels ``y``, 1 = positive, one per sample of ``samples``), early
         stopping on ``validation`` rows."""
         torch.manual_seed(self.seed)
+        c = self.config
+        program = LearnedProgram.fit(feature_block(samples, BULK), train, samples.obs["unit"].astype(str).to_numpy(),
+                                     y, n_seed_genes=c.program_seed_genes, alpha=c.program_alpha) \
+            if c.bulk_input == "program" else None
         self.features = FoldFeatures.fit(samples, train, blocks=(BULK, *self.modalities),
                                          n_top_genes=self.n_top_genes, n_top_interactions=self.n_top_interactions,
-                                         sources=self.sources)
+                                         sources=self.sources, program=program)
         data = self._tensors(samples, train)
         labels = torch.as_tensor(y[train], dtype=torch.long, device=self.device)
-        dims = {m: len(self.features.columns[m]) for m in self.modalities}
-        c = self.config
-        self.module = GMVAE4PModule(len(self.features.columns[BULK]), dims, fusion=c.fusion, hidden_dim=c.hidden_dim,
+        dims = {m: self.features.width(m) for m in self.modalities}
+        self.module = GMVAE4PModule(self.features.width(BULK), dims, fusion=c.fusion, hidden_dim=c.hidden_dim,
                                     embed_dim=c.embed_dim, dropout=c.dropout).to(self.device)
 
         def batch_loss(rows):
