@@ -60,8 +60,8 @@ class FoldFeatures:
         sources = dict(sources or {})
         columns, mean, scale = {}, {}, {}
         for name in blocks:
-            if name == BULK and program is not None:  # the score is standardized over the rows already
-                columns[name], mean[name], scale[name] = program.genes, np.zeros(1), np.ones(1, np.float32)
+            if name == BULK and program is not None:  # the program standardizes its genes itself
+                columns[name] = program.genes
                 continue
             values = feature_block(samples, sources.get(name, name))
             kept = most_variable(values, rows, top[name]) if name in top else np.arange(values.shape[1])
