@@ -15,6 +15,7 @@ METHODS = ("gmvae4p", "logistic_regression", "random_forest", "xgboost", "compos
 """Every method of Table 1 by name, GMVAE4P first (:mod:`gmvae4p.classify.evaluate` maps each to its code)."""
 
 BULK_INPUTS = ("program", "genes")
+"""What GMVAE4P's bulk encoder may read (:attr:`ClassifierConfig.bulk_input`)."""
 
 
 @dataclasses.dataclass
