@@ -50,19 +50,20 @@ class LearnedProgram:
         """The program of samples ``rows`` of ``expression`` (samples × genes, log scale); ``units`` and ``y``
         (1 = positive label) give each sample's unit and label, for every sample of ``expression``."""
         values = np.asarray(expression[rows], dtype=np.float64)
-        by_unit = pd.DataFrame(values).groupby(np.asarray(units)[rows], sort=True)
-        means = by_unit.mean().to_numpy()
-        unit_y = pd.Series(np.asarray(y)[rows]).groupby(np.asarray(units)[rows], sort=True).first().to_numpy()
+        sample_units, sample_y = np.asarray(units)[rows], np.asarray(y)[rows]
+        means = pd.DataFrame(values).groupby(sample_units, sort=True).mean().to_numpy()
+        unit_y = pd.Series(sample_y).groupby(sample_units, sort=True).first().to_numpy()
         spread = means.std(0)
         varying = spread > 1e-8
+        n_varying = int(varying.sum())
         z = np.zeros_like(means)
         z[:, varying] = (means[:, varying] - means[:, varying].mean(0)) / spread[varying]
         t = np.where(varying, np.abs(_welch_t(means, unit_y)), -np.inf)
-        seed = np.sort(np.argsort(-t, kind="stable")[:min(n_seed_genes, int(varying.sum()))])
+        seed = np.sort(np.argsort(-t, kind="stable")[:min(n_seed_genes, n_varying)])
         genes, threshold = seed, np.nan
         n_units = len(means)
-        if n_units > 3 and varying.sum() > 0:
-            threshold = float(np.tanh(norm.isf(alpha / (2 * varying.sum())) / np.sqrt(n_units - 3)))
+        if n_units > 3 and n_varying > 0:
+            threshold = float(np.tanh(norm.isf(alpha / (2 * n_varying)) / np.sqrt(n_units - 3)))
             for _ in range(iterations):
                 score = z[:, genes] @ _first_component(z[:, genes])
                 correlation = z.T @ (score - score.mean()) / (n_units * max(score.std(), 1e-12))
@@ -76,7 +77,7 @@ class LearnedProgram:
         standardized = (values[:, genes] - centre) / scale
         loading = _first_component(standardized)
         score = standardized @ loading
-        direction = np.corrcoef(score, np.asarray(y)[rows])[0, 1] if np.ptp(np.asarray(y)[rows]) else 1.0
+        direction = np.corrcoef(score, sample_y)[0, 1] if np.ptp(sample_y) else 1.0
         loading = loading * (-1.0 if direction < 0 else 1.0) / max(score.std(), 1e-12)
         return cls(genes=genes, mean=centre, scale=scale, loading=loading, seed_genes=seed,
                    correlation_threshold=threshold)
