@@ -17,10 +17,12 @@ from test_classify import FAST, _mixture_rows, _samples
 def _signature(model: GMVAE4P, samples, rows):
     """What a configuration's model is and reads: its parameters, inputs, fusion and loss weights, and the fusion
     weights it gives."""
-    weights = model.predict(samples, rows).fusion_weights.to_numpy()
-    return (tuple((n, tuple(p.shape)) for n, p in model.module.named_parameters()), model.modalities,
-            tuple(model.sources.items()), model.config.fusion, model.config.contrastive_weight,
-            weights.round(6).tobytes())
+    predicted = model.predict(samples, rows)
+    network = model.network
+    shapes = tuple((n, tuple(p.shape)) for n, p in network.module.named_parameters()) if network else ()
+    return (tuple(model.config.learners), shapes, model.modalities, tuple(model.sources.items()),
+            model.config.fusion, model.config.contrastive_weight, predicted.fusion_weights.to_numpy().round(6).tobytes(),
+            predicted.probability.round(6).tobytes())
 
 
 def test_each_configuration_changes_the_model_or_its_inputs():
@@ -41,7 +43,8 @@ def test_each_configuration_changes_the_model_or_its_inputs():
     for name, signature in signatures.items():
         if name != FULL:
             assert signature != full, name
-    assert signatures["no auxiliary modalities"][1] == () and signatures["proportions only"][1] == (keys.PROPORTIONS,)
+    assert signatures["no auxiliary modalities"][2] == () and signatures["proportions only"][2] == (keys.PROPORTIONS,)
+    assert signatures["linear learner only"][0] == ("linear",) and signatures["modality network only"][0] == ("network",)
 
 
 def test_mean_fusion_weighs_modalities_equally_and_bulk_only_has_no_heads():

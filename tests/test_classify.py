@@ -44,7 +44,6 @@ def _samples(n_patients=24, n_samples=5, n_genes=40, signal=2.0, seed=0):
     states[positive, 0] += signal
     states[rng.random(len(obs)) < 0.2, 3:] = np.nan
     samples.obsm[keys.STATES] = states
-    samples.obsm[keys.STATES_LATENT] = states + rng.normal(size=states.shape).astype(np.float32)
     samples.obsm[keys.STATES_EXPRESSION] = rng.normal(size=(len(obs), 12)).astype(np.float32)
     samples.obsm["states_gmvae_mse"] = states + rng.normal(size=states.shape).astype(np.float32)
     communication = rng.normal(size=(len(obs), 30)).astype(np.float32)
@@ -115,14 +114,24 @@ def test_cross_validate_tests_every_unit_once_per_method_and_selects_genes_on_tr
                                      n_top_interactions=10, device="cpu", progress=False)
     for method, part in result.predictions.groupby("method"):
         assert sorted(part["unit"]) == sorted(units["unit"]), method
-    assert len(seen) == 2 * len(folds)  # the bulk program and interactions, once per fold
-    for fold, chosen_from in zip(np.repeat(folds, 2), seen):
-        assert chosen_from and not chosen_from & set(fold.test) and not chosen_from & set(fold.validation)
+    # each learner's genes, program and interactions, in each fold and its inner folds (the folds run in turn, each
+    # making as many selections): never from the fold's test units
+    per_fold, left = divmod(len(seen), len(folds))
+    assert left == 0 and per_fold >= 4
+    for fold, index in zip(folds, range(0, len(seen), per_fold)):
+        for chosen_from in seen[index:index + per_fold]:
+            assert chosen_from and not chosen_from & set(fold.test)
+    # no patient's units on both sides of a fold, for any method
+    patient = units.set_index("unit")["patient"]
+    for row in result.predictions.itertuples():
+        fold = folds[row.fold]
+        assert row.unit in set(fold.test)
+        assert patient[row.unit] not in set(patient.loc[np.concatenate([fold.train, fold.validation])])
     assert sorted(result.deployment["unit"]) == sorted(units["unit"])
     assert set(result.seconds) == set(methods) and set(result.histories) == {f.index for f in folds}
     table1 = evaluate.main_table(result.predictions, references={evaluate.ORACLE_ACTIVITY: (0.9, 0.8, 1.0)},
                                  n_boot=50)
-    assert list(table1["method"]) == [*methods, evaluate.ORACLE_ACTIVITY]
+    assert list(table1["method"]) == [methods[0], evaluate.SCRNA_NAME, *methods[1:], evaluate.ORACLE_ACTIVITY]
     assert table1.loc[0, "auc"] > 0.8
     table3 = evaluate.deployment_table(result.deployment, n_boot=50)
     assert table3.loc[1, "retention"] == 1.0
@@ -149,10 +158,10 @@ def test_gmvae4p_reads_the_learned_programs_score_or_the_most_variable_genes():
     program = GMVAE4P(FAST, n_top_genes=20, n_top_interactions=10, device="cpu").fit(samples, y, **rows)
     genes = GMVAE4P(dataclasses.replace(FAST, bulk_input="genes"), n_top_genes=20, n_top_interactions=10,
                     device="cpu").fit(samples, y, **rows)
-    found = set(program.features.program.genes)  # the planted program, found on training rows (14 units)
+    found = set(program.network.features.program.genes)  # the planted program, found on training rows (14 units)
     assert set(range(5)) <= found and len(found) <= 6
-    assert program.module.bulk_encoder[0].in_features == 1 and genes.features.program is None
-    assert genes.module.bulk_encoder[0].in_features == 20
+    assert program.network.module.bulk_encoder[0].in_features == 1 and genes.network.features.program is None
+    assert genes.network.module.bulk_encoder[0].in_features == 20
     with pytest.raises(ValueError, match="bulk_input must be program or genes, not 'pca'"):
         ClassifierConfig(bulk_input="pca")
 
@@ -195,7 +204,7 @@ def test_worker_processes_give_the_results_of_one_process():
         shared = evaluate.cross_validate(samples, units, folds, workers=workers, **settings)
         with pytest.raises(ValueError, match="workers hold other samples"):
             evaluate.cross_validate(samples.copy(), units, folds, workers=workers, **settings)
-    assert list(shared.predictions["method"].unique()) == methods
+    assert list(shared.predictions["method"].unique()) == [methods[0], evaluate.SCRNA_NAME, *methods[1:]]
     pd.testing.assert_frame_equal(shared.predictions, alone.predictions, atol=1e-5)
     pd.testing.assert_frame_equal(shared.deployment, alone.deployment, atol=1e-5)
     assert set(shared.seconds) == set(methods) and all(v > 0 for v in shared.seconds.values())

@@ -4,7 +4,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from gmvae4p.classify.cv import FoldError, most_variable, patient_folds
-from gmvae4p.classify.metrics import auc_with_ci, binary_metrics, expected_calibration_error, unit_probabilities
+from gmvae4p.classify.metrics import (auc_with_ci, binary_metrics, expected_calibration_error, paired_auc_difference,
+                                     patient_draws, unit_probabilities)
 
 
 def _units(n_patients=20, samples_per_patient=1):
@@ -62,6 +63,29 @@ def test_auc_ci_matches_a_hand_bootstrap_and_is_degenerate_for_a_perfect_ranking
     assert auc_with_ci(y, y * 0.5 + 0.25, n_boot=50) == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="labels must be 0 or 1"):
         auc_with_ci(y * 2, p)
+
+
+def test_intervals_resample_patients_and_do_not_depend_on_the_order_of_units():
+    rng = np.random.default_rng(0)
+    patient_y = np.arange(16) % 2
+    patient_score = rng.normal(patient_y * 0.8, 1.0)
+    # each patient has three units scoring alike: counted as independent units, they would narrow the interval
+    patients = np.repeat([f"P{i:02d}" for i in range(16)], 3)
+    y, p = np.repeat(patient_y, 3), np.repeat(patient_score, 3) + rng.normal(0, 0.01, 48)
+    by_patient = auc_with_ci(y, p, patients=patients, n_boot=400)
+    by_unit = auc_with_ci(y, p, n_boot=400)
+    assert by_patient[0] == by_unit[0] == pytest.approx(roc_auc_score(y, p))
+    assert by_patient[2] - by_patient[1] > 1.4 * (by_unit[2] - by_unit[1])
+    order = rng.permutation(48)  # the same units in another order: the same draws, the same interval
+    assert auc_with_ci(y[order], p[order], patients=patients[order], n_boot=400) == pytest.approx(by_patient)
+    metrics = binary_metrics(y, p, patients=patients, n_boot=400)
+    assert (metrics["auc_low"], metrics["auc_high"]) == pytest.approx(by_patient[1:])
+    assert metrics["n_units"] == 48 and metrics["n_patients"] == 16
+    weights = patient_draws(y, patients, n_boot=50, seed=1)
+    assert weights.shape == (50, 48) and (weights.reshape(50, 16, 3).std(2) == 0).all()  # a patient's units move together
+    assert (weights.sum(1) == 48).all()
+    delta = paired_auc_difference(y, p, -p, patients=patients, n_boot=400)
+    assert delta[0] == pytest.approx(2 * by_patient[0] - 1) and delta[1] <= delta[0] <= delta[2]
 
 
 def test_metrics_are_per_unit_not_per_sample():

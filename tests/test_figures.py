@@ -149,7 +149,7 @@ def test_figure1_panel_data_follows_the_fusion_weights():
     folds = patient_folds(units, n_folds=4, seed=0)
     result = evaluate.cross_validate(samples, units, folds, methods=["gmvae4p"], config=FAST, n_top_genes=20,
                                      n_top_interactions=10, device="cpu", progress=False)
-    fig, data = plots.modality_weighting(result.fusion, result.fused, result.predictions,
+    fig, data = plots.modality_weighting(result.fusion, result.fused, result.predictions.query("method == 'gmvae4p'"),
                                          label_names={0: "healthy", 1: "SLE"})
     assert len(fig.axes) >= 4 and len(data) == len(units)
     weights = data[list(model_module.MODALITIES)].to_numpy()

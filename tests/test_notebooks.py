@@ -70,12 +70,16 @@ def test_classifier_stage_writes_every_table_with_each_unit_tested_once_per_meth
     tables = ci_run / "tables"
     predictions = pd.read_csv(tables / "predictions.csv")
     assert list(predictions.columns) == ["method", "fold", "unit", "label", "probability"]
-    assert set(predictions["method"]) == set(METHODS)
+    methods = [METHODS[0], evaluate.SCRNA_NAME, *METHODS[1:]]
+    assert set(predictions["method"]) == set(methods)
     assert (predictions.groupby("method")["unit"].apply(lambda u: u.is_unique and len(u) == 12)).all()
     table1 = pd.read_csv(tables / "table1_main.csv")
-    assert list(table1["method"]) == [*METHODS, evaluate.ORACLE_ACTIVITY, evaluate.ORACLE_PROGRAM]
+    assert list(table1["method"]) == [*methods, evaluate.ORACLE_ACTIVITY, evaluate.ORACLE_PROGRAM]
     assert table1["auc"].between(0, 1).all() and (table1["auc_low"] <= table1["auc"]).all()
-    assert list(pd.read_csv(tables / "table1_null.csv")["method"]) == list(METHODS)
+    assert (table1["n_patients"].dropna() == 12).all()
+    assert list(pd.read_csv(tables / "table1_null.csv")["method"]) == methods
+    stack = pd.read_csv(tables / "gmvae4p_stack.csv")  # GMVAE4P's stack weights, every fold and learner
+    assert len(stack) == 3 * 3 and (stack[["weight", "weight_scrna"]] >= 0).all().all()
     assert pd.read_csv(tables / "table3_bulk_deployment.csv")["retention"].iloc[1] == 1.0
     table2 = pd.read_csv(tables / "table2_small_cohort.csv")
     assert set(table2["n_train_units"]) == {4, 6} and set(table2["method"]) == {"gmvae4p", "logistic_regression"}

@@ -11,7 +11,7 @@ from gmvae4p.params import ParameterError
 
 from conftest import ROOT
 
-PARAMETER_FILES = sorted((ROOT / "parameters").glob("*.yaml"))
+PARAMETER_FILES = sorted(p for p in (ROOT / "parameters").glob("*.yaml") if p.name != "benchmark.yaml")
 
 
 @pytest.mark.parametrize("path", PARAMETER_FILES, ids=lambda p: p.name)

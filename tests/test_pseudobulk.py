@@ -116,12 +116,10 @@ def test_make_pseudobulk_writes_one_anndata_with_every_modality(tmp_path):
     samples = make_pseudobulk(adata, n_samples=4, n_cells=40, progress=False)
     assert samples.n_obs == 3 * 4 + 3 and list(samples.var_names) == list(adata.var_names)
     assert {"sample_id", "unit", "patient", "label", "n_cells", "kind"} <= set(samples.obs.columns)
-    for key in (keys.PROPORTIONS, keys.COMPOSITION, keys.STATES, keys.STATES_LATENT, keys.STATES_EXPRESSION,
+    for key in (keys.PROPORTIONS, keys.COMPOSITION, keys.STATES, keys.STATES_EXPRESSION,
                 keys.COMMUNICATION):
         assert samples.obsm[key].shape[0] == samples.n_obs
     n_types = len(samples.uns[keys.UNS_PSEUDOBULK]["cell_types"])
-    assert samples.obsm[keys.STATES_LATENT].shape[1] == samples.obsm[keys.STATES].shape[1]
-    assert not np.allclose(np.nan_to_num(samples.obsm[keys.STATES_LATENT]), np.nan_to_num(samples.obsm[keys.STATES]))
     assert samples.obsm[keys.STATES_EXPRESSION].shape[1] == n_types * adata.n_vars  # fewer genes than 200: all
     assert len(samples.uns[keys.UNS_PSEUDOBULK]["state_expression_features"]) == n_types * adata.n_vars
     np.testing.assert_allclose(samples.obsm[keys.PROPORTIONS].sum(1), 1.0)

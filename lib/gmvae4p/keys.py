@@ -57,8 +57,6 @@ COMPOSITION = "composition"
 STATES = "states"
 """``obsm[STATES]``: per cell type, the mean GMVAE z-score of the drawn cells (NaN where a type was not drawn);
 feature names in ``uns[UNS_PSEUDOBULK]["state_features"]``."""
-STATES_LATENT = "states_latent"
-"""``obsm[STATES_LATENT]``: as :data:`STATES` from the raw posterior means ``X_gmvae`` (an ablation: identity kept)."""
 STATES_EXPRESSION = "states_expression"
 """``obsm[STATES_EXPRESSION]``: per cell type, the mean log-normalized expression of the most variable genes of the
 drawn cells (an ablation: the seed's states); names in ``uns[UNS_PSEUDOBULK]["state_expression_features"]``."""

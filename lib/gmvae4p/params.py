@@ -54,6 +54,7 @@ class SimulateSection:
     activity_sd: float = 0.6
     n_disease_genes: int = 40
     disease_cell_types: list[str] = dataclasses.field(default_factory=lambda: ["CD14 Mono", "B", "CD4 T"])
+    second_program_cell_types: list[str] = dataclasses.field(default_factory=list)
     composition_shift: float = 0.3
     composition_shift_cell_types: list[str] = dataclasses.field(default_factory=lambda: ["CD14 Mono"])
     composition_concentration: float = 30.0

@@ -489,7 +489,7 @@ def diagnostics(predictions: pd.DataFrame, table1: pd.DataFrame, table2: pd.Data
                 deployment: pd.DataFrame, *, label_names: dict[int, str] | None = None):
     """Classifier diagnostics: calibration of GMVAE4P and of the baseline with the highest AUC in Table 1, the
     small-cohort curve and bulk deployment."""
-    baselines = table1[(table1["method"] != "gmvae4p") & ~table1["method"].str.startswith("oracle")]
+    baselines = table1[~table1["method"].str.startswith(("gmvae4p", "oracle"))]
     shown = ["gmvae4p", baselines.sort_values("auc", ascending=False)["method"].iloc[0]]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5), layout="constrained")
     parts = {"calibration": calibration(predictions, methods=shown, ax=axes[0])[1],
@@ -578,6 +578,27 @@ def _sample_labels(samples: ad.AnnData, rows: np.ndarray) -> np.ndarray:
     if "label" not in samples.obs:
         return np.full(int(np.sum(rows)), "all")
     return samples.obs.loc[rows, "label"].astype(str).to_numpy()
+
+
+def benchmark_heatmap(table: pd.DataFrame):
+    """The cohort benchmark: AUC of each method (rows, GMVAE4P first) on each cohort (columns), written in each cell;
+    the last column is each method's mean over the cohorts (reference rows have none)."""
+    methods = list(dict.fromkeys(table["method"]))
+    cohorts = list(dict.fromkeys(table["cohort"]))
+    data = table.pivot(index="method", columns="cohort", values="auc").reindex(index=methods, columns=cohorts)
+    data["mean"] = data.mean(1).where(~data.index.str.startswith("oracle"))
+    fig, ax = plt.subplots(figsize=(1.1 * data.shape[1] + 3.5, 0.42 * data.shape[0] + 1.8), layout="constrained")
+    image = ax.imshow(data.to_numpy(dtype=float), cmap="RdYlBu", vmin=0.3, vmax=1.0, aspect="auto")
+    for (i, j), value in np.ndenumerate(data.to_numpy(dtype=float)):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if value < 0.45 or value > 0.9 else "black")
+    ax.axvline(data.shape[1] - 1.5, color="white", lw=3)
+    ax.set_xticks(range(data.shape[1]), data.columns, rotation=35, ha="right")
+    ax.set_yticks(range(data.shape[0]), data.index)
+    fig.colorbar(image, ax=ax, label="AUC (per patient unit, out of fold)", shrink=0.8)
+    ax.set_title("Cohort benchmark: AUC by method and cohort")
+    return fig, data
 
 
 def save_figure(fig, data: pd.DataFrame, folder: str | os.PathLike, name: str) -> list[Path]:

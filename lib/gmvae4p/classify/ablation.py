@@ -1,7 +1,7 @@
 """Table 4: GMVAE4P with one component removed at a time, on the same outer folds and seed as Table 1.
 
 Each configuration changes exactly one thing relative to the full model (:data:`ABLATIONS`); the difference in
-per-unit AUC from the full model comes with a paired bootstrap interval over units. The row whose GMVAE is trained
+per-unit AUC from the full model comes with a paired bootstrap interval over patients. The row whose GMVAE is trained
 with ``mse`` reads states that :func:`gmvae_states` makes from a second GMVAE over the same pseudobulk mixtures.
 """
 
@@ -20,7 +20,7 @@ from ..modalities import states
 from ..pseudobulk import plan_mixtures
 from .config import ClassifierConfig
 from .cv import Fold
-from .evaluate import start_cross_validation
+from .evaluate import patients_of, start_cross_validation
 from .metrics import binary_metrics, paired_auc_difference
 from .model import MODALITIES
 from .workers import FoldWorkers
@@ -30,7 +30,11 @@ STATES_GMVAE_MSE = "states_gmvae_mse"
 """``samples.obsm`` key (in memory, stage 05) of the states from a GMVAE trained with ``mse``."""
 ABLATIONS: dict[str, dict] = {
     FULL: {},
-    "bulk: most variable genes, not the learned program": {"config": {"bulk_input": "genes"}},
+    "linear learner only": {"config": {"learners": ["linear"]}},
+    "program learner only": {"config": {"learners": ["program"]}},
+    "modality network only": {"config": {"learners": ["network"]}},
+    "no modality network (linear + program)": {"config": {"learners": ["linear", "program"]}},
+    "network reads the most variable genes, not the program": {"config": {"bulk_input": "genes"}},
     "mean fusion (no certainty weighting)": {"config": {"fusion": "mean"}},
     "no contrastive term": {"config": {"contrastive_weight": 0.0}},
     "no communication": {"modalities": (keys.PROPORTIONS, keys.STATES)},
@@ -39,11 +43,12 @@ ABLATIONS: dict[str, dict] = {
     "communication only": {"modalities": (keys.COMMUNICATION,)},
     "no auxiliary modalities": {"modalities": ()},
     "states from highly variable gene means": {"sources": {keys.STATES: keys.STATES_EXPRESSION}},
-    "states from raw GMVAE latent means": {"sources": {keys.STATES: keys.STATES_LATENT}},
     "GMVAE trained with mse": {"sources": {keys.STATES: STATES_GMVAE_MSE}},
 }
 """Configuration name → what it changes: ``config`` fields of :class:`ClassifierConfig`, the ``modalities``, or the
-``sources`` a modality is read from."""
+``sources`` a modality is read from. States from the raw latent means (``obsm["states_latent"]``) are no row: the
+z-score is an affine map of the latent means per type and column, which the network's per-column standardization
+undoes, so that row equalled the full model by construction."""
 
 
 def configuration(name: str, config: ClassifierConfig) -> tuple[ClassifierConfig, tuple[str, ...], dict[str, str]]:
@@ -92,17 +97,18 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
                                               n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
                                               modalities=modalities, sources=sources, device=device, seed=seed,
                                               workers=workers))
-    predictions = [result.result(progress=False).predictions.assign(method=name)
+    predictions = [result.result(progress=False).predictions.query("method == 'gmvae4p'").assign(method=name)
                    for name, result in zip(tqdm(names, desc="Ablations", disable=not progress), pending)]
     predictions = pd.concat(predictions, ignore_index=True)
     by_unit = predictions.pivot(index="unit", columns="method", values="probability")
     y = predictions.drop_duplicates("unit").set_index("unit")["label"].loc[by_unit.index].to_numpy()
+    patients = patients_of(by_unit.reset_index(), units)
     rows = []
     for name in names:
-        delta = paired_auc_difference(y, by_unit[name].to_numpy(), by_unit[FULL].to_numpy(), n_boot=n_boot,
-                                      seed=seed) if name != FULL else (0.0, np.nan, np.nan)
+        delta = paired_auc_difference(y, by_unit[name].to_numpy(), by_unit[FULL].to_numpy(), patients=patients,
+                                      n_boot=n_boot, seed=seed) if name != FULL else (0.0, np.nan, np.nan)
         rows.append({"configuration": name, "changes": "+".join(ABLATIONS[name]) or "nothing",
                      "modalities": " ".join(read[name]), "n_modalities": len(read[name]),
-                     **binary_metrics(y, by_unit[name].to_numpy(), n_boot=n_boot, seed=seed),
+                     **binary_metrics(y, by_unit[name].to_numpy(), patients=patients, n_boot=n_boot, seed=seed),
                      "delta_auc": delta[0], "delta_auc_low": delta[1], "delta_auc_high": delta[2]})
     return predictions, pd.DataFrame(rows)

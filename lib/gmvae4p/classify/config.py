@@ -14,6 +14,9 @@ METHODS = ("gmvae4p", "logistic_regression", "random_forest", "xgboost", "compos
            "gmvae_embedding_logistic_regression", "prototype_cells", "per_type_networks")
 """Every method of Table 1 by name, GMVAE4P first (:mod:`gmvae4p.classify.evaluate` maps each to its code)."""
 
+LEARNERS = ("linear", "program", "network")
+"""GMVAE4P's learners (:mod:`gmvae4p.classify.stack` says what each reads)."""
+
 BULK_INPUTS = ("program", "genes")
 """What GMVAE4P's bulk encoder may read (:attr:`ClassifierConfig.bulk_input`)."""
 
@@ -22,8 +25,12 @@ BULK_INPUTS = ("program", "genes")
 class ClassifierConfig:
     """GMVAE4P's architecture, loss weights and optimization; the cell-level baselines share the optimization."""
 
+    learners: list[str] = dataclasses.field(default_factory=lambda: list(LEARNERS))
+    """GMVAE4P's learners, combined by a stack fitted on inner folds of the training units."""
+    stack_folds: int = 3
+    """Inner folds over a fold's training patients that give the learners' out-of-fold logits for the stack."""
     bulk_input: str = "program"
-    """What the bulk encoder reads: ``program``, the score of the disease program learned on the training units
+    """What the modality network's bulk encoder reads: ``program``, the score of the disease program learned on the training units
     (:mod:`gmvae4p.classify.program`), or ``genes``, the ``n_top_genes`` most variable genes' log-CPM."""
     program_seed_genes: int = 20
     """``bulk_input: program``: genes by |Welch t| between the labels that seed the program."""
@@ -48,6 +55,10 @@ class ClassifierConfig:
     that); the best epoch's weights are kept. Without validation units, ``max_epochs`` are run."""
 
     def __post_init__(self):
+        _require(bool(self.learners) and set(self.learners) <= set(LEARNERS)
+                 and len(set(self.learners)) == len(self.learners),
+                 "learners", f"distinct names among {list(LEARNERS)}", self.learners)
+        _require(self.stack_folds >= 2, "stack_folds", "at least 2", self.stack_folds)
         for name in ("hidden_dim", "embed_dim", "batch_size", "max_epochs", "patience"):
             _require(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
         _require(0 <= self.dropout < 1, "dropout", "in [0, 1)", self.dropout)

@@ -87,10 +87,12 @@ def patient_folds(units: pd.DataFrame, *, n_folds: int = 5, validation_fraction:
     labels = units["label"].to_numpy()
     outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = []
-    for index, (train, test) in enumerate(outer.split(names, labels, groups=patients)):
-        validation = _validation_split(train, labels, patients, validation_fraction, seed + index)
-        train = np.setdiff1d(train, validation)
-        folds.append(Fold(index, names[train], names[validation], names[test]))
+    with warnings.catch_warnings():  # a class with fewer patients than folds is allowed (checked before stage 01)
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for index, (train, test) in enumerate(outer.split(names, labels, groups=patients)):
+            validation = _validation_split(train, labels, patients, validation_fraction, seed + index)
+            train = np.setdiff1d(train, validation)
+            folds.append(Fold(index, names[train], names[validation], names[test]))
     return folds
 
 
@@ -102,7 +104,9 @@ def _validation_split(rows, labels, patients, fraction, seed) -> np.ndarray:
     largest_class = pd.Series(patients[rows]).groupby(labels[rows]).nunique().max()
     n_splits = max(2, min(n_patients, round(1 / fraction), largest_class))
     inner = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, validation = next(inner.split(rows, labels[rows], groups=patients[rows]))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        _, validation = next(inner.split(rows, labels[rows], groups=patients[rows]))
     return rows[validation]
 
 

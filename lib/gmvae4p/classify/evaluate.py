@@ -28,6 +28,9 @@ from .model import MODALITIES, GMVAE4P
 from .workers import FoldWorkers
 
 GMVAE4P_NAME = METHODS[0]
+SCRNA_NAME = "gmvae4p_scrna"
+"""Table 1's row of GMVAE4P given each test unit's true single-cell modalities (the scRNA mode), made beside
+``gmvae4p`` whenever its network reads modalities."""
 FOLD_TASK_METHODS = (GMVAE4P_NAME, "prototype_cells", "per_type_networks")
 """The torch methods, each fold one task on the workers; the others run in the calling process."""
 PREDICTION_COLUMNS = ["method", "fold", "unit", "label", "probability"]
@@ -43,7 +46,8 @@ class CrossValidation:
     modalities. ``seconds``: wall time of each method summed over its folds (folds may run side by side, see
     :class:`~gmvae4p.classify.workers.FoldWorkers`). ``histories``: GMVAE4P's epochs per fold. ``program``: the genes
     of the disease program GMVAE4P learned in each fold (fold, gene, loading, seed: whether it seeded the program;
-    empty with ``bulk_input: genes``).
+    empty with ``bulk_input: genes``). ``stack``: per fold and learner of GMVAE4P, its stack weight (bulk input and
+    scRNA mode) and its out-of-fold AUC on the inner folds (:meth:`~gmvae4p.classify.model.GMVAE4P.stack_table`).
     """
 
     predictions: pd.DataFrame
@@ -53,6 +57,7 @@ class CrossValidation:
     seconds: dict[str, float]
     histories: dict[int, list[dict]]
     program: pd.DataFrame
+    stack: pd.DataFrame
 
 
 def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, cells: CellData | None = None,
@@ -84,7 +89,7 @@ class PendingCrossValidation:
     seconds: dict[str, float]
 
     def result(self, *, progress: bool = True) -> CrossValidation:
-        parts, fusion, fused, deployment, program, histories = list(self.done), [], [], [], [], {}
+        parts, fusion, fused, deployment, program, stack, histories = list(self.done), [], [], [], [], [], {}
         seconds = dict(self.seconds)
         for method, fold, task in tqdm(self.tasks, desc="Folds", disable=not progress or not self.tasks):
             value, elapsed = task.result()
@@ -97,14 +102,16 @@ class PendingCrossValidation:
             fused.append(value["fused"])
             deployment.append(value["deployment"])
             program.append(value["program"])
+            stack.append(value["stack"])
             histories[fold] = value["history"]
         concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        order = {m: i for i, m in enumerate(self.methods)}  # rows by method as asked for, then by fold
+        names = [n for m in self.methods for n in ([m, SCRNA_NAME] if m == GMVAE4P_NAME else [m])]
+        order = {m: i for i, m in enumerate(names)}  # rows by method as asked for, then by fold
         predictions = concat(parts)[PREDICTION_COLUMNS]
         predictions = predictions.sort_values(["method", "fold"], key=lambda c: c.map(order) if c.name == "method"
                                               else c, kind="stable").reset_index(drop=True)
         return CrossValidation(predictions, concat(fusion), concat(fused), concat(deployment),
-                               {m: seconds[m] for m in self.methods}, histories, concat(program))
+                               {m: seconds[m] for m in self.methods}, histories, concat(program), concat(stack))
 
 
 def start_cross_validation(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *,
@@ -168,25 +175,29 @@ def _gmvae4p_fold(shared, y, fold: Fold, config, n_top_genes, n_top_interactions
     model.fit(samples, y, train=rows["train"], validation=rows["validation"])
     test = rows["test"]
     predicted = model.predict(samples, test)
-    per_sample = pd.DataFrame({"unit": unit[test], "label": y[test], "probability": predicted.probability})
-    predictions = unit_probabilities(per_sample).assign(method=GMVAE4P_NAME, fold=fold.index)
+    per_unit = lambda probability, name: unit_probabilities(pd.DataFrame(
+        {"unit": unit[test], "label": y[test], "probability": probability})).assign(method=name, fold=fold.index)
+    predictions = [per_unit(predicted.probability, GMVAE4P_NAME)]
+    if model.modalities and "network" in config.learners:  # the same model given the true modalities
+        predictions.append(per_unit(model.predict(samples, test, use_true=True).probability, SCRNA_NAME))
+    label = predictions[0].set_index("unit")["label"]
     weights = predicted.fusion_weights.set_axis(unit[test]).groupby(level=0).mean()
     embedding = pd.DataFrame(predicted.fused, index=unit[test]).groupby(level=0).mean()
     embedding.columns = [f"fused_{j}" for j in embedding.columns]
-    label = predictions.set_index("unit")["label"]
     whole = np.flatnonzero((kind == keys.WHOLE) & np.isin(unit, fold.test))
     deployment = pd.DataFrame({"fold": fold.index, "unit": unit[whole], "label": y[whole],
                                "bulk": model.predict(samples, whole).probability,
                                "scrna": model.predict(samples, whole, use_true=True).probability
-                               if model.modalities else np.nan})
+                               if len(predictions) > 1 else np.nan})
     frame = lambda values: values.rename_axis("unit").reset_index().assign(fold=fold.index,
                                                                            label=lambda d: label.loc[d["unit"]].values)
-    learned = model.features.program
+    learned = model.program
     program = pd.DataFrame({"fold": fold.index, "gene": samples.var_names[learned.genes],
                             "loading": learned.loading, "seed": np.isin(learned.genes, learned.seed_genes)}) \
         if learned is not None else pd.DataFrame()
-    return {"predictions": predictions, "fusion": frame(weights), "fused": frame(embedding),
-            "deployment": deployment, "program": program, "history": model.history}
+    return {"predictions": pd.concat(predictions, ignore_index=True), "fusion": frame(weights),
+            "fused": frame(embedding), "deployment": deployment, "program": program,
+            "stack": model.stack_table().assign(fold=fold.index), "history": model.history}
 
 
 def program_table(program: pd.DataFrame, *, n_folds: int, disease_genes=None) -> pd.DataFrame:
@@ -214,17 +225,28 @@ def positive_label(cells: ad.AnnData, samples: ad.AnnData, chosen: str | None) -
     return str(truth["positive_label"])
 
 
+def patients_of(rows: pd.DataFrame, units: pd.DataFrame | None) -> np.ndarray | None:
+    """The patient of each row's ``unit`` (``units``: :func:`~gmvae4p.classify.cv.unit_table`); ``None`` (each unit
+    its own patient) without ``units``. Bootstrap intervals resample these patients."""
+    if units is None:
+        return None
+    return units.set_index("unit")["patient"].astype(str).loc[rows["unit"].astype(str)].to_numpy()
+
+
 ORACLE_ACTIVITY = "oracle (simulated activity)"
 ORACLE_PROGRAM = "oracle (true disease program, pseudobulk)"
 """The reference rows of Table 1 for a simulated cohort (:func:`reference_aucs`); the figures know them by the
 ``oracle`` prefix."""
 
 
-def main_table(predictions: pd.DataFrame, *, references: dict[str, tuple[float, float, float]] | None = None,
-               n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Table 1: per method, the per-unit metrics of its out-of-fold predictions (:func:`binary_metrics`); then one
-    row per reference AUC with its CI (name → (AUC, low, high), e.g. :func:`reference_aucs`)."""
-    rows = [{"method": method, **binary_metrics(part["label"], part["probability"], n_boot=n_boot, seed=seed)}
+def main_table(predictions: pd.DataFrame, *, units: pd.DataFrame | None = None,
+               references: dict[str, tuple[float, float, float]] | None = None, n_boot: int = 1000,
+               seed: int = 0) -> pd.DataFrame:
+    """Table 1: per method, the per-unit metrics of its out-of-fold predictions (:func:`binary_metrics`, intervals
+    over the patients of ``units``: :func:`patients_of`); then one row per reference AUC with its CI (name →
+    (AUC, low, high), e.g. :func:`reference_aucs`)."""
+    rows = [{"method": method, **binary_metrics(part["label"], part["probability"], patients=patients_of(part, units),
+                                                n_boot=n_boot, seed=seed)}
             for method, part in predictions.groupby("method", sort=False)]
     rows += [{"method": name, "auc": auc, "auc_low": low, "auc_high": high}
              for name, (auc, low, high) in (references or {}).items()]
@@ -255,16 +277,20 @@ def reference_aucs(cells: ad.AnnData, samples: ad.AnnData, units: pd.DataFrame, 
     score = pd.Series(np.asarray(program @ weights.loc[genes].to_numpy()).ravel(),
                       index=samples.obs.loc[mixture, "unit"].astype(str).to_numpy()).groupby(level=0).mean()
     y = units["y"].to_numpy()
-    return {ORACLE_ACTIVITY: auc_with_ci(y, activity.loc[units["patient"].astype(str)].to_numpy(), n_boot=n_boot,
+    patients = units["patient"].astype(str).to_numpy()
+    return {ORACLE_ACTIVITY: auc_with_ci(y, activity.loc[patients].to_numpy(), patients=patients, n_boot=n_boot,
                                          seed=seed),
-            ORACLE_PROGRAM: auc_with_ci(y, score.loc[units["unit"].astype(str)].to_numpy(), n_boot=n_boot,
-                                        seed=seed)}
+            ORACLE_PROGRAM: auc_with_ci(y, score.loc[units["unit"].astype(str)].to_numpy(), patients=patients,
+                                        n_boot=n_boot, seed=seed)}
 
 
-def deployment_table(deployment: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def deployment_table(deployment: pd.DataFrame, *, units: pd.DataFrame | None = None, n_boot: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
     """Table 3: held-out units' whole-unit pseudobulk classified from bulk alone vs with the true scRNA
     modalities; ``retention`` = AUC(bulk) / AUC(scRNA)."""
-    rows = [{"input": name, **binary_metrics(deployment["label"], deployment[column], n_boot=n_boot, seed=seed)}
+    patients = patients_of(deployment, units)
+    rows = [{"input": name, **binary_metrics(deployment["label"], deployment[column], patients=patients,
+                                             n_boot=n_boot, seed=seed)}
             for name, column in (("bulk only (whole-unit pseudobulk)", "bulk"), ("scRNA modalities given", "scrna"))]
     table = pd.DataFrame(rows)
     table["retention"] = table["auc"] / table["auc"].iloc[1]
@@ -293,10 +319,20 @@ def small_cohort_table(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fol
     rows = []
     for (n, repeat), draw in zip(tqdm(draws, desc="Small cohorts", disable=not progress), pending):
         for method, part in draw.result(progress=False).predictions.groupby("method", sort=False):
-            auc, low, high = auc_with_ci(part["label"], part["probability"], seed=seed)
+            if method not in methods:  # GMVAE4P's scRNA mode comes with it; Table 2 is about bulk
+                continue
+            auc, low, high = auc_with_ci(part["label"], part["probability"], patients=patients_of(part, units),
+                                         seed=seed)
             rows.append({"method": method, "n_train_units": n, "repeat": repeat, "auc": auc, "auc_low": low,
                          "auc_high": high})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["method", "n_train_units", "repeat", "auc", "auc_low", "auc_high"])
+
+
+def small_cohort_summary(table2: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 in short: mean, SD and count of the AUC over repeats, per training size (rows) and method."""
+    if table2.empty:
+        return pd.DataFrame()
+    return table2.groupby(["method", "n_train_units"])["auc"].agg(["mean", "std", "count"]).unstack(0)
 
 
 def check_small_cohort_sizes(units: pd.DataFrame, folds: list[Fold], sizes: list[int]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 
@@ -18,45 +17,64 @@ def unit_probabilities(samples: pd.DataFrame) -> pd.DataFrame:
     return grouped.agg(label=("label", "first"), probability=("probability", "mean")).reset_index()
 
 
-def auc_with_ci(y: np.ndarray, p: np.ndarray, *, n_boot: int = 1000, level: float = 0.95,
-                seed: int = 0) -> tuple[float, float, float]:
-    """ROC-AUC and its percentile bootstrap interval over units (resamples holding one class only are redrawn:
-    AUC is undefined there)."""
+def auc_with_ci(y: np.ndarray, p: np.ndarray, *, patients: np.ndarray | None = None, n_boot: int = 1000,
+                level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """ROC-AUC of units and its percentile bootstrap interval over **patients** (``patients``: each unit's patient;
+    default: each unit its own): a draw takes patients with replacement, each with all of its units, so a patient
+    with several samples is not counted as several independent ones (:func:`patient_draws`)."""
     y, p = _binary(y), np.asarray(p, dtype=float)
-    return _with_interval(y, lambda picks: _auc_rows(y[picks], p[picks]), n_boot=n_boot, level=level, seed=seed)
+    weights = patient_draws(y, patients, n_boot=n_boot, seed=seed)
+    return _with_interval(lambda w: _weighted_auc(y, p, w), weights, level)
 
 
-def paired_auc_difference(y: np.ndarray, p: np.ndarray, p_reference: np.ndarray, *, n_boot: int = 1000,
-                          level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """AUC(p) − AUC(p_reference) on the same units, with a percentile interval from resampling units (both models
-    scored on each resample, so the interval reflects their paired difference)."""
+def paired_auc_difference(y: np.ndarray, p: np.ndarray, p_reference: np.ndarray, *,
+                          patients: np.ndarray | None = None, n_boot: int = 1000, level: float = 0.95,
+                          seed: int = 0) -> tuple[float, float, float]:
+    """AUC(p) − AUC(p_reference) on the same units, with a percentile interval from the same draws of patients
+    as :func:`auc_with_ci` (both models scored on each draw, so the interval is their paired difference's)."""
     y, p, p_reference = _binary(y), np.asarray(p, dtype=float), np.asarray(p_reference, dtype=float)
-    return _with_interval(y, lambda picks: _auc_rows(y[picks], p[picks]) - _auc_rows(y[picks], p_reference[picks]),
-                          n_boot=n_boot, level=level, seed=seed)
+    weights = patient_draws(y, patients, n_boot=n_boot, seed=seed)
+    return _with_interval(lambda w: _weighted_auc(y, p, w) - _weighted_auc(y, p_reference, w), weights, level)
 
 
-def _with_interval(y: np.ndarray, statistic, *, n_boot: int, level: float, seed: int) -> tuple[float, float, float]:
-    """``statistic`` of all units and its percentile interval over ``n_boot`` resamples of units. ``statistic``
-    maps a (resamples × units) index array to one value per resample; a resample holding one class only is redrawn
-    (the resamples are the draws of ``n_boot`` successive ``rng.integers(0, n, n)`` calls, skipping those)."""
+def patient_draws(y: np.ndarray, patients: np.ndarray | None, *, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot × units) multiplicities of the units in ``n_boot`` bootstrap draws of patients.
+
+    The draws depend only on ``seed`` and the sorted set of patients (with each one's labels), not on the order of
+    the units: the same predictions get the same interval in every table. A draw holding one class only is
+    redrawn (AUC is undefined there)."""
+    y = np.asarray(y)
+    patients = np.arange(len(y)).astype(str) if patients is None else np.asarray(patients).astype(str)
+    names, of_unit = np.unique(patients, return_inverse=True)
+    positives = np.bincount(of_unit, weights=y, minlength=len(names))
+    negatives = np.bincount(of_unit, weights=1 - y, minlength=len(names))
     rng = np.random.default_rng(seed)
-    n = len(y)
-    picks = np.empty((0, n), dtype=np.int64)
-    while len(picks) < n_boot:
-        batch = rng.integers(0, n, (n_boot - len(picks), n))
-        classes = y[batch]
-        picks = np.concatenate([picks, batch[classes.min(1) != classes.max(1)]])
-    low, high = np.quantile(statistic(picks), [(1 - level) / 2, (1 + level) / 2])
-    return float(statistic(np.arange(n)[None])[0]), float(low), float(high)
+    counts = np.empty((0, len(names)))
+    while len(counts) < n_boot:
+        batch = np.stack([np.bincount(row, minlength=len(names))
+                          for row in rng.integers(0, len(names), (n_boot - len(counts), len(names)))])
+        both = (batch @ positives > 0) & (batch @ negatives > 0)
+        counts = np.concatenate([counts, batch[both]])
+    return counts[:, of_unit]
 
 
-def _auc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """ROC-AUC of each row of (resamples × units) labels and scores, from the positives' mean ranks (ties share
-    their rank: the Mann–Whitney statistic, as ``roc_auc_score`` computes it)."""
-    ranks = rankdata(p, axis=1)
-    positives = y.sum(1)
-    negatives = y.shape[1] - positives
-    return ((ranks * y).sum(1) - positives * (positives + 1) / 2) / (positives * negatives)
+def _with_interval(statistic, weights: np.ndarray, level: float) -> tuple[float, float, float]:
+    """``statistic`` of all units (each once) and its percentile interval over the draws ``weights``."""
+    low, high = np.quantile(statistic(weights), [(1 - level) / 2, (1 + level) / 2])
+    return float(statistic(np.ones((1, weights.shape[1])))[0]), float(low), float(high)
+
+
+def _weighted_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC under each row of unit multiplicities ``weights`` (draws × units): the Mann–Whitney statistic with
+    each unit counted that many times, ties counting half (as ``roc_auc_score``)."""
+    _, level = np.unique(p, return_inverse=True)
+    n_levels = level.max() + 1
+    positive = np.zeros((len(weights), n_levels))
+    negative = np.zeros((len(weights), n_levels))
+    np.add.at(positive.T, level, (weights * y).T)
+    np.add.at(negative.T, level, (weights * (1 - y)).T)
+    below = np.cumsum(negative, 1) - negative
+    return (positive * (below + 0.5 * negative)).sum(1) / (positive.sum(1) * negative.sum(1))
 
 
 def _binary(y: np.ndarray) -> np.ndarray:
@@ -83,13 +101,15 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, *, n_bins: int = 10
     return float(total / len(y))
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray, *, threshold: float = 0.5, n_boot: int = 1000,
-                   seed: int = 0) -> dict[str, float]:
-    """AUC with its 95 % bootstrap CI, accuracy, balanced accuracy, macro-F1 (at ``threshold``), ECE, Brier."""
+def binary_metrics(y: np.ndarray, p: np.ndarray, *, patients: np.ndarray | None = None, threshold: float = 0.5,
+                   n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """AUC with its 95 % bootstrap CI over patients (:func:`auc_with_ci`), accuracy, balanced accuracy, macro-F1
+    (at ``threshold``), ECE, Brier."""
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     called = (p >= threshold).astype(int)
-    auc, low, high = auc_with_ci(y, p, n_boot=n_boot, seed=seed)
+    auc, low, high = auc_with_ci(y, p, patients=patients, n_boot=n_boot, seed=seed)
     return {"auc": auc, "auc_low": low, "auc_high": high, "accuracy": accuracy_score(y, called),
             "balanced_accuracy": balanced_accuracy_score(y, called),
             "macro_f1": f1_score(y, called, average="macro"), "ece": expected_calibration_error(y, p),
-            "brier": float(np.mean((p - y) ** 2)), "n_units": len(y)}
+            "brier": float(np.mean((p - y) ** 2)), "n_units": len(y),
+            "n_patients": len(np.unique(patients)) if patients is not None else len(y)}

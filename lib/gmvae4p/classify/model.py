@@ -1,8 +1,15 @@
 """GMVAE4P on an AnnData of pseudobulk samples (stage 03's ``pseudobulk.h5ad``): fit on some units, predict others.
 
-What is fitted — the bulk input (the learned disease program's score, or the most variable genes), the interactions
-kept (most variable), every standardization — is fitted on the training units' mixture samples only
-(:class:`FoldFeatures`); the validation units drive early stopping; any other unit is only ever predicted.
+GMVAE4P reads bulk expression only. Three learners read it (:data:`~gmvae4p.classify.config.LEARNERS`): a regularized
+linear model over the most variable genes, the score of a disease program learned from the training units
+(:mod:`gmvae4p.classify.program`), and the modality network (:class:`ModalityNetwork`: bulk → predicted
+proportions, states and communication with their variances → certainty-weighted fusion → classifier, the true
+modalities as auxiliary targets). Their combination is learned from the training units alone, on inner folds over
+the training patients (:mod:`gmvae4p.classify.stack`).
+
+What is fitted — genes and interactions kept, the program, every standardization, the stack — is fitted on training
+units only (:class:`FoldFeatures`); the validation units drive the network's early stopping; any other unit is only
+ever predicted.
 """
 
 from __future__ import annotations
@@ -14,12 +21,16 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.linear_model import LogisticRegression
 
 from .. import keys
 from .config import ClassifierConfig
-from .cv import most_variable
 from .module import GMVAE4PModule
+from .cv import FoldError, most_variable, patient_folds
+from .metrics import auc_with_ci
+from .baselines import BASELINES
 from .program import LearnedProgram
+from .stack import Stack, equal_stack, fit_stack
 from .training import fit
 
 BULK = "bulk"
@@ -90,16 +101,18 @@ class FoldFeatures:
 
 @dataclasses.dataclass
 class Predictions:
-    """Per sample: ``probability`` of the positive label, ``fusion_weights`` (a DataFrame, one column per
-    modality) and the ``fused`` representation the classifier read (samples × embed_dim)."""
+    """Per sample: ``probability`` of the positive label, the modality network's ``fusion_weights`` (a DataFrame,
+    one column per modality) and the ``fused`` representation its classifier read (samples × embed_dim; no columns
+    without the network); for GMVAE4P also each learner's own probability (``learners``, one column per learner)."""
 
     probability: np.ndarray
     fusion_weights: pd.DataFrame
     fused: np.ndarray
+    learners: pd.DataFrame | None = None
 
 
-class GMVAE4P:
-    """The multi-modal patient classifier (:class:`~gmvae4p.classify.module.GMVAE4PModule`) on pseudobulk samples.
+class ModalityNetwork:
+    """GMVAE4P's modality network (:class:`~gmvae4p.classify.module.GMVAE4PModule`) on pseudobulk samples.
 
     Parameters
     ----------
@@ -131,7 +144,7 @@ class GMVAE4P:
         self.history: list[dict] = []
 
     def fit(self, samples: ad.AnnData, y: np.ndarray, *, train: np.ndarray,
-            validation: np.ndarray | None = None) -> GMVAE4P:
+            validation: np.ndarray | None = None) -> ModalityNetwork:
         """Train on the sample rows ``train`` (labels ``y``, 1 = positive, one per sample of ``samples``), early
         stopping on ``validation`` rows."""
         torch.manual_seed(self.seed)
@@ -170,7 +183,7 @@ class GMVAE4P:
         """Predictions for sample rows ``rows`` from bulk expression alone, or (``use_true``, scRNA mode) with the
         samples' true modalities fed to the modality encoders."""
         if self.module is None:
-            raise RuntimeError("GMVAE4P.predict needs a fitted model: call fit first.")
+            raise RuntimeError("predict needs a fitted model: call fit first.")
         data = self._tensors(samples, rows, blocks=(BULK, *self.modalities) if use_true else (BULK,))
         out = self.module(data[BULK], {m: data[m] for m in self.modalities} if use_true else None,
                           use_true=use_true)
@@ -181,3 +194,165 @@ class GMVAE4P:
     def _tensors(self, samples, rows, blocks=None) -> dict[str, torch.Tensor]:
         values = self.features.transform(samples, rows, blocks)
         return {name: torch.as_tensor(value, device=self.device) for name, value in values.items()}
+
+
+class GMVAE4P:
+    """The patient classifier: its learners (:data:`~gmvae4p.classify.config.LEARNERS`, ``config.learners``) fitted
+    on the training units, combined by a stack fitted on their out-of-fold logits over ``config.stack_folds`` inner
+    folds of the training patients (:mod:`gmvae4p.classify.stack`).
+
+    Parameters are those of :class:`ModalityNetwork`; ``n_top_genes`` is also what the linear learner keeps.
+    """
+
+    def __init__(self, config: ClassifierConfig = ClassifierConfig(), *, n_top_genes: int = 2000,
+                 n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
+                 sources: dict[str, str] | None = None, device: str | None = None, seed: int = 0):
+        self.config, self.seed = config, seed
+        self._network_settings = dict(n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
+                                      modalities=modalities, sources=sources, device=device)
+        self.n_top_genes, self.modalities, self.sources = n_top_genes, tuple(modalities), dict(sources or {})
+        self.learners: _Learners | None = None
+        self.stack: dict[bool, Stack] = {}
+        """The stack for bulk input (``False``) and for the scRNA mode (``True``: the network reads the true
+        modalities)."""
+        self.inner_auc: dict[str, float] = {}
+        """Each learner's out-of-fold AUC over the training units on the inner folds (bulk input)."""
+
+    @property
+    def network(self) -> ModalityNetwork | None:
+        return self.learners.network if self.learners else None
+
+    @property
+    def history(self) -> list[dict]:
+        return self.network.history if self.network else []
+
+    @property
+    def program(self) -> LearnedProgram | None:
+        """The disease program GMVAE4P learned (the program learner's, else the network's bulk input)."""
+        if self.learners is None:
+            return None
+        if self.learners.program is not None:
+            return self.learners.program[0]
+        return self.network.features.program if self.network else None
+
+    def fit(self, samples: ad.AnnData, y: np.ndarray, *, train: np.ndarray,
+            validation: np.ndarray | None = None) -> GMVAE4P:
+        """Fit on the sample rows ``train`` and ``validation`` (labels ``y``, 1 = positive, one per sample of
+        ``samples``): the network trains on ``train`` and stops early on ``validation``; the other learners and
+        the stack see both."""
+        validation = np.asarray([] if validation is None else validation, dtype=np.int64)
+        rows = np.concatenate([train, validation])
+        self.learners = self._fit_learners(samples, y, train, validation, self.seed)
+        inner = self._inner_folds(samples, y, rows)
+        names = tuple(self.config.learners)
+        if inner is None:
+            self.stack = {False: equal_stack(names), True: equal_stack(names)}
+            return self
+        held, logits = [], {False: [], True: []}
+        for index, (inner_train, inner_validation, inner_test) in enumerate(inner):
+            fitted = self._fit_learners(samples, y, inner_train, inner_validation, self.seed + 1000 * (index + 1))
+            held.append(inner_test)
+            for use_true in (False, True):
+                logits[use_true].append(fitted.logits(samples, inner_test, use_true=use_true))
+        held = np.concatenate(held)
+        self.stack = {use_true: fit_stack(np.concatenate(parts), y[held], names)
+                      for use_true, parts in logits.items()}
+        unit = samples.obs["unit"].astype(str).to_numpy()[held]
+        per_unit = pd.DataFrame(np.concatenate(logits[False]), columns=list(names)).groupby(unit).mean()
+        truth = pd.Series(y[held]).groupby(unit).first().loc[per_unit.index].to_numpy()
+        if 0 < truth.sum() < len(truth):
+            self.inner_auc = {name: auc_with_ci(truth, per_unit[name].to_numpy(), n_boot=1)[0] for name in names}
+        return self
+
+    @torch.no_grad()
+    def predict(self, samples: ad.AnnData, rows: np.ndarray, *, use_true: bool = False) -> Predictions:
+        """Predictions for sample rows ``rows`` from bulk expression alone, or (``use_true``, scRNA mode) with the
+        samples' true modalities given to the network."""
+        if self.learners is None:
+            raise RuntimeError("GMVAE4P.predict needs a fitted model: call fit first.")
+        use_true = use_true and self.learners.reads_modalities
+        logits = self.learners.logits(samples, rows, use_true=use_true)
+        network = self.network.predict(samples, rows, use_true=use_true) if self.network else None
+        index = samples.obs_names[rows]
+        learners = pd.DataFrame(1.0 / (1.0 + np.exp(-logits)), columns=list(self.config.learners), index=index)
+        return Predictions(self.stack[use_true].probability(logits),
+                           network.fusion_weights if network else pd.DataFrame(index=index),
+                           network.fused if network else np.zeros((len(rows), 0), dtype=np.float32), learners)
+
+    def stack_table(self) -> pd.DataFrame:
+        """One row per learner: its stack weight for bulk input and for the scRNA mode, and its inner AUC."""
+        return pd.DataFrame({"learner": list(self.config.learners), "weight": self.stack[False].weights,
+                             "weight_scrna": self.stack[True].weights,
+                             "inner_auc": [self.inner_auc.get(name, np.nan) for name in self.config.learners],
+                             "stacked_on": self.stack[False].inner})
+
+    def _fit_learners(self, samples, y, train, validation, seed) -> _Learners:
+        c, rows = self.config, np.concatenate([train, validation])
+        expression = feature_block(samples, BULK)
+        linear = program = network = None
+        if "linear" in c.learners:
+            genes = most_variable(expression, rows, self.n_top_genes)
+            linear = genes, BASELINES["logistic_regression"][1](seed).fit(expression[np.ix_(rows, genes)], y[rows])
+        if "program" in c.learners:
+            learned = LearnedProgram.fit(expression, rows, samples.obs["unit"].astype(str).to_numpy(), y,
+                                         n_seed_genes=c.program_seed_genes, alpha=c.program_alpha)
+            score = learned.score(expression, rows)[:, None]
+            program = learned, LogisticRegression(class_weight="balanced").fit(score, y[rows])
+        if "network" in c.learners:
+            network = ModalityNetwork(c, **self._network_settings, seed=seed).fit(samples, y, train=train,
+                                                                                 validation=validation)
+        return _Learners(tuple(c.learners), linear, program, network)
+
+    def _inner_folds(self, samples, y, rows):
+        """(train, validation, test) sample rows of each inner fold over the patients of ``rows``, or ``None``
+        when they are too few for every inner fold to train on both labels."""
+        obs = samples.obs.iloc[rows]
+        units = pd.DataFrame({"unit": obs["unit"].astype(str).to_numpy(), "patient": obs["patient"].astype(str)
+                              .to_numpy(), "label": y[rows]}).drop_duplicates("unit")
+        try:
+            folds = patient_folds(units, n_folds=self.config.stack_folds, seed=self.seed)
+        except (FoldError, ValueError):
+            return None
+        unit = obs["unit"].astype(str).to_numpy()
+        label = units.set_index("unit")["label"]
+        inner = []
+        for fold in folds:
+            if label.loc[np.concatenate([fold.train, fold.validation])].nunique() < 2 or not len(fold.train):
+                return None
+            inner.append(tuple(rows[np.isin(unit, side)] for side in (fold.train, fold.validation, fold.test)))
+        return inner
+
+
+@dataclasses.dataclass
+class _Learners:
+    """GMVAE4P's fitted learners (``None`` where not used): the linear one as (genes, fitted pipeline), the
+    program one as (program, logistic regression on its score)."""
+
+    names: tuple[str, ...]
+    linear: tuple[np.ndarray, object] | None
+    program: tuple[LearnedProgram, LogisticRegression] | None
+    network: ModalityNetwork | None
+
+    @property
+    def reads_modalities(self) -> bool:
+        """Whether the network can be given the true modalities (the scRNA mode)."""
+        return self.network is not None and bool(self.network.modalities)
+
+    def logits(self, samples: ad.AnnData, rows: np.ndarray, *, use_true: bool = False) -> np.ndarray:
+        """Each learner's logit of the positive label for sample rows ``rows`` (rows × learners); ``use_true`` is
+        ignored unless the network :attr:`reads_modalities`."""
+        use_true = use_true and self.reads_modalities
+        expression = feature_block(samples, BULK)
+        columns = []
+        for name in self.names:
+            if name == "linear":
+                genes, model = self.linear
+                columns.append(model.decision_function(expression[np.ix_(rows, genes)]))
+            elif name == "program":
+                learned, model = self.program
+                columns.append(model.decision_function(learned.score(expression, rows)[:, None]))
+            else:
+                p = np.clip(self.network.predict(samples, rows, use_true=use_true).probability.astype(np.float64),
+                            1e-6, 1 - 1e-6)
+                columns.append(np.log(p) - np.log1p(-p))
+        return np.column_stack(columns).astype(np.float64)

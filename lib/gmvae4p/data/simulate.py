@@ -79,6 +79,7 @@ def simulate_cohort(
     activity_sd: float = 0.6,
     n_disease_genes: int = 40,
     disease_cell_types: list[str] = ("CD14 Mono", "B", "CD4 T"),
+    second_program_cell_types: list[str] = (),
     composition_shift: float = 0.3,
     composition_shift_cell_types: list[str] = ("CD14 Mono",),
     composition_concentration: float = 30.0,
@@ -112,6 +113,10 @@ def simulate_cohort(
         Spread of the latent activity: healthy ~ N(0, sd), disease ~ N(1, sd); sets the oracle AUC.
     n_disease_genes, disease_cell_types
         The disease program: which genes (weights ~ U(0.5, 1.5)) in which cell types.
+    second_program_cell_types
+        When not empty, a second disease program of ``n_disease_genes`` other genes in these cell types, driven by a
+        second activity drawn like the first and independently of it: a disease with two axes, which one program
+        score cannot hold. The oracle reads the sum of the two activities.
     composition_shift, composition_shift_cell_types
         Log change of those types' Dirichlet concentration per unit of activity.
     composition_concentration
@@ -136,11 +141,13 @@ def simulate_cohort(
         Threads drawing counts (numpy releases the GIL while sampling); default: all cores.
     """
     disease_cell_types, composition_shift_cell_types = list(disease_cell_types), list(composition_shift_cell_types)
+    second_program_cell_types = list(second_program_cell_types)
     cell_types = [*CELL_TYPES[:n_cell_types], *(f"type{k + 1}" for k in range(len(CELL_TYPES), n_cell_types))]
     _check_arguments(locals(), cell_types)
     rng = np.random.default_rng(seed)
 
-    genes = _gene_layout(cell_types, n_genes, n_marker_genes, n_disease_genes, n_ligand_receptor_genes, rng)
+    genes = _gene_layout(cell_types, n_genes, n_marker_genes, n_disease_genes, n_ligand_receptor_genes, rng,
+                         second_program=bool(second_program_cell_types))
     n_disease = round(disease_fraction * n_patients)
     is_disease = rng.permutation(np.arange(n_patients) < n_disease)
     activity = rng.normal(is_disease.astype(float), activity_sd)
@@ -153,6 +160,11 @@ def simulate_cohort(
         markers[k, idx] = marker_lfc
     program = np.zeros((n_cell_types, n_genes))
     program[np.isin(cell_types, disease_cell_types)] += genes.disease_weights
+    # the second program's draws come last, so a cohort without one is the same as before it existed
+    second_program, second_activity = np.zeros((n_cell_types, n_genes)), np.zeros(n_patients)
+    if second_program_cell_types:
+        second_program[np.isin(cell_types, second_program_cell_types)] += genes.second_weights
+        second_activity = rng.normal(is_disease.astype(float), activity_sd)
     donor = rng.normal(0.0, donor_effect_sd, (n_patients, n_genes))
     batch = rng.normal(0.0, batch_effect_sd, (n_batches, n_genes))
     theta = dispersion * np.exp(rng.normal(0.0, DISPERSION_SD, n_genes))
@@ -178,7 +190,8 @@ def simulate_cohort(
     def draw(i):
         p, k, low_quality, n = groups[i]
         group_rng = np.random.default_rng(group_seeds[i])
-        logits = baseline + markers[k] + donor[p] + batch[batch_of_patient[p]] + effect_size * activity[p] * program[k]
+        logits = baseline + markers[k] + donor[p] + batch[batch_of_patient[p]] \
+            + effect_size * (activity[p] * program[k] + second_activity[p] * second_program[k])
         expressed = np.exp(logits - logits.max())
         mito_share = LOW_QUALITY_MITO_SHARE if low_quality else MITO_SHARE
         profile = (1 - mito_share) * expressed / expressed.sum() + mito_share * mito_profile
@@ -209,18 +222,18 @@ def simulate_cohort(
     )
     truth = {
         "parameters": {k: v for k, v in _arguments(locals()).items() if v is not None},
-        "disease_genes": genes.names[genes.disease],
-        "disease_gene_weights": genes.disease_weights[genes.disease],
+        "disease_genes": genes.names[np.r_[genes.disease, genes.second]],
+        "disease_gene_weights": np.r_[genes.disease_weights[genes.disease], genes.second_weights[genes.second]],
         "disease_cell_types": np.asarray(disease_cell_types, dtype=str),
         "composition_shift_cell_types": np.asarray(composition_shift_cell_types, dtype=str),
         "marker_genes": {t: genes.names[idx] for t, idx in zip(cell_types, genes.markers)},
         "effect_size": float(effect_size),
         "patients": patient_ids,
         "patient_label": labels,
-        "patient_activity": activity,
+        "patient_activity": activity + second_activity,
         "patient_batch": np.array([f"batch{b + 1}" for b in batch_of_patient]),
         "positive_label": DISEASE,
-        "oracle_auc": auc(activity, is_disease),
+        "oracle_auc": auc(activity + second_activity, is_disease),
     }
     return SimulatedCohort(counts=counts, obs=obs, var_names=pd.Index(genes.names), truth=truth)
 
@@ -240,9 +253,12 @@ class _Genes:
     disease: np.ndarray
     disease_weights: np.ndarray  # per gene, 0 outside the program
     mito: np.ndarray
+    second: np.ndarray  # the second program's genes (empty without one)
+    second_weights: np.ndarray
 
 
-def _gene_layout(cell_types, n_genes, n_marker_genes, n_disease_genes, n_ligand_receptor_genes, rng) -> _Genes:
+def _gene_layout(cell_types, n_genes, n_marker_genes, n_disease_genes, n_ligand_receptor_genes, rng, *,
+                 second_program: bool = False) -> _Genes:
     """Named markers, interferon and mitochondrial genes first, then ligand–receptor symbols, then generic
     ``G00001`` … (the latter two are background genes alike: names do not change what is drawn)."""
     named = list(dict.fromkeys(g for t in cell_types for g in NAMED_MARKERS.get(t, ())))
@@ -266,8 +282,12 @@ def _gene_layout(cell_types, n_genes, n_marker_genes, n_disease_genes, n_ligand_
     weights = np.zeros(n_genes)
     weights[disease] = rng.uniform(0.5, 1.5, len(disease))
     mito = np.array([index[g] for g in MITO_GENES])
+    second = np.array([next(generic) for _ in range(n_disease_genes)] if second_program else [], dtype=int)
+    second_weights = np.zeros(n_genes)
+    if second_program:
+        second_weights[second] = rng.uniform(0.5, 1.5, len(second))
     return _Genes(names=names, markers=markers, disease=np.array(disease, dtype=int), disease_weights=weights,
-                  mito=mito)
+                  mito=mito, second=second, second_weights=second_weights)
 
 
 def _sample_nb_csr(rng, library, profile, theta, zero_inflation):
@@ -389,13 +409,14 @@ def _check_arguments(scope: dict, cell_types: list[str]) -> None:
                          "leaves a class empty; add patients.")
     if a["n_cells"] < 20 * a["n_patients"]:
         raise ValueError(f"simulate: n_cells={a['n_cells']} gives fewer than 20 cells per patient; raise n_cells.")
-    for name in ["disease_cell_types", "composition_shift_cell_types"]:
+    for name in ["disease_cell_types", "second_program_cell_types", "composition_shift_cell_types"]:
         unknown = sorted(set(a[name]) - set(cell_types))
         if unknown:
             raise ValueError(f"simulate: {name} names {unknown}, not among the simulated cell types {cell_types}.")
     n_named = len({g for t in cell_types for g in NAMED_MARKERS.get(t, ())}) + len(MITO_GENES)
     needed = n_named + min(a["n_disease_genes"], len(INTERFERON_GENES)) + a["n_cell_types"] * a["n_marker_genes"] \
-        + max(0, a["n_disease_genes"] - len(INTERFERON_GENES))
+        + max(0, a["n_disease_genes"] - len(INTERFERON_GENES)) + (a["n_disease_genes"] if a["second_program_cell_types"]
+                                                                   else 0)
     if a["n_genes"] < needed:
         raise ValueError(f"simulate: n_genes={a['n_genes']} is too few for the markers and disease program "
                          f"(at least {needed}); raise n_genes or lower n_marker_genes / n_disease_genes.")
