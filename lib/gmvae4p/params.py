@@ -235,6 +235,9 @@ def from_mapping(raw: dict, *, where: str = "parameters", default_run_name: str 
         if name in raw:
             top[name] = _checked(raw[name], kind, f"{where}: {name}")
     sections = {name: check_section(name, raw.get(name) or {}, where=where) for name in SECTIONS}
+    if sections["data"].path is not None and raw.get("simulate"):
+        raise ParameterError(f"{where}: the simulate section applies only when data.path is null, and data.path is "
+                             f"{sections['data'].path}: remove the section or set data.path to null.")
     return Parameters(run_name=top["run_name"], seed=top["seed"], sections=sections)
 
 

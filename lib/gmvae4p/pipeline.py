@@ -23,14 +23,15 @@ from pathlib import Path
 import papermill as pm
 import psutil
 
-from . import params as params_module
+from . import params as params_module, preflight
 from .data import atomic_path
 from .layout import RunLayout
 from .report import write_index
 
 STAGES = ("01_preprocess", "02_train_gmvae", "03_pseudobulk", "04_classify", "05_ablation", "06_figures")
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-PACKAGES = ("gmvae4p", "numpy", "scipy", "pandas", "anndata", "scanpy", "torch", "scikit-learn", "papermill")
+PACKAGES = ("gmvae4p", "numpy", "scipy", "pandas", "anndata", "scanpy", "torch", "scikit-learn", "xgboost-cpu",
+            "liana", "umap-learn", "matplotlib", "papermill")
 
 
 class StageFailed(RuntimeError):
@@ -42,6 +43,11 @@ def run(parameters_file: str | os.PathLike, *, output_dir: str | os.PathLike | N
     """Run the chain; return the run folder. Raises ParameterError before anything runs, StageFailed after."""
     params = params_module.load(parameters_file)
     selected = _select_stages(stages, notebooks)
+    notes = preflight.check(params, selected)  # raises before anything is computed or written
+    for note in notes:
+        print(f"gmvae4p: note: {note}", flush=True)
+    if params.sections["data"].label_key is None:
+        selected = [s for s in selected if s not in preflight.PATIENT_STAGES]
     layout = RunLayout(output_dir or Path("outputs") / params.run_name)
     record = {
         "run_name": params.run_name,
@@ -52,10 +58,13 @@ def run(parameters_file: str | os.PathLike, *, output_dir: str | os.PathLike | N
         "status": "running",
         "versions": _versions(),
         "hardware": _hardware(),
+        "notes": notes,
         "stages": _earlier_stages(layout, params.run_name, selected),
     }
     _write_record(layout, record)
-    for stage in selected:
+    for number, stage in enumerate(selected, 1):
+        print(f"gmvae4p: stage {stage} ({number} of {len(selected)}) → {layout.notebooks / (stage + '.ipynb')}",
+              flush=True)
         source = notebooks / f"{stage}.ipynb"
         declared = pm.inspect_notebook(str(source))
         values = {**params.notebook_parameters(declared), "output_dir": str(layout.root)}
@@ -83,7 +92,8 @@ def run(parameters_file: str | os.PathLike, *, output_dir: str | os.PathLike | N
         if failure is not None:
             write_index(layout, record)
             raise failure
-    record.update(status="complete", finished=_now(),
+    # after a partial rerun the record spans the earlier stages too: from the first stage's start to now
+    record.update(status="complete", started=min(s["started"] for s in record["stages"]), finished=_now(),
                   total_wall_s=round(sum(s["wall_s"] for s in record["stages"]), 3))
     _write_record(layout, record)
     write_index(layout, record)
