@@ -223,6 +223,25 @@ def test_null_labels_keep_each_patients_label_count_and_give_chance_auc():
         assert row.auc_low <= 0.5 <= row.auc_high, row
 
 
+def test_the_permutation_null_refits_each_method_on_its_count_of_permutations_and_gives_p_values():
+    samples = _samples(signal=3.0)
+    units = unit_table(samples, "SLE")
+    null = evaluate.permutation_null(samples, units, methods=["gmvae4p", "logistic_regression"], n_permutations=3,
+                                     n_permutations_costly=1, n_folds=3, config=dataclasses.replace(FAST, max_epochs=5),
+                                     n_top_genes=20, n_top_interactions=10, device="cpu", progress=False)
+    assert null.groupby("method")["permutation"].nunique().to_dict() == {"gmvae4p": 1, evaluate.SCRNA_NAME: 1,
+                                                                         "logistic_regression": 3}
+    assert null["auc"].between(0, 1).all()
+    table1 = pd.DataFrame({"method": ["logistic_regression", "gmvae4p", "absent"], "auc": [0.9, 0.6, 0.7]})
+    hand = pd.DataFrame({"method": ["logistic_regression"] * 3 + ["gmvae4p"], "permutation": [0, 1, 2, 0],
+                         "auc": [0.5, 0.95, 0.4, 0.6]})
+    table = evaluate.with_null(table1, hand).set_index("method")
+    assert table.loc["logistic_regression", "p_value"] == 2 / 4  # one of three permutations reached 0.9
+    assert table.loc["gmvae4p", "p_value"] == 1.0 and table.loc["gmvae4p", "n_permutations"] == 1  # a tie counts
+    assert table.loc["logistic_regression", "null_mean"] == pytest.approx(1.85 / 3)
+    assert np.isnan(table.loc["absent", "p_value"]) and table.loc["absent", "n_permutations"] == 0
+
+
 def test_paired_design_null_shuffles_within_each_patient():
     units = pd.DataFrame({"unit": ["ctrl1", "stim1", "ctrl2", "stim2"], "patient": ["1", "1", "2", "2"],
                           "label": ["ctrl", "stim"] * 2, "y": [0, 1] * 2})

@@ -149,8 +149,13 @@ class ClassifySection(ClassifierConfig):
     """Table 2: training units drawn from each fold's training units."""
     small_cohort_repeats: int = 2
     small_cohort_methods: list[str] = dataclasses.field(default_factory=lambda: ["gmvae4p", "logistic_regression"])
-    null_labels: bool = True
-    """Also run every method with labels permuted across patients before anything is fitted (the null control)."""
+    null_permutations: int = 19
+    """The permutation null: every method refitted on this many permutations of the labels across patients (Table
+    1's p-value and null range); the logistic regressions take this many, the costly methods
+    ``null_permutations_costly``. 0 turns the null off."""
+    null_permutations_costly: int = 4
+    """Permutations for the methods that take far longer to refit: the tree ensembles and the torch networks
+    (GMVAE4P among them; :data:`~gmvae4p.classify.evaluate.COSTLY_METHODS`)."""
     device: str | None = None
     """``cpu`` or ``cuda``; None picks CUDA when available."""
     n_jobs: int = 2
@@ -170,6 +175,8 @@ class ClassifySection(ClassifierConfig):
             raise ValueError(f"n_folds must be at least 2, not {self.n_folds!r}.")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), not {self.validation_fraction!r}.")
+        if self.null_permutations < 0 or self.null_permutations_costly < 0:
+            raise ValueError("null_permutations and null_permutations_costly must not be negative.")
         if self.small_cohort_repeats < 1:
             raise ValueError(f"small_cohort_repeats must be at least 1, not {self.small_cohort_repeats!r}.")
 

@@ -242,27 +242,53 @@ def top_communication(samples: ad.AnnData, *, n_top: int = 20):
     return fig, data
 
 
-def method_auc(table: pd.DataFrame, *, null: pd.DataFrame | None = None):
-    """Per method, the per-unit ROC-AUC with its 95 % CI (Table 1), the null control's beside it when given; the
+def method_auc(table: pd.DataFrame):
+    """Per method, the per-unit ROC-AUC with its 95 % CI over patients (Table 1) and, where Table 1 has the
+    permutation null, the null's 95 % range as a grey bar with the permutation p-value at the right; the
     simulator's ceilings (Table 1's ``oracle`` rows) as dashed lines and chance as a dotted one."""
     oracle = table["method"].str.startswith("oracle")
-    methods = table.loc[~oracle, "method"].tolist()
-    data = table.loc[~oracle, ["method", "auc", "auc_low", "auc_high"]].assign(labels="real")
-    if null is not None:
-        data = pd.concat([data, null.loc[null["method"].isin(methods), data.columns[:-1]].assign(labels="permuted")])
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(methods) + 2.2))
-    y = {m: i for i, m in enumerate(methods[::-1])}
-    for (kind, part), shift, colour in zip(data.groupby("labels", sort=False), (0.12, -0.12), ("C0", "0.6")):
-        at = part["method"].map(y) + (shift if null is not None else 0)
-        ax.errorbar(part["auc"], at, xerr=[part["auc"] - part["auc_low"], part["auc_high"] - part["auc"]],
-                    fmt="o", color=colour, capsize=3, label=f"labels {kind}")
+    columns = ["method", "auc", "auc_low", "auc_high", *[c for c in ("null_low", "null_high", "null_mean", "p_value")
+                                                         if c in table]]
+    data = table.loc[~oracle, columns].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(data) + 2.2))
+    y = np.arange(len(data))[::-1]
+    if "null_low" in data:
+        ax.barh(y, data["null_high"] - data["null_low"], left=data["null_low"], height=0.5, color="0.85",
+                label="permutation null, 95 % range")
+        for at, p in zip(y, data["p_value"]):
+            if np.isfinite(p):
+                ax.text(1.04, at, f"p = {p:.2g}", va="center", fontsize=8)
+    ax.errorbar(data["auc"], y, xerr=[data["auc"] - data["auc_low"], data["auc_high"] - data["auc"]], fmt="o",
+                color="C0", capsize=3, label="AUC, 95 % CI over patients", clip_on=False, zorder=3)
     for (name, value), colour in zip(table.loc[oracle, ["method", "auc"]].itertuples(index=False), ("C3", "C1")):
         ax.axvline(value, color=colour, linestyle="--", label=name)
     ax.axvline(0.5, color="k", linestyle=":", linewidth=1)
-    ax.set(yticks=list(y.values()), yticklabels=list(y), xlabel="ROC-AUC per unit (95 % bootstrap CI)",
-           xlim=(0, 1))
-    ax.legend(loc="upper right", bbox_to_anchor=(1.0, -0.1), ncol=2, fontsize=8, frameon=False)  # off the points
+    ax.set(yticks=y, yticklabels=data["method"], xlabel="ROC-AUC per unit", xlim=(0, 1.02))
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=2, fontsize=8, frameon=False)  # below the axes
     fig.tight_layout()
+    return fig, data
+
+
+def null_distributions(null: pd.DataFrame, table: pd.DataFrame):
+    """Each method's permutation-null AUCs (points) beside its real AUC (a red bar): how far from chance it is."""
+    methods = [m for m in table["method"] if m in set(null["method"])]
+    real = table.set_index("method")["auc"]
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(methods) + 1.8))
+    rng = np.random.default_rng(0)
+    for i, method in enumerate(methods[::-1]):
+        values = null.loc[null["method"] == method, "auc"].to_numpy()
+        ax.scatter(values, i + rng.uniform(-0.15, 0.15, len(values)), s=14, color="0.5",
+                   label="permuted labels" if i == 0 else None)
+        ax.plot([real[method]] * 2, [i - 0.3, i + 0.3], color="C3", linewidth=2.5,
+                label="real labels" if i == 0 else None)
+    ax.axvline(0.5, color="k", linestyle=":", linewidth=1)
+    ax.set(yticks=range(len(methods)), yticklabels=methods[::-1], xlabel="ROC-AUC per unit", xlim=(0, 1.02),
+           title="Permutation null: every method refitted on permuted labels")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.15), ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout()
+    data = null[null["method"].isin(methods)].merge(real.rename("real_auc"), left_on="method", right_index=True)
     return fig, data.reset_index(drop=True)
 
 

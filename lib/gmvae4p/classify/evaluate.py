@@ -22,8 +22,8 @@ from .. import keys
 from .baselines import BASELINES, fit_predict_baselines
 from .cell_baselines import CELL_BASELINES, CellData, fit_predict_cell_baselines
 from .config import METHODS, ClassifierConfig
-from .cv import Fold, FoldError, sample_labels, subsample_fold
-from .metrics import auc_with_ci, binary_metrics, unit_probabilities
+from .cv import Fold, FoldError, patient_folds, permute_labels, sample_labels, subsample_fold
+from .metrics import auc, auc_with_ci, binary_metrics, unit_probabilities
 from .model import MODALITIES, GMVAE4P
 from .workers import FoldWorkers
 
@@ -33,6 +33,8 @@ SCRNA_NAME = "gmvae4p_scrna"
 ``gmvae4p`` whenever its network reads modalities."""
 FOLD_TASK_METHODS = (GMVAE4P_NAME, "prototype_cells", "per_type_networks")
 """The torch methods, each fold one task on the workers; the others run in the calling process."""
+COSTLY_METHODS = (*FOLD_TASK_METHODS, "random_forest", "xgboost")
+"""Methods whose refits take far longer: fewer permutations in the null (``null_permutations_costly``)."""
 PREDICTION_COLUMNS = ["method", "fold", "unit", "label", "probability"]
 
 
@@ -223,6 +225,42 @@ def positive_label(cells: ad.AnnData, samples: ad.AnnData, chosen: str | None) -
         labels = sorted(map(str, samples.obs["label"].unique())) if "label" in samples.obs else []
         raise FoldError(f"classify.positive_label is null: name the positive label, one of {labels}.")
     return str(truth["positive_label"])
+
+
+def permutation_null(samples: ad.AnnData, units: pd.DataFrame, *, methods: list[str], n_permutations: int,
+                     n_permutations_costly: int, n_folds: int, validation_fraction: float = 0.2, seed: int = 0,
+                     progress: bool = True, **settings) -> pd.DataFrame:
+    """The null distribution of every method's AUC: labels permuted across patients (within patients in a paired
+    design: :func:`~gmvae4p.classify.cv.permute_labels`) before anything is fitted, folds drawn again for the
+    permuted labels, every method refitted; the :data:`COSTLY_METHODS` take ``n_permutations_costly``
+    permutations, the others ``n_permutations``. ``settings`` are :func:`start_cross_validation`'s. One row per
+    (method, permutation) with its per-unit AUC; every permutation's folds are submitted before any is collected."""
+    count = {m: n_permutations_costly if m in COSTLY_METHODS else n_permutations for m in methods}
+    pending = []
+    for k in range(max(count.values(), default=0)):
+        permuted = permute_labels(units, seed + 1 + k)
+        folds = patient_folds(permuted, n_folds=n_folds, validation_fraction=validation_fraction, seed=seed)
+        chosen = [m for m in methods if count[m] > k]
+        pending.append(start_cross_validation(samples, permuted, folds, methods=chosen, seed=seed, **settings))
+    rows = []
+    for k, run in enumerate(tqdm(pending, desc="Permutations", disable=not progress)):
+        for method, part in run.result(progress=False).predictions.groupby("method", sort=False):
+            rows.append({"method": method, "permutation": k, "auc": auc(part["label"], part["probability"])})
+    return pd.DataFrame(rows, columns=["method", "permutation", "auc"])
+
+
+def with_null(table1: pd.DataFrame, null: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 with each method's permutation null: its mean and 95 % range, the number of permutations and the
+    real AUC's permutation p-value (b + 1) / (N + 1), b the permutations scoring at least the real AUC."""
+    rows = []
+    for method, real in table1.set_index("method")["auc"].items():
+        values = null.loc[null["method"] == method, "auc"].to_numpy()
+        rows.append({"method": method, "null_mean": values.mean() if len(values) else np.nan,
+                     "null_low": np.quantile(values, 0.025) if len(values) else np.nan,
+                     "null_high": np.quantile(values, 0.975) if len(values) else np.nan,
+                     "n_permutations": len(values),
+                     "p_value": (1 + (values >= real - 1e-12).sum()) / (1 + len(values)) if len(values) else np.nan})
+    return table1.merge(pd.DataFrame(rows), on="method", how="left")
 
 
 def patients_of(rows: pd.DataFrame, units: pd.DataFrame | None) -> np.ndarray | None:

@@ -17,6 +17,12 @@ def unit_probabilities(samples: pd.DataFrame) -> pd.DataFrame:
     return grouped.agg(label=("label", "first"), probability=("probability", "mean")).reset_index()
 
 
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC-AUC of units (the Mann–Whitney statistic; ties count half)."""
+    y = _binary(y)
+    return float(_weighted_auc(y, np.asarray(p, dtype=float), np.ones((1, len(y))))[0])
+
+
 def auc_with_ci(y: np.ndarray, p: np.ndarray, *, patients: np.ndarray | None = None, n_boot: int = 1000,
                 level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """ROC-AUC of units and its percentile bootstrap interval over **patients** (``patients``: each unit's patient;
