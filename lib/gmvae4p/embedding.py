@@ -59,7 +59,9 @@ def latent_umaps(adata: ad.AnnData, *, bases: tuple[str, ...] = (keys.X_GMVAE, k
 def _umap(values: np.ndarray, seed: int, n_epochs: int | None = None) -> np.ndarray:
     import umap  # umap-learn directly: scanpy 1.11's neighbors calls csr_array.getnnz, which scipy 1.17 removed
 
-    return umap.UMAP(n_neighbors=15, random_state=seed, n_epochs=n_epochs).fit_transform(values).astype(np.float32)
+    # n_jobs=1: a seeded UMAP runs on one thread anyway (asked for more, umap-learn says so in a warning)
+    return umap.UMAP(n_neighbors=15, random_state=seed, n_epochs=n_epochs, n_jobs=1).fit_transform(values).astype(
+        np.float32)
 
 
 def subsample(n: int, max_n: int, seed: int) -> np.ndarray:

@@ -39,7 +39,8 @@ def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 50
     expression_values, expression_names = expression_states(adata, plan)
     communication_values, communication_names = communication(adata, plan, pairs)
     return to_anndata(adata, plan, pseudobulk_counts(adata, plan),
-                      obsm={keys.STATES: state_values, keys.STATES_EXPRESSION: expression_values, keys.COMMUNICATION: communication_values},
+                      obsm={keys.STATES: state_values, keys.STATES_EXPRESSION: expression_values,
+                            keys.COMMUNICATION: communication_values},
                       uns={"settings": {"n_samples": n_samples, "n_cells": n_cells, "sparse_prob": sparse_prob,
                                         "seed": seed, "resource": resource,
                                         "n_top_interactions": n_top_interactions},

@@ -4,6 +4,7 @@ saves both (:func:`save_figure`) and no plotted value exists only inside a pictu
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -20,6 +21,8 @@ from .embedding import subsample
 
 MAX_POINTS = 20_000
 """Cells drawn at most in the QC figure; it says when it shows a subsample."""
+LABEL_COLOURS = ("C0", "C3")
+"""The negative and the positive label's colour, in every figure that colours by label."""
 
 
 def qc_overview(adata: ad.AnnData, *, min_genes: int, max_pct_mito: float | None, seed: int = 0):
@@ -127,8 +130,9 @@ def latent_umap(adata: ad.AnnData, *, color: list[str], basis: str = keys.X_GMVA
     in ``color``."""
     data = _cell_umap(adata, basis, color)
     fig, axes = plt.subplots(1, len(color), figsize=(5.2 * len(color), 4.4), layout="constrained", squeeze=False)
+    titles = _role_titles(adata)
     for ax, column in zip(axes[0], color):
-        _scatter_groups(ax, data, column)
+        _scatter_groups(ax, data, column, title=titles.get(column, column))
     fig.suptitle(f"GMVAE latent space (UMAP of {basis}, {_shown(len(data), adata.n_obs, 'cells')})")
     return fig, data
 
@@ -144,17 +148,33 @@ def _cell_umap(adata: ad.AnnData, basis: str, columns: list[str]) -> pd.DataFram
 
 
 def _scatter_groups(ax, data: pd.DataFrame, column: str, *, x: str = "UMAP1", y: str = "UMAP2", size: float = 2,
-                    title: str | None = None):
-    """Scatter ``data[x]`` against ``data[y]``, one colour per category of ``data[column]``, legend outside."""
+                    title: str | None = None, colours: dict | None = None):
+    """Scatter ``data[x]`` against ``data[y]``, one colour per category of ``data[column]`` (``colours``: category →
+    colour, else the tab palettes), legend outside. Points are drawn in a random order, so no category hides
+    another by being drawn last."""
     groups = data[column].astype("category")
     palette = plt.get_cmap("tab10" if len(groups.cat.categories) <= 10 else "tab20")
-    for i, group in enumerate(groups.cat.categories):
-        where = (groups == group).to_numpy()
-        ax.scatter(data[x][where], data[y][where], s=size, alpha=0.7, color=palette(i % palette.N),
-                   label=str(group), rasterized=True)
+    colours = colours or {g: palette(i % palette.N) for i, g in enumerate(groups.cat.categories)}
+    order = np.random.default_rng(0).permutation(len(data))
+    point_colours = [colours[g] for g in groups.iloc[order]]
+    ax.scatter(data[x].to_numpy()[order], data[y].to_numpy()[order], s=size, alpha=0.7, c=point_colours,
+               rasterized=True)
+    for group in groups.cat.categories:
+        ax.scatter([], [], s=size, color=colours[group], label=str(group))
     ax.set(title=title or column, xticks=[], yticks=[], xlabel=x, ylabel=y)
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(frameon=False, fontsize=7, markerscale=8 / size ** 0.5, loc="center left", bbox_to_anchor=(1, 0.5))
+
+
+def _class_colours(names: dict[int, str]) -> dict[str, str]:
+    """Class name → colour: the negative label (0) in ``LABEL_COLOURS[0]``, the positive (1) in the other."""
+    return {names[k]: LABEL_COLOURS[k] for k in (0, 1) if k in names}
+
+
+def _role_titles(adata: ad.AnnData) -> dict[str, str]:
+    """``obs`` column → the role it plays, as a panel title (``ct_cov`` → ``cell type``)."""
+    columns = adata.uns.get(keys.UNS, {}).get("columns", {})
+    return {column: role.replace("_", " ") for role, column in columns.items()}
 
 
 def _shown(n_shown: int, n_total: int, what: str) -> str:
@@ -219,26 +239,30 @@ def state_heatmap(samples: ad.AnnData):
 
 
 def top_communication(samples: ad.AnnData, *, n_top: int = 20):
-    """The ``n_top`` ligand–receptor interactions with the highest mean score over mixture samples, per label."""
+    """The ``n_top`` ligand–receptor interactions whose mean score over mixture samples differs most between the
+    labels (with one label, the highest), each label's mean as a bar."""
     names = samples.uns[keys.UNS_PSEUDOBULK]["communication_features"]
     mixture = (samples.obs[keys.KIND] == "mixture").to_numpy()
     values = samples.obsm[keys.COMMUNICATION][mixture]
     label = _sample_labels(samples, mixture)
-    overall = np.nanmean(values, axis=0) if len(names) else np.array([])
-    top = np.argsort(-np.nan_to_num(overall, nan=-np.inf))[:n_top]
-    data = pd.DataFrame({g: np.nanmean(values[label == g][:, top], axis=0) for g in dict.fromkeys(label)},
-                        index=[names[i] for i in top])
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * max(len(data), 1)), layout="constrained")
+    groups = list(dict.fromkeys(sorted(label)))
+    with warnings.catch_warnings():  # an interaction of a type never drawn for a label: an all-NaN column
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = pd.DataFrame({g: np.nanmean(values[label == g], axis=0) for g in groups}, index=names)
+    rank = (means[groups[-1]] - means[groups[0]]).abs() if len(groups) > 1 else means[groups[0]]
+    data = means.loc[rank.fillna(-np.inf).sort_values(ascending=False).index[:n_top]]
+    fig, ax = plt.subplots(figsize=(8.5, 1.2 + 0.28 * max(len(data), 1)), layout="constrained")
     positions = np.arange(len(data))
     width = 0.8 / max(len(data.columns), 1)
     for i, group in enumerate(data.columns):
         ax.barh(positions + i * width, data[group], height=width, label=group)
     ax.set_yticks(positions + 0.4 - width / 2, data.index, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("ligand × receptor mean log-CPM (sender → receiver)")
+    ax.set_xlabel("ligand mean × receptor mean, log-CPM (sender → receiver)")
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(frameon=False, fontsize=8)
-    fig.suptitle(f"Top {len(data)} of {len(names):,} ligand–receptor interactions (mixture samples)")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars
+    ranked = "differing most between the labels" if len(groups) > 1 else "highest"
+    fig.suptitle(f"The {len(data)} of {len(names):,} ligand–receptor interactions {ranked} (mixture samples)")
     return fig, data
 
 
@@ -319,12 +343,14 @@ def roc_curves(predictions: pd.DataFrame, table: pd.DataFrame, *, title: str = "
     for method, part in predictions.groupby("method", sort=False):
         fpr, tpr, _ = roc_curve(part["label"], part["probability"])
         row = auc.loc[method]
-        ax.plot(fpr, tpr, drawstyle="steps-post", linewidth=2 if method == highlight else 1,
+        ax.plot(fpr, tpr, drawstyle="steps-post", linewidth=2 if method == highlight else 1, clip_on=False,
                 label=f"{method}  {row['auc']:.2f} [{row['auc_low']:.2f}, {row['auc_high']:.2f}]")
         points.append(pd.DataFrame({"method": method, "fpr": fpr, "tpr": tpr}))
     ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(fontsize=7, frameon=False, loc="lower right", title="AUC [95 % CI]", title_fontsize=7)
+    # a little room beyond 0 and 1: a perfect ranking's curve runs along the axes and would be hidden by them
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(-0.03, 1), ylim=(0, 1.03))
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="AUC [95 % CI]",
+              title_fontsize=7)
     ax.spines[["top", "right"]].set_visible(False)
     return fig, pd.concat(points, ignore_index=True)
 
@@ -362,7 +388,7 @@ def fusion_weight_distribution(fusion: pd.DataFrame, *, label_names: dict[int, s
     fig, ax = _figure_or(ax, (5, 4))
     classes = list(dict.fromkeys(names[k] for k in sorted(names)))
     width = 0.8 / len(classes)
-    for k, (label, colour) in enumerate(zip(classes, ("C0", "C3"))):
+    for k, (label, colour) in enumerate(zip(classes, LABEL_COLOURS)):
         values = [data.loc[(data["modality"] == m) & (data["class"] == label), "weight"] for m in modalities]
         positions = np.arange(len(modalities)) + (k - (len(classes) - 1) / 2) * width
         parts = ax.boxplot(values, positions=positions, widths=width * 0.9, showfliers=False, patch_artist=True,
@@ -430,13 +456,18 @@ def embeddings(cells: ad.AnnData, fusion: pd.DataFrame, fused: pd.DataFrame, pre
     bases = {keys.X_GMVAE: "E[z|x]", keys.X_GMVAE_ZSCORE: "z-score per component"}
     fig, axes = plt.subplots(2, 3, figsize=(18, 9.5), layout="constrained")
     parts = []
+    names = label_names or {0: "negative", 1: "positive"}
+    colours = {columns[1]: _class_colours(names)}
+    titles = _role_titles(cells)
     for row, (basis, name) in zip(axes, bases.items()):
         data = _cell_umap(cells, basis, columns)
         for ax, column in zip(row, columns):
-            _scatter_groups(ax, data, column, title=f"{name}: {column}")
+            _scatter_groups(ax, data, column, title=f"{name}: {titles.get(column, column)}",
+                            colours=colours.get(column))
         parts.append(data.assign(basis=basis))
     units = _fused_projection(fusion, fused, predictions, label_names)
-    _scatter_groups(axes[0, 2], units, "class", x="pc1", y="pc2", size=18, title="test units' fused representation")
+    _scatter_groups(axes[0, 2], units, "class", x="pc1", y="pc2", size=18, title="test units' fused representation",
+                    colours=_class_colours(names))
     points = axes[1, 2].scatter(units["pc1"], units["pc2"], c=units["probability"], cmap="coolwarm", vmin=0, vmax=1,
                                 s=18)
     axes[1, 2].set(title="… by GMVAE4P's probability", xticks=[], yticks=[], xlabel="pc1", ylabel="pc2")
@@ -499,7 +530,7 @@ def bulk_deployment(table3: pd.DataFrame, deployment: pd.DataFrame, *, label_nam
     coloured by label, with both AUCs and the retention in the title."""
     fig, ax = _figure_or(ax, (4.8, 4.5))
     names = label_names or {0: "negative", 1: "positive"}
-    for label, colour in ((0, "C0"), (1, "C3")):
+    for label, colour in enumerate(LABEL_COLOURS):
         part = deployment[deployment["label"] == label]
         ax.scatter(part["scrna"], part["bulk"], s=14, color=colour, label=names[label], alpha=0.8)
     ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)
@@ -547,11 +578,13 @@ def modality_weighting(fusion: pd.DataFrame, fused: pd.DataFrame, predictions: p
     for (i, j), value in np.ndenumerate(mean_weights.to_numpy()):
         axes[0].text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=9)
     fig.colorbar(image, ax=axes[0], shrink=0.8)
-    shares = pd.crosstab(data["class"], data["dominant"], normalize="index").reindex(columns=modalities, fill_value=0)
+    shares = pd.crosstab(data["class"], data["dominant"], normalize="index")
+    shares = shares[[m for m in modalities if m in shares]]  # a modality that dominates no unit has no bar
     shares.plot.bar(stacked=True, ax=axes[1], rot=0, width=0.7)
     axes[1].set(ylabel="share of units", xlabel="", title="b  dominant modality", ylim=(0, 1))
-    axes[1].legend(fontsize=8, frameon=False)
-    _scatter_groups(axes[2], data, "class", x="pc1", y="pc2", size=18, title="c  fused representation of test units")
+    axes[1].legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars
+    _scatter_groups(axes[2], data, "class", x="pc1", y="pc2", size=18, title="c  fused representation of test units",
+                    colours=_class_colours(label_names or {0: "negative", 1: "positive"}))
     axes[2].set(xlabel="PC 1 (per fold, rising with the prediction)", ylabel="PC 2 (per fold)")
     groups = [data.loc[data["correct"] == flag, "entropy"].to_numpy() for flag in (True, False)]
     axes[3].boxplot(groups, showfliers=False, medianprops={"color": "black"})
@@ -633,7 +666,7 @@ def save_figure(fig, data: pd.DataFrame, folder: str | os.PathLike, name: str) -
     written = []
     for suffix in (".pdf", ".png"):
         with atomic_path(folder / f"{name}{suffix}") as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150)
+            fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight")  # legends and notes beside the axes too
         written.append(folder / f"{name}{suffix}")
     written.append(write_csv(data, folder / f"{name}.csv", index=True))
     return written

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: the same in a terminal, a notebook and a papermill log
 
 from . import keys
 from .data import obs_column

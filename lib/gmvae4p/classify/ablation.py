@@ -12,7 +12,7 @@ import dataclasses
 import anndata as ad
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: the same in a terminal, a notebook and a papermill log
 
 from .. import keys
 from ..gmvae.model import GMVAE, split_settings

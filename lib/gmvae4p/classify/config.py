@@ -30,12 +30,13 @@ class ClassifierConfig:
     stack_folds: int = 3
     """Inner folds over a fold's training patients that give the learners' out-of-fold logits for the stack."""
     bulk_input: str = "program"
-    """What the modality network's bulk encoder reads: ``program``, the score of the disease program learned on the training units
-    (:mod:`gmvae4p.classify.program`), or ``genes``, the ``n_top_genes`` most variable genes' log-CPM."""
+    """What the modality network's bulk encoder reads: ``program``, the score of the disease program learned on the
+    training units (:mod:`gmvae4p.classify.program`), or ``genes``, the ``n_top_genes`` most variable genes' log-CPM."""
     program_seed_genes: int = 20
-    """``bulk_input: program``: genes by |Welch t| between the labels that seed the program."""
+    """The learned program (the program learner; the network with ``bulk_input: program``): genes by |Welch t|
+    between the labels that seed it."""
     program_alpha: float = 0.05
-    """``bulk_input: program``: family-wise error rate of the correlation test by which genes join the program."""
+    """The learned program: family-wise error rate of the correlation test by which genes join it."""
     hidden_dim: int = 256
     embed_dim: int = 64
     dropout: float = 0.2

@@ -16,7 +16,7 @@ import time
 import anndata as ad
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: the same in a terminal, a notebook and a papermill log
 
 from .. import keys
 from .baselines import BASELINES, fit_predict_baselines
@@ -302,10 +302,14 @@ def reference_aucs(cells: ad.AnnData, samples: ad.AnnData, units: pd.DataFrame, 
       what a model that knew the program's genes and weights exactly would score from this expression (on the
       embedded cohort 0.789 against the activity's 0.821).
 
-    Neither is fitted: both read the simulator's truth (``cells.uns["simulation"]``)."""
+    Neither is fitted: both read the simulator's truth (``cells.uns["simulation"]``). A cohort simulated with no
+    effect of the activity (``effect_size`` and ``composition_shift`` 0) has none."""
     truth = cells.uns.get(keys.UNS_SIMULATION)
     if truth is None:
         return {}
+    shift = float(truth.get("parameters", {}).get("composition_shift", 1.0))
+    if float(truth.get("effect_size", 1.0)) == 0 and shift == 0:
+        return {}  # the activity drives nothing in the data: there is no ceiling to read the methods against
     activity = pd.Series(np.asarray(truth["patient_activity"]), index=np.asarray(truth["patients"]).astype(str))
     weights = pd.Series(np.asarray(truth["disease_gene_weights"], dtype=float),
                         index=np.asarray(truth["disease_genes"]).astype(str))
