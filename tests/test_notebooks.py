@@ -77,13 +77,13 @@ def test_classifier_stage_writes_every_table_with_each_unit_tested_once_per_meth
     assert list(table1["method"]) == [*methods, evaluate.ORACLE_ACTIVITY, evaluate.ORACLE_PROGRAM]
     assert table1["auc"].between(0, 1).all() and (table1["auc_low"] <= table1["auc"]).all()
     assert (table1["n_patients"].dropna() == 12).all()
-    null = pd.read_csv(tables / "null_permutations.csv")  # ci.yaml: 3 permutations, 2 for the costly methods
+    null = pd.read_csv(tables / "null_permutations.csv")  # ci.yaml: 3 permutations, 1 for the costly methods
     assert null.groupby("method")["permutation"].nunique().to_dict() == {
-        m: 2 if m in evaluate.COSTLY_METHODS or m == evaluate.SCRNA_NAME else 3 for m in methods}
+        m: 1 if m in evaluate.COSTLY_METHODS or m == evaluate.SCRNA_NAME else 3 for m in methods}
     real = table1.set_index("method").loc[methods]
-    assert (real["n_permutations"] >= 2).all() and real["p_value"].between(1 / 4, 1).all()
+    assert (real["n_permutations"] >= 1).all() and real["p_value"].between(1 / 4, 1).all()
     stack = pd.read_csv(tables / "gmvae4p_stack.csv")  # GMVAE4P's stack weights, every fold and learner
-    assert len(stack) == 3 * 3 and (stack[["weight", "weight_scrna"]] >= 0).all().all()
+    assert len(stack) == 3 * 3 and (stack[["weight", "weight_scrna"]] >= 0).all().all()  # 3 folds × 3 learners
     assert pd.read_csv(tables / "table3_bulk_deployment.csv")["retention"].iloc[1] == 1.0
     table2 = pd.read_csv(tables / "table2_small_cohort.csv")
     assert set(table2["n_train_units"]) == {4, 6} and set(table2["method"]) == {"gmvae4p", "logistic_regression"}

@@ -154,7 +154,8 @@ def _scatter_groups(ax, data: pd.DataFrame, column: str, *, x: str = "UMAP1", y:
     another by being drawn last."""
     groups = data[column].astype("category")
     palette = plt.get_cmap("tab10" if len(groups.cat.categories) <= 10 else "tab20")
-    colours = colours or {g: palette(i % palette.N) for i, g in enumerate(groups.cat.categories)}
+    # categories ``colours`` does not name (labels named otherwise than the caller knew) take the palette's
+    colours = {**{g: palette(i % palette.N) for i, g in enumerate(groups.cat.categories)}, **(colours or {})}
     order = np.random.default_rng(0).permutation(len(data))
     point_colours = [colours[g] for g in groups.iloc[order]]
     ax.scatter(data[x].to_numpy()[order], data[y].to_numpy()[order], s=size, alpha=0.7, c=point_colours,
@@ -367,10 +368,14 @@ def auc_by_modality_count(table: pd.DataFrame, *, ax=None):
                 fmt="o", capsize=3, color="0.25")
     means = data.groupby("n_modalities")["auc"].mean()
     ax.plot(means.index, means.to_numpy(), color="0.6", linewidth=1, zorder=0)
-    for row in data.itertuples():
-        ax.annotate(row.modalities if isinstance(row.modalities, str) and row.modalities else "bulk only",
-                    (row.n_modalities, row.auc), textcoords="offset points",
-                    xytext=(6, -10), fontsize=7)
+    most = data["n_modalities"].max()
+    # points of one count sit close together: their labels go in a column beside them, one line apart
+    for row, k in zip(data.itertuples(), data.groupby("n_modalities").cumcount()):
+        named = row.modalities if isinstance(row.modalities, str) and row.modalities else "bulk only"
+        ax.annotate("all" if row.n_modalities == most and most > 1 else named.replace(" ", " + "),
+                    (row.n_modalities, row.auc), textcoords="offset points", xytext=(8, 10 - 11 * k), fontsize=7,
+                    arrowprops={"arrowstyle": "-", "color": "0.7", "linewidth": 0.5})
+    ax.set_xlim(-0.3, most + 0.8)
     ax.axhline(0.5, color="k", linestyle=":", linewidth=1)
     ax.set(xlabel="auxiliary modalities read", ylabel="AUC per unit (95 % CI)",
            xticks=sorted(set(data["n_modalities"])), title="GMVAE4P by modalities (Table 4)")
@@ -397,8 +402,8 @@ def fusion_weight_distribution(fusion: pd.DataFrame, *, label_names: dict[int, s
             box.set(facecolor=colour, alpha=0.5)
         ax.plot([], [], color=colour, linewidth=6, alpha=0.5, label=label)
     ax.axhline(1 / len(modalities), color="0.6", linestyle=":", linewidth=1)
-    ax.set(xticks=range(len(modalities)), xticklabels=modalities, ylabel="fusion weight per test unit",
-           title="learned fusion weights")
+    ax.set(xticks=range(len(modalities)), ylabel="fusion weight per test unit", title="learned fusion weights")
+    ax.set_xticklabels(modalities, rotation=20, ha="right")
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return fig, data
