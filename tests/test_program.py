@@ -80,3 +80,11 @@ def test_one_label_only_still_gives_a_finite_score():
     rows = np.flatnonzero(y == 1)
     program = LearnedProgram.fit(expression, rows, units, y)
     assert np.isfinite(program.score(expression, rows)).all()
+
+
+def test_one_unit_only_still_gives_a_program_and_a_finite_score():
+    rng = np.random.default_rng(0)
+    expression = rng.normal(size=(6, 30))
+    units, y = np.array(["u1"] * 6), np.ones(6, dtype=int)
+    program = LearnedProgram.fit(expression, np.arange(6), units, y, n_seed_genes=5)
+    assert len(program.genes) == 5 and np.isfinite(program.score(expression, np.arange(6))).all()

@@ -316,8 +316,8 @@ class GMVAE4P:
         unit = obs["unit"].astype(str).to_numpy()
         label = units.set_index("unit")["label"]
         inner = []
-        for fold in folds:
-            if label.loc[np.concatenate([fold.train, fold.validation])].nunique() < 2 or not len(fold.train):
+        for fold in folds:  # each inner fold's network must train on both labels
+            if not len(fold.train) or label.loc[fold.train].nunique() < 2:
                 return None
             inner.append(tuple(rows[np.isin(unit, side)] for side in (fold.train, fold.validation, fold.test)))
         return inner

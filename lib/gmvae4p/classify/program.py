@@ -59,7 +59,9 @@ class LearnedProgram:
         z = np.zeros_like(means)
         z[:, varying] = (means[:, varying] - means[:, varying].mean(0)) / spread[varying]
         t = np.where(varying, np.abs(_welch_t(means, unit_y)), -np.inf)
-        seed = np.sort(np.argsort(-t, kind="stable")[:min(n_seed_genes, n_varying)])
+        if n_varying == 0:  # one unit only: rank genes by their spread over its samples instead
+            t = values.std(0)
+        seed = np.sort(np.argsort(-t, kind="stable")[:min(n_seed_genes, n_varying or t.size)])
         genes, threshold = seed, np.nan
         n_units = len(means)
         if n_units > 3 and n_varying > 0:
