@@ -1,11 +1,11 @@
-"""Table 4: every ablation really changes the model, and its Δ AUC is paired with the full model's."""
+"""Table 4: every ablation really changes the model, and its Δ AUC is paired with its reference's."""
 
 import numpy as np
 import pytest
 import torch
 
 from gmvae4p import keys
-from gmvae4p.classify.ablation import ABLATIONS, FULL, ablate, configuration
+from gmvae4p.classify.ablation import ABLATIONS, FULL, NETWORK_ONLY, ablate, configuration, reference
 from gmvae4p.classify.cv import patient_folds, sample_labels, unit_table
 from gmvae4p.classify.metrics import paired_auc_difference
 from gmvae4p.classify.model import GMVAE4P
@@ -44,7 +44,9 @@ def test_each_configuration_changes_the_model_or_its_inputs():
         if name != FULL:
             assert signature != full, name
     assert signatures["no auxiliary modalities"][2] == () and signatures["proportions only"][2] == (keys.PROPORTIONS,)
-    assert signatures["linear learner only"][0] == ("linear",) and signatures["modality network only"][0] == ("network",)
+    assert signatures["linear learner only"][0] == ("linear",) and signatures[NETWORK_ONLY][0] == ("network",)
+    inside = [name for name in ABLATIONS if reference(name) == NETWORK_ONLY]  # changes made to the network alone
+    assert "states only" in inside and all(signatures[name][0] == ("network",) for name in inside)
 
 
 def test_mean_fusion_weighs_modalities_equally_and_bulk_only_has_no_heads():
@@ -62,26 +64,32 @@ def test_mean_fusion_weighs_modalities_equally_and_bulk_only_has_no_heads():
         GMVAE4PModule(10, dims, fusion="max")
 
 
-def test_table4_has_every_configuration_with_a_paired_delta():
+def test_table4_adds_the_reference_rows_and_pairs_each_delta_with_its_reference():
     samples = _samples()
     units = unit_table(samples, "SLE")
     folds = patient_folds(units, n_folds=4, seed=3)
     predictions, table = ablate(samples, units, folds, names=["proportions only"], config=FAST, n_top_genes=20,
                                 n_top_interactions=10, device="cpu", n_boot=100, progress=False)
-    assert list(table["configuration"]) == [FULL, "proportions only"]
+    assert list(table["configuration"]) == [FULL, NETWORK_ONLY, "proportions only"]
+    assert list(table["reference"]) == [FULL, FULL, NETWORK_ONLY]
     assert table.loc[0, "delta_auc"] == 0.0
-    row = table.iloc[1]
-    assert row["delta_auc"] == pytest.approx(row["auc"] - table.loc[0, "auc"])
-    assert row["delta_auc_low"] <= row["delta_auc"] <= row["delta_auc_high"]
+    auc = table.set_index("configuration")["auc"]
+    for _, row in table.iloc[1:].iterrows():
+        assert row["delta_auc"] == pytest.approx(row["auc"] - auc.loc[row["reference"]])
+        assert row["delta_auc_low"] <= row["delta_auc"] <= row["delta_auc_high"]
     assert predictions.groupby("method")["unit"].nunique().eq(len(units)).all()
-    assert list(table["changes"]) == ["nothing", "modalities"] and list(table["n_modalities"]) == [3, 1]
+    assert list(table["changes"]) == ["nothing", "config", "modalities"]
+    assert list(table["n_modalities"]) == [3, 3, 1]
     import matplotlib
 
     matplotlib.use("Agg")
     from gmvae4p import plots
 
-    _, points = plots.auc_by_modality_count(table)
-    assert list(points["n_modalities"]) == [1, 3] and list(points["auc"]) == list(table["auc"][::-1])
+    _, points = plots.auc_by_modality_count(table)  # the network alone: one modality, then all three
+    assert list(points["configuration"]) == ["proportions only", NETWORK_ONLY]
+    assert list(points["auc"]) == [auc.loc["proportions only"], auc.loc[NETWORK_ONLY]]
+    _, deltas = plots.ablation_deltas(table)
+    assert list(deltas["configuration"]) == [NETWORK_ONLY, "proportions only"]
 
 
 def test_paired_auc_difference_on_a_toy_example():

@@ -1,5 +1,7 @@
 """Figures draw what the tables hold: their panel data is checked against the tables, never against literals."""
 
+import dataclasses
+
 import anndata as ad
 import matplotlib
 import numpy as np
@@ -10,7 +12,7 @@ matplotlib.use("Agg")
 
 from gmvae4p import keys, plots  # noqa: E402
 from gmvae4p.classify import evaluate, model as model_module  # noqa: E402
-from gmvae4p.classify.ablation import ABLATIONS  # noqa: E402
+from gmvae4p.classify.ablation import ABLATIONS, NETWORK_ONLY, reference  # noqa: E402
 from gmvae4p.classify.cv import patient_folds, unit_table  # noqa: E402
 from gmvae4p.classify.metrics import binary_metrics, expected_calibration_error  # noqa: E402
 from gmvae4p.layout import RunLayout  # noqa: E402
@@ -36,8 +38,8 @@ def _table4(predictions):
     for name, part in predictions.groupby("method", sort=False):
         change = ABLATIONS[name]
         modalities = change.get("modalities", MODALITIES)
-        rows.append({"configuration": name, "changes": "+".join(change) or "nothing",
-                     "modalities": " ".join(modalities), "n_modalities": len(modalities),
+        rows.append({"configuration": name, "changes": "+".join(k for k in change if k != "reference") or "nothing",
+                     "reference": reference(name), "modalities": " ".join(modalities), "n_modalities": len(modalities),
                      **binary_metrics(part["label"], part["probability"], n_boot=20)})
     return pd.DataFrame(rows)
 
@@ -50,8 +52,8 @@ def _fusion(n_units=30, seed=0):
 
 
 def test_figure3_points_are_table4s_and_single_modality_panels_read_the_one_modality_rows():
-    configurations = ["full", "no communication", "proportions only", "states only", "communication only",
-                      "no auxiliary modalities", "no contrastive term"]
+    configurations = ["full", NETWORK_ONLY, "no communication", "proportions only", "states only",
+                      "communication only", "no auxiliary modalities", "no contrastive term"]
     ablation_predictions = _predictions(configurations)
     table4 = _table4(ablation_predictions)
     predictions = _predictions(["gmvae4p", "xgboost"], seed=1)
@@ -59,8 +61,10 @@ def test_figure3_points_are_table4s_and_single_modality_panels_read_the_one_moda
     fig, data = plots.modalities_figure(predictions, table1, ablation_predictions, table4, _fusion(),
                                         label_names={0: "healthy", 1: "SLE"})
     points = data[data["panel"] == "c"].set_index("configuration")
-    expected = table4[table4["changes"].isin(["nothing", "modalities"])].set_index("configuration")
-    assert sorted(points.index) == sorted(expected.index) and "no contrastive term" not in points.index
+    # the modality network alone: with all modalities, and each modality change made to it
+    expected = table4[(table4["changes"] == "modalities") | (table4["configuration"] == NETWORK_ONLY)]
+    expected = expected.set_index("configuration")
+    assert sorted(points.index) == sorted(expected.index) and not {"full", "no contrastive term"} & set(points.index)
     pd.testing.assert_series_equal(points["auc"], expected.loc[points.index, "auc"])
     assert set(data.loc[data["panel"] == "b", "method"]) == {"proportions only", "states only", "communication only"}
     assert set(data.loc[data["panel"] == "a", "method"]) == {"gmvae4p", "xgboost"}
@@ -126,6 +130,22 @@ def test_figure2_draws_the_stored_umaps_and_names_the_missing_step():
     assert (data["kind"] == "unit").sum() == 30
 
 
+def test_stage02_umap_gives_each_label_the_colour_of_the_later_figures():
+    rng = np.random.default_rng(0)
+    cells = ad.AnnData(np.zeros((40, 2), dtype=np.float32),
+                       obs=pd.DataFrame({"ct": np.repeat(["T", "B"], 20), "disease": np.tile(["SLE", "healthy"], 20)},
+                                        index=[f"c{i}" for i in range(40)]))
+    cells.uns[keys.UNS] = {"columns": {"cell_type": "ct", "label": "disease"}}
+    cells.uns[keys.UNS_GMVAE_UMAP] = {"cells": np.arange(40), keys.X_GMVAE: rng.normal(size=(40, 2))}
+    for positive, negative in (("SLE", "healthy"), ("healthy", "SLE")):
+        fig, _ = plots.latent_umap(cells, color=["ct", "disease"], positive_label=positive)
+        legend = fig.axes[1].get_legend()
+        colour = {text.get_text(): tuple(handle.get_facecolor()[0])
+                  for text, handle in zip(legend.get_texts(), legend.legend_handles)}
+        assert colour[positive] == matplotlib.colors.to_rgba(plots.LABEL_COLOURS[1])
+        assert colour[negative] == matplotlib.colors.to_rgba(plots.LABEL_COLOURS[0])
+
+
 def test_index_lists_what_the_run_wrote_with_table1s_numbers(tmp_path):
     layout = RunLayout(tmp_path / "run")
     predictions = _predictions(["gmvae4p", "xgboost"])
@@ -147,7 +167,8 @@ def test_figure1_panel_data_follows_the_fusion_weights():
     samples = _samples()
     units = unit_table(samples, "SLE")
     folds = patient_folds(units, n_folds=4, seed=0)
-    result = evaluate.cross_validate(samples, units, folds, methods=["gmvae4p"], config=FAST, n_top_genes=20,
+    network = dataclasses.replace(FAST, learners=["network"])  # the figure reads the network's fusion weights
+    result = evaluate.cross_validate(samples, units, folds, methods=["gmvae4p"], config=network, n_top_genes=20,
                                      n_top_interactions=10, device="cpu", progress=False)
     fig, data = plots.modality_weighting(result.fusion, result.fused, result.predictions.query("method == 'gmvae4p'"),
                                          label_names={0: "healthy", 1: "SLE"})

@@ -106,6 +106,8 @@ def test_ablation_stage_writes_table4_whose_full_row_is_table1s_gmvae4p(ci_run):
     table1 = pd.read_csv(ci_run / "tables" / "table1_main.csv").set_index("method")
     assert table4.loc[0, "auc"] == pytest.approx(table1.loc["gmvae4p", "auc"], abs=1e-9)
     assert (table4["delta_auc_low"].iloc[1:] <= table4["delta_auc"].iloc[1:]).all()
+    auc = table4.set_index("configuration")["auc"]  # each Δ against its own reference row
+    np.testing.assert_allclose(table4["delta_auc"], table4["auc"] - auc.loc[table4["reference"]].to_numpy(), atol=1e-9)
     for suffix in ("png", "pdf", "csv"):
         assert (ci_run / "figures" / f"05_ablation_deltas.{suffix}").stat().st_size > 0
 
@@ -116,7 +118,7 @@ def test_figure_stage_writes_every_figure_with_its_data_and_the_index_lists_them
             assert (ci_run / "figures" / f"{name}.{suffix}").stat().st_size > 0
     points = pd.read_csv(ci_run / "figures" / "figure3_modalities.csv").query("panel == 'c'").set_index("configuration")
     table4 = pd.read_csv(ci_run / "tables" / "table4_ablation.csv").set_index("configuration")
-    assert len(points) == 6  # full, no communication, the three single modalities and none (bulk only)
+    assert len(points) == 6  # the network alone: all modalities, no communication, each single one, none
     pd.testing.assert_series_equal(points["auc"], table4.loc[points.index, "auc"])
     cells = ad.read_h5ad(ci_run / "data" / "gmvae.h5ad")
     assert cells.uns[keys.UNS_GMVAE_UMAP][keys.X_GMVAE_ZSCORE].shape == (cells.n_obs, 2)

@@ -35,7 +35,7 @@ def _cohort(seed=0, n_cells=240):
 
 def test_each_mixture_has_n_cells_drawn_from_its_own_unit_and_whole_rows_take_every_cell_once():
     adata = _cohort()
-    plan = plan_mixtures(adata, n_samples=6, n_cells=50, sparse_prob=0.5, progress=False)
+    plan = plan_mixtures(adata, n_samples=6, n_cells=50, proportions="dirichlet", sparse_prob=0.5, progress=False)
     obs, weights = plan.obs, plan.weights
     assert list(obs["kind"].value_counts().sort_index()) == [3 * 6, 3]
     patient_of_cell = adata.obs["ind_cov"].to_numpy()
@@ -50,6 +50,20 @@ def test_each_mixture_has_n_cells_drawn_from_its_own_unit_and_whole_rows_take_ev
     drawn_types = (plan.cells_per_type > 0).sum(1)[obs["kind"].to_numpy() == MIXTURE]
     assert drawn_types.max() <= 2 and drawn_types.min() >= 1
     assert (plan.cells_per_type[(obs["patient"] == "P2").to_numpy(), TYPES.index("NK")] == 0).all()
+
+
+def test_unit_proportions_keep_each_units_composition_up_to_sampling_noise():
+    adata = _cohort(n_cells=3000)
+    plan = plan_mixtures(adata, n_samples=40, n_cells=400, proportions="unit", progress=False)
+    mixture = (plan.obs["kind"] == MIXTURE).to_numpy()
+    for unit in ("P1", "P2", "P3"):
+        own = (adata.obs["ind_cov"] == unit).to_numpy()
+        expected = adata.obs.loc[own, "ct_cov"].value_counts(normalize=True).reindex(TYPES, fill_value=0).to_numpy()
+        rows = mixture & (plan.obs["unit"] == unit).to_numpy()
+        drawn = plan.cells_per_type[rows] / 400
+        assert np.abs(drawn.mean(0) - expected).max() < 0.02  # mean of 40 draws of 400 cells
+        assert (drawn > 0).sum(1).min() == (expected > 0).sum()  # no type left out
+        assert drawn.std(0).max() > 0  # multinomial noise, not one fixed mixture
 
 
 def test_pseudobulk_counts_are_exactly_the_sum_of_the_drawn_cells():
@@ -136,6 +150,7 @@ def test_make_pseudobulk_writes_one_anndata_with_every_modality(tmp_path):
     (dict(n_cells=0), "n_cells must be an integer of at least 1"),
     (dict(n_samples=2.5), "n_samples must be an integer"),
     (dict(sparse_prob=1.0), r"sparse_prob must be in \[0, 1\)"),
+    (dict(proportions="tape"), r"proportions must be one of \['unit', 'dirichlet'\]"),
 ])
 def test_bad_settings_are_refused_before_any_work(change, match):
     with pytest.raises(PseudobulkError, match=match):

@@ -69,3 +69,19 @@ def test_gmvae4p_stacks_on_inner_folds_and_leans_on_the_learner_that_carries_the
     predicted = model.predict(samples, test)
     assert list(predicted.learners.columns) == ["linear", "program"] and predicted.fused.shape == (len(test), 0)
     assert ((predicted.probability > 0.5) == y[test]).mean() > 0.8
+
+
+def test_one_learner_is_taken_as_it_is_and_the_network_is_class_balanced_like_the_others():
+    samples = _samples(n_patients=24, n_samples=4)
+    units = unit_table(samples, "SLE")
+    units = units[~units["unit"].isin(units.loc[units["y"] == 1, "unit"][:8])]  # 4 positive patients against 12
+    y = sample_labels(samples, unit_table(samples, "SLE"))
+    rows = _mixture_rows(samples, units["unit"])
+    for learner in ("linear", "network"):
+        model = GMVAE4P(dataclasses.replace(FAST, learners=[learner]), n_top_genes=20, n_top_interactions=5,
+                        device="cpu").fit(samples, y, train=rows)
+        assert model.stack[False].inner == "single learner" and model.inner_auc == {}  # no inner folds
+        predicted = model.predict(samples, rows)
+        np.testing.assert_allclose(predicted.probability, predicted.learners[learner], rtol=1e-6, atol=1e-6)
+        called = predicted.probability > 0.5  # the training rows: balanced errors with one positive in four
+        assert called[y[rows] == 1].mean() > 0.75 and (~called[y[rows] == 0]).mean() > 0.75

@@ -18,15 +18,18 @@ MAX_CELLS = 20_000
 
 class UMAPProcess:
     """A worker process that starts compiling UMAP's numba functions as soon as it is made (by embedding random points
-    through the same code path), so that the caller's work meanwhile hides the compilation; :func:`latent_umaps`
-    then embeds in it. Results are those of UMAP in this process (same inputs, same ``random_state``)."""
+    through the code path that ``n_cells`` cells will take), so that the caller's work meanwhile hides the
+    compilation; :func:`latent_umaps` then embeds in it. Results are those of UMAP in this process (same inputs, same
+    ``random_state``)."""
 
-    WARMUP_POINTS = 4_200
-    """Above umap-learn's 4,096, below which it finds neighbours exactly rather than by NN-descent."""
+    EXACT_NEIGHBOURS_BELOW = 4_096
+    """umap-learn finds the neighbours of fewer points exactly, of more by NN-descent (far longer to compile)."""
 
-    def __init__(self):
+    def __init__(self, n_cells: int = MAX_CELLS):
         self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        points = np.random.default_rng(0).normal(size=(self.WARMUP_POINTS, 8)).astype(np.float32)
+        n_embedded = min(n_cells, MAX_CELLS)
+        n_points = n_embedded if n_embedded < self.EXACT_NEIGHBOURS_BELOW else self.EXACT_NEIGHBOURS_BELOW + 100
+        points = np.random.default_rng(0).normal(size=(max(n_points, 20), 8)).astype(np.float32)
         self._warmup = self._pool.submit(_umap, points, 0, 5)
 
     def embed(self, values: np.ndarray, seed: int) -> np.ndarray:
@@ -46,7 +49,7 @@ def latent_umaps(adata: ad.AnnData, *, bases: tuple[str, ...] = (keys.X_GMVAE, k
         missing = [b for b in bases if b not in adata.obsm]
         if missing:
             raise KeyError(f"adata.obsm lacks {missing}: train the GMVAE (stage 02) first.")
-        process = process or UMAPProcess()
+        process = process or UMAPProcess(adata.n_obs)
         cells = subsample(adata.n_obs, max_cells, seed)
         adata.uns[keys.UNS_GMVAE_UMAP] = {
             "cells": cells, "seed": seed,

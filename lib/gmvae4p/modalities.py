@@ -20,28 +20,30 @@ import scipy.sparse as sp
 
 from . import keys
 from .data.ligand_receptor import ligand_receptor_table
-from .pseudobulk import MixturePlan, PseudobulkError, _check_settings, _counts, plan_mixtures, pseudobulk_counts, \
+from .pseudobulk import PROPORTIONS, MixturePlan, PseudobulkError, _check_settings, _counts, plan_mixtures, pseudobulk_counts, \
     to_anndata, weighted_sums
 
-def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500, sparse_prob: float = 0.5,
+def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500,
+                    proportions: str = PROPORTIONS[0], sparse_prob: float = 0.5,
                     seed: int = 0, resource: str = "consensus", n_top_interactions: int | None = None,
                     progress: bool = True) -> ad.AnnData:
     """Stage 03 in one call: the plan (:func:`gmvae4p.pseudobulk.plan_mixtures`), pseudobulk counts, states and
     communication, as one AnnData of samples (keys in :mod:`gmvae4p.keys`). Every input is checked first.
     ``n_top_interactions`` is only recorded in the settings: the classifier selects that many per fold."""
-    _check_settings(n_samples=n_samples, n_cells=n_cells, sparse_prob=sparse_prob)
+    _check_settings(n_samples=n_samples, n_cells=n_cells, proportions=proportions, sparse_prob=sparse_prob)
     _counts(adata)
     _require_zscore(adata)
     pairs = ligand_receptor_pairs(adata.var_names, resource=resource)
-    plan = plan_mixtures(adata, n_samples=n_samples, n_cells=n_cells, sparse_prob=sparse_prob, seed=seed,
-                         progress=progress)
+    plan = plan_mixtures(adata, n_samples=n_samples, n_cells=n_cells, proportions=proportions,
+                         sparse_prob=sparse_prob, seed=seed, progress=progress)
     state_values, state_names = states(adata, plan)
     expression_values, expression_names = expression_states(adata, plan)
     communication_values, communication_names = communication(adata, plan, pairs)
     return to_anndata(adata, plan, pseudobulk_counts(adata, plan),
                       obsm={keys.STATES: state_values, keys.STATES_EXPRESSION: expression_values,
                             keys.COMMUNICATION: communication_values},
-                      uns={"settings": {"n_samples": n_samples, "n_cells": n_cells, "sparse_prob": sparse_prob,
+                      uns={"settings": {"n_samples": n_samples, "n_cells": n_cells, "proportions": proportions,
+                                        "sparse_prob": sparse_prob,
                                         "seed": seed, "resource": resource,
                                         "n_top_interactions": n_top_interactions},
                            "state_features": state_names, "state_expression_features": expression_names,

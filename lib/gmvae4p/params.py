@@ -18,6 +18,7 @@ import yaml
 
 from .classify.config import METHODS, ClassifierConfig
 from .gmvae.config import ModuleConfig, TrainConfig
+from .pseudobulk import PROPORTIONS
 
 
 class ParameterError(ValueError):
@@ -112,11 +113,15 @@ class PseudobulkSection:
     """TAPE-style pseudobulk samples and their modalities (stage 03, :func:`gmvae4p.modalities.make_pseudobulk`)."""
 
     n_samples: int = 10
-    """Random cell-type mixtures per unit (plus one whole-unit sample)."""
+    """Mixtures per unit (plus one whole-unit sample)."""
     n_cells: int = 500
     """Cells per mixture, drawn with replacement from the unit's own cells."""
+    proportions: str = PROPORTIONS[0]
+    """A mixture's cell-type proportions: ``unit`` (the unit's own) or ``dirichlet`` (TAPE's random ones; see
+    :data:`gmvae4p.pseudobulk.PROPORTIONS`)."""
     sparse_prob: float = 0.5
-    """``int(K · sparse_prob)`` of a unit's K cell types are left out of each mixture (never all)."""
+    """With ``proportions: dirichlet``, ``int(K · sparse_prob)`` of a unit's K cell types are left out of each
+    mixture (never all)."""
     resource: str = "consensus"
     """liana's ligand–receptor resource for the communication modality."""
     n_top_interactions: int = 500
@@ -128,6 +133,8 @@ class PseudobulkSection:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}.")
         if not 0 <= self.sparse_prob < 1:
             raise ValueError(f"sparse_prob must be in [0, 1), not {self.sparse_prob!r}.")
+        if self.proportions not in PROPORTIONS:
+            raise ValueError(f"proportions must be one of {list(PROPORTIONS)}, not {self.proportions!r}.")
 
 
 @dataclasses.dataclass
@@ -203,7 +210,8 @@ class Parameters:
 
     def notebook_parameters(self, names: typing.Iterable[str]) -> dict[str, object]:
         """The values to inject into a notebook whose ``parameters`` cell declares ``names``."""
-        available = {"seed": self.seed, **{k: dataclasses.asdict(v) for k, v in self.sections.items()}}
+        available = {"seed": self.seed, **{k: dataclasses.asdict(v) for k, v in self.sections.items()},
+                     "positive_label": self.sections["classify"].positive_label}  # colours labels before stage 04
         return {name: available[name] for name in names if name in available}
 
     def to_dict(self) -> dict[str, object]:

@@ -75,8 +75,10 @@ def run(parameters_file: str | os.PathLike, *, output_dir: str | os.PathLike | N
         with _PeakMemory() as memory:
             start = time.perf_counter()
             try:
+                # the kernel talks to this process over local TCP; its warning about that says nothing to a user
                 pm.execute_notebook(str(source), str(target), parameters=values, cwd=str(notebooks),
-                                    kernel_name="python3", progress_bar=True, log_output=log_output)
+                                    kernel_name="python3", progress_bar=True, log_output=log_output,
+                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])
                 completed = True
             except pm.PapermillExecutionError as err:
                 entry["error"] = f"{err.ename}: {err.evalue}"

@@ -125,14 +125,23 @@ def cell_type_confusion(adata: ad.AnnData):
     return fig, table
 
 
-def latent_umap(adata: ad.AnnData, *, color: list[str], basis: str = keys.X_GMVAE):
+def latent_umap(adata: ad.AnnData, *, color: list[str], basis: str = keys.X_GMVAE, positive_label: str | None = None):
     """The UMAP of ``obsm[basis]`` stored by :func:`gmvae4p.embedding.latent_umaps`, one panel per ``obs`` column
-    in ``color``."""
+    in ``color``. The label column takes the colours of every later figure once the positive label is known
+    (``positive_label``, else a simulated cohort's)."""
     data = _cell_umap(adata, basis, color)
     fig, axes = plt.subplots(1, len(color), figsize=(5.2 * len(color), 4.4), layout="constrained", squeeze=False)
     titles = _role_titles(adata)
+    label_column = obs_column(adata, "label")
+    positive = positive_label or adata.uns.get(keys.UNS_SIMULATION, {}).get("positive_label")
+    label_colours = {}
+    if label_column in color and positive is not None:
+        others = [str(g) for g in pd.unique(data[label_column].astype(str)) if str(g) != str(positive)]
+        if len(others) == 1:
+            label_colours = _class_colours({0: others[0], 1: str(positive)})
     for ax, column in zip(axes[0], color):
-        _scatter_groups(ax, data, column, title=titles.get(column, column))
+        _scatter_groups(ax, data, column, title=titles.get(column, column),
+                        colours=label_colours if column == label_column else None)
     fig.suptitle(f"GMVAE latent space (UMAP of {basis}, {_shown(len(data), adata.n_obs, 'cells')})")
     return fig, data
 
@@ -318,17 +327,21 @@ def null_distributions(null: pd.DataFrame, table: pd.DataFrame):
 
 
 def ablation_deltas(table: pd.DataFrame):
-    """Table 4 as a forest plot: each configuration's AUC minus the full model's, with its paired 95 % CI."""
-    data = table.loc[table["configuration"] != "full",
-                     ["configuration", "auc", "delta_auc", "delta_auc_low", "delta_auc_high"]].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(data) + 1.5))
+    """Table 4 as a forest plot: each configuration's AUC minus its reference's (the full model, or the modality
+    network alone for a change inside it), with its paired 95 % CI; one colour per reference."""
+    data = table.loc[table["configuration"] != table["reference"],
+                     ["configuration", "reference", "auc", "delta_auc", "delta_auc_low",
+                      "delta_auc_high"]].reset_index(drop=True)
+    auc = table.set_index("configuration")["auc"]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(data) + 1.8))
     y = np.arange(len(data))[::-1]
-    ax.errorbar(data["delta_auc"], y, xerr=[data["delta_auc"] - data["delta_auc_low"],
-                                            data["delta_auc_high"] - data["delta_auc"]], fmt="o", capsize=3)
+    for k, (name, part) in enumerate(data.groupby("reference", sort=False)):
+        delta, low, high = (part[c].to_numpy() for c in ("delta_auc", "delta_auc_low", "delta_auc_high"))
+        ax.errorbar(delta, y[part.index], xerr=[delta - low, high - delta], fmt="o", capsize=3, color=f"C{k}",
+                    label=f"vs {name} (AUC {auc.loc[name]:.3f})")
     ax.axvline(0, color="k", linestyle=":", linewidth=1)
-    full = table.loc[table["configuration"] == "full", "auc"].iloc[0]
-    ax.set(yticks=y, yticklabels=data["configuration"],
-           xlabel=f"Δ AUC vs full GMVAE4P (AUC {full:.3f}), paired 95 % CI")
+    ax.set(yticks=y, yticklabels=data["configuration"], xlabel="Δ AUC vs the reference, paired 95 % CI")
+    ax.legend(frameon=False, fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0))
     fig.tight_layout()
     return fig, data
 
@@ -357,10 +370,11 @@ def roc_curves(predictions: pd.DataFrame, table: pd.DataFrame, *, title: str = "
 
 
 def auc_by_modality_count(table: pd.DataFrame, *, ax=None):
-    """Figure 3b: AUC (with CI) against the number of auxiliary modalities GMVAE4P reads, from Table 4's rows that
-    change nothing but the modalities (the full model and its modality ablations), each point labelled; the mean
-    AUC per count joined by a line."""
-    data = table.loc[table["changes"].isin(["nothing", "modalities"]),
+    """Figure 3c: AUC (with CI) against the number of auxiliary modalities GMVAE4P's modality network reads, from
+    Table 4's rows of the network alone that change nothing but the modalities (and the network with all of them),
+    each point labelled; the mean AUC per count joined by a line."""
+    network = table.loc[table["changes"] == "modalities", "reference"].unique()
+    data = table.loc[(table["changes"] == "modalities") | table["configuration"].isin(network),
                      ["configuration", "modalities", "n_modalities", "auc", "auc_low", "auc_high"]]
     data = data.sort_values(["n_modalities", "configuration"]).reset_index(drop=True)
     fig, ax = _figure_or(ax, (5, 4))
@@ -378,7 +392,7 @@ def auc_by_modality_count(table: pd.DataFrame, *, ax=None):
     ax.set_xlim(-0.3, most + 0.8)
     ax.axhline(0.5, color="k", linestyle=":", linewidth=1)
     ax.set(xlabel="auxiliary modalities read", ylabel="AUC per unit (95 % CI)",
-           xticks=sorted(set(data["n_modalities"])), title="GMVAE4P by modalities (Table 4)")
+           xticks=sorted(set(data["n_modalities"])), title="modality network by modalities (Table 4)")
     ax.spines[["top", "right"]].set_visible(False)
     return fig, data
 
@@ -428,9 +442,9 @@ def prediction_correlation(predictions: pd.DataFrame, *, ax=None):
 
 def modalities_figure(predictions: pd.DataFrame, table1: pd.DataFrame, ablation_predictions: pd.DataFrame,
                       table4: pd.DataFrame, fusion: pd.DataFrame, *, label_names: dict[int, str] | None = None):
-    """Figure 3: (a) ROC per method (Table 1), (b) ROC of GMVAE4P trained with each single auxiliary modality
-    (Table 4's one-modality rows), (c) AUC against the number of modalities (Table 4), (d) the learned fusion
-    weights, (e) correlation of the single-modality predictions. The panel data carries a ``panel`` column."""
+    """Figure 3: (a) ROC per method (Table 1), (b) ROC of GMVAE4P's modality network trained with each single
+    auxiliary modality (Table 4's one-modality rows, the network alone), (c) the network's AUC against the number of
+    modalities (Table 4), (d) the learned fusion weights, (e) correlation of the single-modality predictions. The panel data carries a ``panel`` column."""
     single = table4.loc[(table4["changes"] == "modalities") & (table4["n_modalities"] == 1), "configuration"].tolist()
     if not single:
         raise ValueError("Table 4 has no one-modality configuration: run stage 05 with its default ablations.")
@@ -438,12 +452,12 @@ def modalities_figure(predictions: pd.DataFrame, table1: pd.DataFrame, ablation_
     single_table = table4.rename(columns={"configuration": "method"})
     fig, axes = plt.subplots(2, 3, figsize=(17, 10), layout="constrained")
     parts = {"a": roc_curves(predictions, table1, title="a  every method", ax=axes[0, 0])[1],
-             "b": roc_curves(single_predictions, single_table, title="b  GMVAE4P, one auxiliary modality",
+             "b": roc_curves(single_predictions, single_table, title="b  modality network, one auxiliary modality",
                              ax=axes[0, 1])[1],
              "c": auc_by_modality_count(table4, ax=axes[0, 2])[1],
              "d": fusion_weight_distribution(fusion, label_names=label_names, ax=axes[1, 0])[1],
              "e": prediction_correlation(single_predictions, ax=axes[1, 1])[1].rename_axis("row").reset_index()}
-    axes[0, 2].set_title("c  AUC by number of modalities (Table 4)")
+    axes[0, 2].set_title("c  modality network: AUC by number of modalities (Table 4)")
     axes[1, 0].set_title("d  learned fusion weights (full model)")
     axes[1, 1].set_title("e  " + axes[1, 1].get_title())
     axes[1, 2].remove()

@@ -1,8 +1,8 @@
 """Stage 03: TAPE-style pseudobulk samples per unit, made as one sparse (samples × cells) weight matrix.
 
 A *unit* is a patient, or a sample when the cohort has a sample column (Kang ctrl/stim: two units per donor).
-Each unit gets ``n_samples`` random cell-type mixtures of ``n_cells`` cells drawn from its own cells, and one
-whole-unit row (every cell once: what bulk RNA-seq of that unit would see). Row ``i`` of the weight matrix ``W``
+Each unit gets ``n_samples`` mixtures of ``n_cells`` cells drawn from its own cells (at the unit's own cell-type
+proportions, or at random ones as TAPE draws them: :data:`PROPORTIONS`), and one whole-unit row (every cell once: what bulk RNA-seq of that unit would see). Row ``i`` of the weight matrix ``W``
 says how often each cell was drawn into sample ``i``; every per-sample quantity is then one sparse product:
 pseudobulk counts ``W @ X``, drawn cells per type ``W @ onehot(type)``, and the modalities of
 :mod:`gmvae4p.modalities` likewise.
@@ -22,6 +22,13 @@ from tqdm import tqdm  # text bars: the same in a terminal, a notebook and a pap
 
 from . import keys
 from .data import obs_column
+
+PROPORTIONS = ("unit", "dirichlet")
+"""How a mixture's cell-type proportions are drawn: ``unit``, the unit's own (cells drawn uniformly from all of its
+typed cells, so a mixture keeps the composition that bulk RNA-seq of the unit would see, up to sampling noise);
+``dirichlet``, TAPE's Dirichlet(1) over the types the unit has with ``int(K · sparse_prob)`` of them zeroed (varied
+compositions for learning deconvolution, but no composition signal left for a classifier)."""
+
 
 class PseudobulkError(ValueError):
     """Bad pseudobulk settings or input; the message names the parameter or column."""
@@ -50,16 +57,16 @@ class MixturePlan:
         return np.asarray((self.weights @ onehot).todense())
 
 
-def plan_mixtures(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500, sparse_prob: float = 0.5,
-                  seed: int = 0, progress: bool = True) -> MixturePlan:
+def plan_mixtures(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500, proportions: str = PROPORTIONS[0],
+                  sparse_prob: float = 0.5, seed: int = 0, progress: bool = True) -> MixturePlan:
     """Draw the mixtures of every unit (deterministic for a ``seed``).
 
-    For each unit and each of its ``n_samples`` mixtures: proportions ~ Dirichlet(1) over the cell types the unit
-    has; ``int(K · sparse_prob)`` of its K types set to zero (never all); integer cell counts ~ Multinomial(``n_cells``,
-    proportions), so they sum to ``n_cells`` exactly; cells drawn with replacement from the unit's cells of each
-    type. Then one whole-unit row per unit.
+    For each unit and each of its ``n_samples`` mixtures: proportions over the cell types the unit has, its own
+    (``proportions="unit"``) or ~ Dirichlet(1) with ``int(K · sparse_prob)`` of its K types set to zero (never all;
+    ``"dirichlet"``); integer cell counts ~ Multinomial(``n_cells``, proportions), so they sum to ``n_cells``
+    exactly; cells drawn with replacement from the unit's cells of each type. Then one whole-unit row per unit.
     """
-    _check_settings(n_samples=n_samples, n_cells=n_cells, sparse_prob=sparse_prob)
+    _check_settings(n_samples=n_samples, n_cells=n_cells, proportions=proportions, sparse_prob=sparse_prob)
     unit_of_cell, units, patient_of_unit, label_of_unit = _units(adata)
     type_column = obs_column(adata, "cell_type")
     types = pd.Categorical(adata.obs[type_column])
@@ -73,13 +80,8 @@ def plan_mixtures(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500,
         cells = order[bounds[u]:bounds[u + 1]]
         by_type = [cells[codes[cells] == k] for k in range(len(types.categories))]
         present = [k for k, c in enumerate(by_type) if len(c)]
-        proportions = rng.dirichlet(np.ones(len(present)), size=n_samples)
-        n_zero = min(int(len(present) * sparse_prob), len(present) - 1)
-        if n_zero:
-            zeroed = np.argsort(rng.random(proportions.shape), axis=1)[:, :n_zero]
-            np.put_along_axis(proportions, zeroed, 0.0, axis=1)
-            proportions /= proportions.sum(1, keepdims=True)
-        counts = rng.multinomial(n_cells, proportions)
+        counts = rng.multinomial(n_cells, _mixture_proportions([len(by_type[k]) for k in present], n_samples,
+                                                               proportions, sparse_prob, rng))
         first_row = len(obs)
         for j, k in enumerate(present):
             drawn = by_type[k][rng.integers(0, len(by_type[k]), counts[:, j].sum())]
@@ -219,10 +221,26 @@ def _check_units_have_typed_cells(unit_of_cell, codes, units, type_column):
                               f"obs[{type_column!r}]: no mixture can be drawn from them.")
 
 
-def _check_settings(*, n_samples, n_cells, sparse_prob):
+def _mixture_proportions(cells_per_type: list[int], n_samples: int, proportions: str, sparse_prob: float,
+                         rng: np.random.Generator) -> np.ndarray:
+    """``n_samples`` × types proportions over a unit's present types (:func:`plan_mixtures`)."""
+    if proportions == "unit":
+        return np.tile(np.asarray(cells_per_type, dtype=float) / sum(cells_per_type), (n_samples, 1))
+    drawn = rng.dirichlet(np.ones(len(cells_per_type)), size=n_samples)
+    n_zero = min(int(len(cells_per_type) * sparse_prob), len(cells_per_type) - 1)
+    if n_zero:
+        zeroed = np.argsort(rng.random(drawn.shape), axis=1)[:, :n_zero]
+        np.put_along_axis(drawn, zeroed, 0.0, axis=1)
+        drawn /= drawn.sum(1, keepdims=True)
+    return drawn
+
+
+def _check_settings(*, n_samples, n_cells, proportions, sparse_prob):
     for name, value in (("n_samples", n_samples), ("n_cells", n_cells)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise PseudobulkError(f"{name} must be an integer of at least 1, not {value!r}.")
+    if proportions not in PROPORTIONS:
+        raise PseudobulkError(f"proportions must be one of {list(PROPORTIONS)}, not {proportions!r}.")
     if not 0 <= sparse_prob < 1:
         raise PseudobulkError(f"sparse_prob must be in [0, 1), not {sparse_prob!r}.")
 

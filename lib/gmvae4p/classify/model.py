@@ -30,7 +30,7 @@ from .cv import FoldError, most_variable, patient_folds
 from .metrics import auc_with_ci
 from .baselines import BASELINES
 from .program import LearnedProgram
-from .stack import Stack, equal_stack, fit_stack
+from .stack import Stack, equal_stack, fit_stack, single_stack
 from .training import fit
 
 BULK = "bulk"
@@ -157,6 +157,9 @@ class ModalityNetwork:
                                          sources=self.sources, program=program)
         data = self._tensors(samples, train)
         labels = torch.as_tensor(y[train], dtype=torch.long, device=self.device)
+        # class-balanced like the other learners, so that probability 0.5 lies between the classes on its own
+        counts = torch.bincount(labels, minlength=2).clamp_min(1).float()
+        class_weight = len(labels) / (2 * counts)
         dims = {m: self.features.width(m) for m in self.modalities}
         self.module = GMVAE4PModule(self.features.width(BULK), dims, fusion=c.fusion, hidden_dim=c.hidden_dim,
                                     embed_dim=c.embed_dim, dropout=c.dropout).to(self.device)
@@ -167,13 +170,14 @@ class ModalityNetwork:
             out = self.module(bulk)
             true_out = self.module(bulk, modalities, use_true=True) if self.modalities else None
             return self.module.loss(out, labels[rows], modalities, true_out=true_out, nll_weight=c.nll_weight,
-                                    contrastive_weight=c.contrastive_weight)["loss"]
+                                    contrastive_weight=c.contrastive_weight, class_weight=class_weight)["loss"]
 
         validation_loss = None
         if validation is not None and len(validation):
             held = self._tensors(samples, validation, blocks=(BULK,))[BULK]
             held_labels = torch.as_tensor(y[validation], dtype=torch.long, device=self.device)
-            validation_loss = lambda: torch.nn.functional.cross_entropy(self.module(held)["logits"], held_labels)
+            validation_loss = lambda: torch.nn.functional.cross_entropy(self.module(held)["logits"], held_labels,
+                                                                        weight=class_weight)
         self.history = fit(self.module, batch_loss, len(train), validation_loss=validation_loss, config=c,
                            seed=self.seed)
         return self
@@ -243,8 +247,11 @@ class GMVAE4P:
         validation = np.asarray([] if validation is None else validation, dtype=np.int64)
         rows = np.concatenate([train, validation])
         self.learners = self._fit_learners(samples, y, train, validation, self.seed)
-        inner = self._inner_folds(samples, y, rows)
         names = tuple(self.config.learners)
+        if len(names) == 1:  # every learner is class-balanced: a stack of one is the learner itself
+            self.stack = {False: single_stack(names), True: single_stack(names)}
+            return self
+        inner = self._inner_folds(samples, y, rows)
         if inner is None:
             self.stack = {False: equal_stack(names), True: equal_stack(names)}
             return self
@@ -252,8 +259,10 @@ class GMVAE4P:
         for index, (inner_train, inner_validation, inner_test) in enumerate(inner):
             fitted = self._fit_learners(samples, y, inner_train, inner_validation, self.seed + 1000 * (index + 1))
             held.append(inner_test)
-            for use_true in (False, True):
-                logits[use_true].append(fitted.logits(samples, inner_test, use_true=use_true))
+            bulk = fitted.logits(samples, inner_test)
+            logits[False].append(bulk)
+            logits[True].append(fitted.logits(samples, inner_test, use_true=True) if fitted.reads_modalities
+                                else bulk)
         held = np.concatenate(held)
         self.stack = {use_true: fit_stack(np.concatenate(parts), y[held], names)
                       for use_true, parts in logits.items()}

@@ -86,12 +86,14 @@ class GMVAE4PModule(nn.Module):
 
     def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor, modalities: dict[str, torch.Tensor], *,
              true_out: dict[str, torch.Tensor] | None = None, nll_weight: float = 1.0,
-             contrastive_weight: float = 0.1, temperature: float = 0.1) -> dict[str, torch.Tensor]:
-        """``loss`` = cross-entropy + ``nll_weight`` · mean Gaussian NLL per modality + ``contrastive_weight`` ·
-        InfoNCE between predicted-modality and true-modality encodings (+ the cross-entropy of the scRNA path when
-        its output ``true_out`` is given); each term returned too."""
-        ce = F.cross_entropy(out["logits"], labels)
-        ce_true = F.cross_entropy(true_out["logits"], labels) if true_out is not None else torch.zeros_like(ce)
+             contrastive_weight: float = 0.1, temperature: float = 0.1,
+             class_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``loss`` = cross-entropy (weighted per class by ``class_weight``) + ``nll_weight`` · mean Gaussian NLL per
+        modality + ``contrastive_weight`` · InfoNCE between predicted-modality and true-modality encodings (+ the
+        cross-entropy of the scRNA path when its output ``true_out`` is given); each term returned too."""
+        ce = F.cross_entropy(out["logits"], labels, weight=class_weight)
+        ce_true = F.cross_entropy(true_out["logits"], labels, weight=class_weight) if true_out is not None \
+            else torch.zeros_like(ce)
         nll, contrastive = out["logits"].new_zeros(()), out["logits"].new_zeros(())
         for m in self.modalities:
             target = modalities[m]

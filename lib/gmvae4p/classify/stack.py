@@ -30,8 +30,8 @@ PENALTY = 1e-2
 @dataclasses.dataclass
 class Stack:
     """``probability = sigmoid(intercept + Σ weight_j · clip(logit_j))`` over the learners in ``learners``' order;
-    ``inner`` says how the weights were found (``inner folds``, or ``equal`` when the training units were too few
-    to hold folds out)."""
+    ``inner`` says how the weights were found (``inner folds``; ``equal`` when the training units were too few to
+    hold folds out; ``single learner``)."""
 
     learners: tuple[str, ...]
     weights: np.ndarray
@@ -67,6 +67,11 @@ def fit_stack(logits: np.ndarray, y: np.ndarray, learners: tuple[str, ...]) -> S
     start = np.append(np.full(k, 1.0 / k), 0.0)
     fitted = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * k + [(None, None)])
     return Stack(tuple(learners), fitted.x[:k], float(fitted.x[k]), "inner folds")
+
+
+def single_stack(learners: tuple[str, ...]) -> Stack:
+    """One learner taken as it is (its logit unchanged): no inner folds are needed."""
+    return Stack(tuple(learners), np.ones(1), 0.0, "single learner")
 
 
 def equal_stack(learners: tuple[str, ...]) -> Stack:
