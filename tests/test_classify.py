@@ -185,6 +185,11 @@ def test_reference_aucs_read_the_simulators_activity_and_its_program_in_the_pseu
     assert references[evaluate.ORACLE_PROGRAM][0] == pytest.approx(6 / 16)
     assert references[evaluate.ORACLE_ACTIVITY][0] == pytest.approx(10 / 16)  # activity falls with the number
     assert evaluate.reference_aucs(ad.AnnData(np.zeros((1, 1), dtype=np.float32)), samples, units) == {}
+    composition_only = {**truth, "effect_size": 0.0, "parameters": {"composition_shift": 0.8}}
+    cells.uns[keys.UNS_SIMULATION] = composition_only  # the activity moves composition, no program: one ceiling
+    assert list(evaluate.reference_aucs(cells, samples, units, n_boot=50)) == [evaluate.ORACLE_ACTIVITY]
+    cells.uns[keys.UNS_SIMULATION] = {**composition_only, "parameters": {"composition_shift": 0.0}}
+    assert evaluate.reference_aucs(cells, samples, units, n_boot=50) == {}
     table1 = evaluate.main_table(pd.DataFrame({"method": "m", "fold": 0, "unit": units["unit"], "label": units["y"],
                                                "probability": 0.5}), references=references, n_boot=50)
     assert list(table1["method"]) == ["m", evaluate.ORACLE_ACTIVITY, evaluate.ORACLE_PROGRAM]

@@ -286,7 +286,7 @@ def method_auc(table: pd.DataFrame):
     data = table.loc[~oracle, columns].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(data) + 2.2))
     y = np.arange(len(data))[::-1]
-    if "null_low" in data:
+    if "null_low" in data and data["null_low"].notna().any():  # a run without the null has empty columns
         ax.barh(y, data["null_high"] - data["null_low"], left=data["null_low"], height=0.5, color="0.85",
                 label="permutation null, 95 % range")
         for at, p in zip(y, data["p_value"]):

@@ -303,12 +303,14 @@ def reference_aucs(cells: ad.AnnData, samples: ad.AnnData, units: pd.DataFrame, 
       embedded cohort 0.789 against the activity's 0.821).
 
     Neither is fitted: both read the simulator's truth (``cells.uns["simulation"]``). A cohort simulated with no
-    effect of the activity (``effect_size`` and ``composition_shift`` 0) has none."""
+    effect of the activity (``effect_size`` and ``composition_shift`` 0) has none; one whose activity moves
+    composition only (``effect_size`` 0) has no program ceiling."""
     truth = cells.uns.get(keys.UNS_SIMULATION)
     if truth is None:
         return {}
     shift = float(truth.get("parameters", {}).get("composition_shift", 1.0))
-    if float(truth.get("effect_size", 1.0)) == 0 and shift == 0:
+    no_program = float(truth.get("effect_size", 1.0)) == 0
+    if no_program and shift == 0:
         return {}  # the activity drives nothing in the data: there is no ceiling to read the methods against
     activity = pd.Series(np.asarray(truth["patient_activity"]), index=np.asarray(truth["patients"]).astype(str))
     weights = pd.Series(np.asarray(truth["disease_gene_weights"], dtype=float),
@@ -320,10 +322,12 @@ def reference_aucs(cells: ad.AnnData, samples: ad.AnnData, units: pd.DataFrame, 
                       index=samples.obs.loc[mixture, "unit"].astype(str).to_numpy()).groupby(level=0).mean()
     y = units["y"].to_numpy()
     patients = units["patient"].astype(str).to_numpy()
-    return {ORACLE_ACTIVITY: auc_with_ci(y, activity.loc[patients].to_numpy(), patients=patients, n_boot=n_boot,
-                                         seed=seed),
-            ORACLE_PROGRAM: auc_with_ci(y, score.loc[units["unit"].astype(str)].to_numpy(), patients=patients,
-                                        n_boot=n_boot, seed=seed)}
+    references = {ORACLE_ACTIVITY: auc_with_ci(y, activity.loc[patients].to_numpy(), patients=patients,
+                                               n_boot=n_boot, seed=seed)}
+    if not no_program:  # the program's genes carry nothing when the activity does not move them
+        references[ORACLE_PROGRAM] = auc_with_ci(y, score.loc[units["unit"].astype(str)].to_numpy(),
+                                                 patients=patients, n_boot=n_boot, seed=seed)
+    return references
 
 
 def deployment_table(deployment: pd.DataFrame, *, units: pd.DataFrame | None = None, n_boot: int = 1000,
