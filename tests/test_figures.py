@@ -109,12 +109,18 @@ def test_diagnostics_draw_table2s_means_and_table3s_units():
     assert data[data["panel"] == "bulk_deployment"]["unit"].tolist() == ["U0", "U1", "U2"]
 
 
-def test_figure2_draws_the_stored_umaps_and_names_the_missing_step():
-    rng = np.random.default_rng(0)
+def _labelled_cells():
+    """40 cells of two types and two labels, with their column roles (as stage 01 records them)."""
     cells = ad.AnnData(np.zeros((40, 2), dtype=np.float32),
                        obs=pd.DataFrame({"ct": np.repeat(["T", "B"], 20), "disease": np.tile(["SLE", "healthy"], 20)},
                                         index=[f"c{i}" for i in range(40)]))
     cells.uns[keys.UNS] = {"columns": {"cell_type": "ct", "label": "disease"}}
+    return cells
+
+
+def test_figure2_draws_the_stored_umaps_and_names_the_missing_step():
+    rng = np.random.default_rng(0)
+    cells = _labelled_cells()
     fusion = _fusion()
     fused = pd.DataFrame(rng.normal(size=(30, 8)), columns=[f"fused_{i}" for i in range(8)]).assign(unit=fusion["unit"])
     predictions = _predictions(["gmvae4p"])
@@ -132,10 +138,7 @@ def test_figure2_draws_the_stored_umaps_and_names_the_missing_step():
 
 def test_stage02_umap_gives_each_label_the_colour_of_the_later_figures():
     rng = np.random.default_rng(0)
-    cells = ad.AnnData(np.zeros((40, 2), dtype=np.float32),
-                       obs=pd.DataFrame({"ct": np.repeat(["T", "B"], 20), "disease": np.tile(["SLE", "healthy"], 20)},
-                                        index=[f"c{i}" for i in range(40)]))
-    cells.uns[keys.UNS] = {"columns": {"cell_type": "ct", "label": "disease"}}
+    cells = _labelled_cells()
     cells.uns[keys.UNS_GMVAE_UMAP] = {"cells": np.arange(40), keys.X_GMVAE: rng.normal(size=(40, 2))}
     for positive, negative in (("SLE", "healthy"), ("healthy", "SLE")):
         fig, _ = plots.latent_umap(cells, color=["ct", "disease"], positive_label=positive)
