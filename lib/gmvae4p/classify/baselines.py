@@ -19,7 +19,6 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from xgboost import XGBClassifier
 
 from .. import keys
 from .cv import Fold, most_variable
@@ -33,13 +32,20 @@ BASELINES: dict[str, tuple[str, Callable[[int], ClassifierMixin]]] = {
     "random_forest": (EXPRESSION, lambda seed: RandomForestClassifier(
         n_estimators=300, min_samples_leaf=2, class_weight="balanced", n_jobs=-1, random_state=seed)),
     # 32 histogram bins: training sets are hundreds of samples, and 256 bins made each fit 5× slower
-    "xgboost": (EXPRESSION, lambda seed: XGBClassifier(
+    "xgboost": (EXPRESSION, lambda seed: _xgboost()(
         n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8, colsample_bytree=0.5, max_bin=32,
         random_state=seed, n_jobs=-1)),
     "composition_logistic_regression": (COMPOSITION, lambda seed: make_pipeline(
         StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000))),
 }
 """Name → (input, factory of an unfitted sklearn classifier given a seed)."""
+
+
+def _xgboost():
+    """XGBoost's classifier, imported when first used: GMVAE4P and the other methods run where it is not installed."""
+    from xgboost import XGBClassifier
+
+    return XGBClassifier
 
 
 def fit_predict_baselines(samples: ad.AnnData, y: np.ndarray, folds: list[Fold], *,

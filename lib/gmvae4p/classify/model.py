@@ -27,7 +27,6 @@ from .. import keys
 from .config import ClassifierConfig
 from .module import GMVAE4PModule
 from .cv import FoldError, most_variable, patient_folds
-from .metrics import auc_with_ci
 from .baselines import BASELINES
 from .program import LearnedProgram
 from .stack import Stack, equal_stack, fit_stack, single_stack
@@ -219,8 +218,6 @@ class GMVAE4P:
         self.stack: dict[bool, Stack] = {}
         """The stack for bulk input (``False``) and for the scRNA mode (``True``: the network reads the true
         modalities)."""
-        self.inner_auc: dict[str, float] = {}
-        """Each learner's out-of-fold AUC over the training units on the inner folds (bulk input)."""
 
     @property
     def network(self) -> ModalityNetwork | None:
@@ -264,13 +261,9 @@ class GMVAE4P:
             logits[True].append(fitted.logits(samples, inner_test, use_true=True) if fitted.reads_modalities
                                 else bulk)
         held = np.concatenate(held)
-        self.stack = {use_true: fit_stack(np.concatenate(parts), y[held], names)
-                      for use_true, parts in logits.items()}
         unit = samples.obs["unit"].astype(str).to_numpy()[held]
-        per_unit = pd.DataFrame(np.concatenate(logits[False]), columns=list(names)).groupby(unit).mean()
-        truth = pd.Series(y[held]).groupby(unit).first().loc[per_unit.index].to_numpy()
-        if 0 < truth.sum() < len(truth):
-            self.inner_auc = {name: auc_with_ci(truth, per_unit[name].to_numpy(), n_boot=1)[0] for name in names}
+        self.stack = {use_true: fit_stack(np.concatenate(parts), y[held], unit, names)
+                      for use_true, parts in logits.items()}
         return self
 
     @torch.no_grad()
@@ -292,7 +285,8 @@ class GMVAE4P:
         """One row per learner: its stack weight for bulk input and for the scRNA mode, and its inner AUC."""
         return pd.DataFrame({"learner": list(self.config.learners), "weight": self.stack[False].weights,
                              "weight_scrna": self.stack[True].weights,
-                             "inner_auc": [self.inner_auc.get(name, np.nan) for name in self.config.learners],
+                             "inner_auc": [self.stack[False].inner_auc.get(name, np.nan)
+                                           for name in self.config.learners],
                              "stacked_on": self.stack[False].inner})
 
     def _fit_learners(self, samples, y, train, validation, seed) -> _Learners:

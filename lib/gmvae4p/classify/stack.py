@@ -1,16 +1,24 @@
-"""How GMVAE4P combines its learners: a non-negative logistic regression on their out-of-fold logits.
+"""How GMVAE4P combines its learners: a mean of their standardized logits, each weighted by how far its inner-fold
+AUC rises above chance.
 
 GMVAE4P has several learners that read bulk expression (:data:`~gmvae4p.classify.config.LEARNERS`): ``linear``,
 L2 logistic regression on the standardized most variable genes; ``program``, logistic regression on the learned
-disease program's score; ``network``, the modality network. Which of them carries the signal depends
-on the cohort: on a disease that moves one co-expressed program across patients the program's score wins; where the
-label shows in hundreds of genes at once a regularized linear model over all genes wins; where the single-cell
-modalities hold what bulk hides, the modality network should. Rather than fix the choice, GMVAE4P learns it from the
-training units alone (stacked generalization, Wolpert 1992): inner folds over the training patients give every
-learner's out-of-fold logits, and :func:`fit_stack` weighs them. The weights are non-negative, so a learner that
-anti-learns on the inner folds is dropped rather than turned around, and the fit is class-balanced, so the
-stack's probability 0.5 is the decision point that the training units put halfway between the classes (the
-threshold for accuracy and balanced accuracy comes from them, not from the test units).
+disease program's score; ``network``, the modality network. Which of them carries the signal depends on the cohort:
+on a disease that moves one co-expressed program across patients the program's score wins; where the label shows in
+hundreds of genes at once a regularized linear model over all genes wins; where the single-cell modalities hold what
+bulk hides, the modality network should. GMVAE4P learns the combination from the training units alone: inner folds
+over the training patients give every learner's out-of-fold logits, and :func:`fit_stack` weighs them.
+
+The weights are deliberately simple. A regression of the labels on the learners' logits (stacked generalization,
+Wolpert 1992) must estimate one weight per learner and an intercept from the out-of-fold logits of a few dozen
+training patients; its weights swing from one outer fold to the next, and estimated combinations of forecasts lose
+to simple ones when the estimation error is that large (the "forecast combination puzzle", Smith and Wallis 2009).
+Here each learner's logit is divided by its spread on the inner folds (so that no learner weighs more for having
+larger logits), and weighted by its inner-fold AUC over the training units minus 0.5: one number per learner, read
+off directly, so a learner that anti-learns or guesses gets weight 0 and the others share the rest in proportion to
+what they showed. No intercept is fitted: every learner is class-balanced, so its logit 0 already sits between the
+classes of the training units, and a positively weighted mean keeps it there (the threshold for accuracy and balanced
+accuracy comes from the training units, not from the test units).
 """
 
 from __future__ import annotations
@@ -18,62 +26,56 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy.optimize import minimize
+import pandas as pd
+
+from .metrics import auc
 
 
 LOGIT_LIMIT = 10.0
-"""Learners' logits are clipped to ± this before stacking: a separable inner fold gives unbounded logits."""
-PENALTY = 1e-2
-"""L2 penalty on the stack's weights (keeps them finite when the inner folds are separable)."""
+"""Learners' logits are clipped to ± this before they are combined: a separable inner fold gives unbounded logits."""
 
 
 @dataclasses.dataclass
 class Stack:
-    """``probability = sigmoid(intercept + Σ weight_j · clip(logit_j))`` over the learners in ``learners``' order;
-    ``inner`` says how the weights were found (``inner folds``; ``equal`` when the training units were too few to
-    hold folds out; ``single learner``)."""
+    """``probability = sigmoid(Σ weight_j · clip(logit_j) / scale_j)`` over the learners in ``learners``' order
+    (weights ≥ 0, summing to 1); ``inner_auc`` is each learner's per-unit AUC on the inner folds (empty without
+    them); ``inner`` says how the weights were found (``inner folds``; ``equal`` when the training units were too few
+    to hold folds out or no learner rose above chance on them; ``single learner``)."""
 
     learners: tuple[str, ...]
     weights: np.ndarray
-    intercept: float
+    scale: np.ndarray
     inner: str
+    inner_auc: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def probability(self, logits: np.ndarray) -> np.ndarray:
-        """The stacked probability of rows of learner ``logits`` (rows × learners)."""
-        z = self.intercept + np.clip(logits, -LOGIT_LIMIT, LOGIT_LIMIT) @ self.weights
+        """The combined probability of rows of learner ``logits`` (rows × learners)."""
+        z = (np.clip(logits, -LOGIT_LIMIT, LOGIT_LIMIT) / self.scale) @ self.weights
         return 1.0 / (1.0 + np.exp(-z))
 
 
-def fit_stack(logits: np.ndarray, y: np.ndarray, learners: tuple[str, ...]) -> Stack:
-    """Weights ≥ 0 and an intercept minimizing the class-balanced log loss of ``y`` (1 = positive) given the
-    learners' out-of-fold ``logits`` (rows × learners), plus :data:`PENALTY` · ‖weights‖²."""
+def fit_stack(logits: np.ndarray, y: np.ndarray, unit: np.ndarray, learners: tuple[str, ...]) -> Stack:
+    """The stack of the learners' out-of-fold ``logits`` (rows × learners) on the inner folds: each learner's scale
+    is the SD of its clipped logits, its weight its per-unit AUC (rows averaged per ``unit``; ``y``: 1 = positive)
+    above 0.5, normalized to sum 1."""
     x = np.clip(np.asarray(logits, dtype=np.float64), -LOGIT_LIMIT, LOGIT_LIMIT)
-    y = np.asarray(y, dtype=np.float64)
-    counts = np.array([(y == 0).sum(), (y == 1).sum()], dtype=np.float64)
-    if counts.min() == 0:
+    per_unit = pd.DataFrame(x).groupby(np.asarray(unit)).mean()
+    truth = pd.Series(np.asarray(y)).groupby(np.asarray(unit)).first().loc[per_unit.index].to_numpy()
+    if truth.min() == truth.max():
         return equal_stack(learners)
-    balance = (len(y) / (2 * counts))[y.astype(int)]
-    balance /= balance.sum()
-    k = x.shape[1]
-
-    def objective(theta):
-        weights, intercept = theta[:k], theta[k]
-        z = intercept + x @ weights
-        residual = balance * (1.0 / (1.0 + np.exp(-z)) - y)
-        value = float(balance @ (np.logaddexp(0.0, z) - y * z) + PENALTY * weights @ weights)
-        gradient = np.append(x.T @ residual + 2 * PENALTY * weights, residual.sum())
-        return value, gradient
-
-    start = np.append(np.full(k, 1.0 / k), 0.0)
-    fitted = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * k + [(None, None)])
-    return Stack(tuple(learners), fitted.x[:k], float(fitted.x[k]), "inner folds")
+    inner_auc = {name: auc(truth, per_unit[j].to_numpy()) for j, name in enumerate(learners)}
+    margin = np.clip(np.array(list(inner_auc.values())) - 0.5, 0.0, None)
+    scale = np.where(x.std(0) > 1e-6, x.std(0), 1.0)
+    if margin.sum() == 0:  # no learner did better than chance: nothing to prefer one for
+        return Stack(tuple(learners), np.full(len(learners), 1.0 / len(learners)), scale, "equal", inner_auc)
+    return Stack(tuple(learners), margin / margin.sum(), scale, "inner folds", inner_auc)
 
 
 def single_stack(learners: tuple[str, ...]) -> Stack:
     """One learner taken as it is (its logit unchanged): no inner folds are needed."""
-    return Stack(tuple(learners), np.ones(1), 0.0, "single learner")
+    return Stack(tuple(learners), np.ones(1), np.ones(1), "single learner")
 
 
 def equal_stack(learners: tuple[str, ...]) -> Stack:
     """The mean of the learners' logits: used when the training units are too few for inner folds."""
-    return Stack(tuple(learners), np.full(len(learners), 1.0 / len(learners)), 0.0, "equal")
+    return Stack(tuple(learners), np.full(len(learners), 1.0 / len(learners)), np.ones(len(learners)), "equal")
