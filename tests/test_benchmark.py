@@ -63,3 +63,12 @@ def test_the_benchmark_runs_cohorts_end_to_end_and_a_failed_one_does_not_stop_it
     index = (out / "index.md").read_text()
     assert "ci_seed1" in index and "cohort **broken** failed" in index
     assert (out / "benchmark_auc.png").is_file() and (out / "ci_seed1" / "tables" / "table1_main.csv").is_file()
+    # the classifiers rerun alone on the stages already in the folder
+    cells, table1 = out / "ci_seed1" / "data" / "gmvae.h5ad", out / "ci_seed1" / "tables" / "table1_main.csv"
+    before = cells.stat().st_mtime_ns, table1.stat().st_mtime_ns
+    result = subprocess.run([sys.executable, "-m", "gmvae4p", "benchmark", str(tmp_path / "bench.yaml"),
+                             "--cohorts", "ci_seed1", "--stages", "04", "--output-dir", str(out)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert cells.stat().st_mtime_ns == before[0] and table1.stat().st_mtime_ns > before[1]
+    assert (pd.read_csv(out / "benchmark.csv")["status"] == "complete").all()

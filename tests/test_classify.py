@@ -237,6 +237,10 @@ def test_the_permutation_null_refits_each_method_on_its_count_of_permutations_an
     assert null.groupby("method")["permutation"].nunique().to_dict() == {"gmvae4p": 1, evaluate.SCRNA_NAME: 1,
                                                                          "logistic_regression": 3}
     assert null["auc"].between(0, 1).all()
+    later = evaluate.permutation_null(samples, units, methods=["logistic_regression"], n_permutations=2,
+                                      n_permutations_costly=0, n_folds=3, n_top_genes=20, first=1, progress=False)
+    lr = null[null["method"] == "logistic_regression"].set_index("permutation")["auc"]
+    assert list(later["permutation"]) == [1, 2] and np.allclose(later["auc"], lr.loc[[1, 2]])  # the same permutations
     table1 = pd.DataFrame({"method": ["logistic_regression", "gmvae4p", "absent"], "auc": [0.9, 0.6, 0.7]})
     hand = pd.DataFrame({"method": ["logistic_regression"] * 3 + ["gmvae4p"], "permutation": [0, 1, 2, 0],
                          "auc": [0.5, 0.95, 0.4, 0.6]})

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("benchmark", help="a benchmark file, e.g. parameters/benchmark.yaml")
     bench.add_argument("--cohorts", nargs="+", help="cohorts to run, by name (default: every cohort)")
     bench.add_argument("--output-dir", help="benchmark folder (default: outputs/<file name>)")
+    bench.add_argument("--stages", nargs="+", help="stages to run in each cohort folder (default: the file's); "
+                       "e.g. --stages 04 reruns the classifiers on stages 01-03 already there")
     args = parser.parse_args(argv)
 
     from .pipeline import StageFailed, run as run_chain
@@ -30,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "benchmark":
             from .benchmark import run as run_benchmark
 
-            folder = run_benchmark(args.benchmark, cohorts=args.cohorts, output_dir=args.output_dir)
+            folder = run_benchmark(args.benchmark, cohorts=args.cohorts, output_dir=args.output_dir,
+                                   stages=args.stages)
             print(f"gmvae4p: benchmark complete: {folder / 'index.md'}")
             return 0
         folder = run_chain(args.parameters, output_dir=args.output_dir, stages=args.stages,

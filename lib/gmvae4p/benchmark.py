@@ -71,8 +71,10 @@ def stages_of(path: str | os.PathLike) -> list[str]:
 
 
 def run(path: str | os.PathLike, *, cohorts: list[str] | None = None, output_dir: str | os.PathLike | None = None,
-        log_output: bool = False) -> Path:
-    """Run the benchmark (or the ``cohorts`` named); return its folder."""
+        stages: list[str] | None = None, log_output: bool = False) -> Path:
+    """Run the benchmark (or the ``cohorts`` named) and return its folder; ``stages`` (default: the file's) may
+    rerun later stages in cohort folders that hold the earlier ones, e.g. ``["04"]`` after a change to the
+    classifier."""
     from .pipeline import run as run_chain
 
     settings = load(path)
@@ -82,7 +84,7 @@ def run(path: str | os.PathLike, *, cohorts: list[str] | None = None, output_dir
         raise ParameterError(f"--cohorts: {missing} not in {path} (its cohorts: {list(settings)}).")
     root = Path(output_dir or Path("outputs") / Path(path).stem)
     root.mkdir(parents=True, exist_ok=True)
-    stages = stages_of(path)
+    stages = list(stages) if stages else stages_of(path)
     rows = []
     for index, name in enumerate(chosen, 1):
         print(f"benchmark: cohort {index}/{len(chosen)}: {name}", flush=True)

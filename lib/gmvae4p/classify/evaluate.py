@@ -229,21 +229,23 @@ def positive_label(cells: ad.AnnData, samples: ad.AnnData, chosen: str | None) -
 
 def permutation_null(samples: ad.AnnData, units: pd.DataFrame, *, methods: list[str], n_permutations: int,
                      n_permutations_costly: int, n_folds: int, validation_fraction: float = 0.2, seed: int = 0,
-                     progress: bool = True, **settings) -> pd.DataFrame:
+                     first: int = 0, progress: bool = True, **settings) -> pd.DataFrame:
     """The null distribution of every method's AUC: labels permuted across patients (within patients in a paired
     design: :func:`~gmvae4p.classify.cv.permute_labels`) before anything is fitted, folds drawn again for the
     permuted labels, every method refitted; the :data:`COSTLY_METHODS` take ``n_permutations_costly``
     permutations, the others ``n_permutations``. ``settings`` are :func:`start_cross_validation`'s. One row per
-    (method, permutation) with its per-unit AUC; every permutation's folds are submitted before any is collected."""
+    (method, permutation) with its per-unit AUC; every permutation's folds are submitted before any is collected.
+    Permutation ``k`` is the same in every call; ``first`` starts at permutation ``first``, so that calls with
+    ``first`` 0, 10, 20, … add up to one longer null."""
     count = {m: n_permutations_costly if m in COSTLY_METHODS else n_permutations for m in methods}
     pending = []
-    for k in range(max(count.values(), default=0)):
+    for k in range(first, first + max(count.values(), default=0)):
         permuted = permute_labels(units, seed + 1 + k)
         folds = patient_folds(permuted, n_folds=n_folds, validation_fraction=validation_fraction, seed=seed)
-        chosen = [m for m in methods if count[m] > k]
+        chosen = [m for m in methods if count[m] > k - first]
         pending.append(start_cross_validation(samples, permuted, folds, methods=chosen, seed=seed, **settings))
     rows = []
-    for k, run in enumerate(tqdm(pending, desc="Permutations", disable=not progress)):
+    for k, run in enumerate(tqdm(pending, desc="Permutations", disable=not progress), start=first):
         for method, part in run.result(progress=False).predictions.groupby("method", sort=False):
             rows.append({"method": method, "permutation": k, "auc": auc(part["label"], part["probability"])})
     return pd.DataFrame(rows, columns=["method", "permutation", "auc"])
