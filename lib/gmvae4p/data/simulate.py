@@ -317,7 +317,7 @@ def _sample_nb_csr(rng, library, profile, theta, zero_inflation):
     n_draws = rng.poisson(library * total)
     cumulative = np.cumsum(weights) / total
     picks = np.minimum(np.searchsorted(cumulative, rng.random(n_draws.sum()), side="right"), len(sparse_genes) - 1)
-    # sort + drop repeats, not np.unique: numpy 2's unique hashes first and is ~100× slower on these keys
+    # sort + drop repeats, not np.unique: numpy 2's unique hashes first and is far slower on these keys
     cell_gene = np.sort(np.repeat(np.arange(n_cells, dtype=np.int64), n_draws) * n_genes + sparse_genes[picks])
     cell_gene = cell_gene[np.r_[True, cell_gene[1:] != cell_gene[:-1]]] if cell_gene.size else cell_gene
     rows, cols = np.divmod(cell_gene, n_genes)

@@ -32,14 +32,12 @@ except ImportError:  # CPU-only installs: the module's torch code path serves
 
 AVAILABLE = triton is not None
 
-# Launch settings, the fastest of those tried by bench/bench_kernels.py on an H100 (4,096 cells × 24,256 columns,
-# 4.0 M entries; bench/results/kernels_h100_2026-11-25.json). The dense backward's 16 × 128 tiles over 8 warps took
-# 0.85 ms (zinb) where 8 × 256 took 1.27 ms.
+# Launch settings: the fastest of those bench/bench_kernels.py tried (BENCHMARKS.md, GMVAE training, the Triton
+# likelihood).
 FORWARD_BLOCK, FORWARD_WARPS = 1024, 8
 ENTRY_FORWARD_BLOCK, ENTRY_FORWARD_WARPS = 128, 4
 ENTRY_BACKWARD_BLOCK, ENTRY_BACKWARD_WARPS = 256, 8
 BACKWARD_ROWS, BACKWARD_COLUMNS, BACKWARD_WARPS = 16, 128, 8
-# The gathering: 0.099 ms; 512 / 4 warps took 0.085 ms, too small a difference to re-measure epochs for.
 GATHER_BLOCK, GATHER_WARPS = 1024, 4
 
 
@@ -75,8 +73,7 @@ def count_backward(out, zero_logits, bias, zero_bias, log_library, log_theta, lo
         out, zero_logits, bias, zero_bias, log_library, log_theta, log_norm, slope_sums, entry_grads, rows, columns,
         grad_sums)
     # a bias's gradient is the column sum of its output's (in float32, of the rounded values, as for a matrix
-    # product's bias): partial sums for them in the dense kernel took it from 1.27 to 2.90 ms (8 × 256 tiles,
-    # bench/bench_kernels.py, two leases)
+    # product's bias), taken here: partial sums inside the dense kernel made it more than twice as slow
     if zero_logits is None:
         grad_zero_logits = grad_zero_bias = None
     else:

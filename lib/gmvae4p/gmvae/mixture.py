@@ -1,8 +1,7 @@
 """A Gaussian mixture with diagonal covariances fitted by EM, in torch (the device image has no scikit-learn).
 
 The unsupervised GMVAE places its prior's components with it (:func:`gmvae4p.gmvae.train.fit_prior`): started from
-randomly placed components, q(y|x) sends every cell to one of them and never recovers (measured on the embedded
-cohort), so after a few epochs the components are fitted to where the cells' latent means actually lie.
+randomly placed components, q(y|x) can send every cell to one of them and never recover, so after a few epochs the components are fitted to where the cells' latent means actually lie.
 """
 
 from __future__ import annotations

@@ -200,7 +200,7 @@ class GMVAEModule(nn.Module):
             raise ValueError(f"n_components must be at least 2, not {n_components}.")
         self.likelihood, self.target_sum, self.n_genes = likelihood, target_sum, n_genes
         # Gene-wide layers are padded to a multiple of 64 columns, rows of 128 bytes in bf16: cuBLAS needs 16 for its
-        # tensor-core kernels (at 24,205 genes it fell back to kernels 5× slower), and torch.compile pads other rows
+        # tensor-core kernels (an odd gene count falls back to far slower kernels), and torch.compile pads other rows
         # to 128 bytes, then copies each cells × genes output to unpadded rows for every Triton kernel that reads
         # it (four copies per zinb step). Padded inputs are zero and padded outputs are never read.
         self.width = -(-n_genes // 64) * 64
