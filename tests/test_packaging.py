@@ -1,9 +1,16 @@
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 
+import pytest
 import yaml
 
 from conftest import ROOT
+from gmvae4p.pipeline import STAGES
 
 CONDA_TO_PYPI = {"pytorch": "torch", "py-xgboost-cpu": "xgboost-cpu"}
 NOT_PACKAGES = {"python", "pip"}
@@ -29,3 +36,27 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_runs_the_chain_from_another_folder(tmp_path):
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--wheel-dir", str(wheels), str(ROOT)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next(wheels.glob("gmvae4p-*.whl"))
+    assert {f"gmvae4p/notebooks/{stage}.ipynb" for stage in STAGES} <= set(zipfile.ZipFile(wheel).namelist())
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                              str(wheel)], capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(ROOT / "parameters" / "ci.yaml", elsewhere / "ci.yaml")
+    env = {**os.environ, "PYTHONPATH": str(site)}  # the installed copy, not this checkout's lib/
+    where = subprocess.run([sys.executable, "-c", "import gmvae4p.pipeline as p; print(p.NOTEBOOKS)"], env=env,
+                           cwd=elsewhere, capture_output=True, text=True)
+    assert where.stdout.strip() == str(site / "gmvae4p" / "notebooks"), where.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-m", "gmvae4p", "run", "ci.yaml", "--stages", "01", "--quiet"], env=env,
+                         cwd=elsewhere, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (elsewhere / "outputs" / "ci" / "data" / "preprocessed.h5ad").is_file()

@@ -29,7 +29,8 @@ from .layout import RunLayout
 from .report import write_index
 
 STAGES = ("01_preprocess", "02_train_gmvae", "03_pseudobulk", "04_classify", "05_ablation", "06_figures")
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
+"""The stage notebooks, package data (the repository's ``notebooks/`` links here)."""
 PACKAGES = ("gmvae4p", "numpy", "scipy", "pandas", "anndata", "scanpy", "torch", "scikit-learn", "xgboost-cpu",
             "liana", "umap-learn", "matplotlib", "papermill")
 
