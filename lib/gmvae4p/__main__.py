@@ -1,5 +1,6 @@
 """``python -m gmvae4p run PARAMETERS.yaml``: run the stage notebooks on a parameters file;
-``python -m gmvae4p benchmark BENCHMARK.yaml``: run stages 01–04 on many cohorts, one table of every method."""
+``python -m gmvae4p benchmark BENCHMARK.yaml``: run stages 01–04 on many cohorts, one table of every method;
+``python -m gmvae4p predict MODEL_DIR INPUT --output predictions.csv``: score new samples with a saved GMVAE4P."""
 
 from __future__ import annotations
 
@@ -24,7 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--output-dir", help="benchmark folder (default: outputs/<file name>)")
     bench.add_argument("--stages", nargs="+", help="stages to run in each cohort folder (default: the file's); "
                        "e.g. --stages 04 reruns the classifiers on stages 01-03 already there")
+    predict = commands.add_parser("predict", help="score new samples' bulk counts with a saved GMVAE4P")
+    predict.add_argument("model", help="a saved model folder, e.g. outputs/demo/models/gmvae4p")
+    predict.add_argument("input", help="raw counts: a .tsv/.csv table (genes × samples or samples × genes) or an "
+                         ".h5ad of cells (summed per --sample-key)")
+    predict.add_argument("--output", required=True, help="the CSV to write (one row per sample)")
+    predict.add_argument("--sample-key", help="with an .h5ad: the obs column naming each cell's sample")
+    predict.add_argument("--min-overlap", type=float, help="share of the model's genes the input must have "
+                         "(default: the model's, 0.8)")
+    predict.add_argument("--normalized", action="store_true", help="the input holds normalized values (log-CPM "
+                         "or similar), not raw counts: score them as they are")
     args = parser.parse_args(argv)
+    if args.command == "predict":
+        return _predict(args)
 
     from .pipeline import StageFailed, run as run_chain
 
@@ -45,6 +58,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gmvae4p: {err}", file=sys.stderr)
         return 1
     print(f"gmvae4p: run complete: {folder}")
+    return 0
+
+
+def _predict(args) -> int:
+    from .classify import deploy
+    from .data import write_csv
+
+    try:
+        saved = deploy.load(args.model)
+        counts, notes = deploy.read_counts(args.input, genes=saved.genes, sample_key=args.sample_key,
+                                           normalized=args.normalized)
+        for note in notes:
+            print(f"gmvae4p: note: {note}")
+        if args.normalized:
+            print("gmvae4p: note: --normalized: the values are scored as they are, as if they were log-CPM.")
+        predictions = deploy.predict(saved, counts, min_overlap=args.min_overlap, normalized=args.normalized)
+    except (deploy.InputError, FileNotFoundError) as err:
+        print(f"gmvae4p: {err}", file=sys.stderr)
+        return 2
+    write_csv(predictions, args.output)
+    found = predictions["genes_found"].iloc[0]
+    print(f"gmvae4p: {len(predictions)} samples scored ({found:.0%} of the model's genes found): {args.output}")
     return 0
 
 

@@ -96,6 +96,15 @@ def patient_folds(units: pd.DataFrame, *, n_folds: int = 5, validation_fraction:
     return folds
 
 
+def final_split(units: pd.DataFrame, *, validation_fraction: float = 0.2, seed: int = 0) -> Fold:
+    """Every unit for the final model: a patient-grouped, stratified share ``validation_fraction`` of them for early
+    stopping (as inside each outer fold), the rest for training, none for testing (fold index −1)."""
+    names, patients, labels = units["unit"].to_numpy(), units["patient"].to_numpy(), units["label"].to_numpy()
+    rows = np.arange(len(units))
+    validation = _validation_split(rows, labels, patients, validation_fraction, seed)
+    return Fold(-1, names[np.setdiff1d(rows, validation)], names[validation], names[:0])
+
+
 def _validation_split(rows, labels, patients, fraction, seed) -> np.ndarray:
     n_patients = len(np.unique(patients[rows]))
     if fraction == 0 or n_patients < 2:

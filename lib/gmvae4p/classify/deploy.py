@@ -1,0 +1,377 @@
+"""GMVAE4P for new patients: fitted on the whole cohort, saved as a folder, applied to bulk RNA-seq counts.
+
+Stage 04 fits the final model on every unit (:func:`fit_final`: the settings the cross-validation evaluated, the
+program, gene list and scalers from all units) and saves it (:func:`save`) under ``models/gmvae4p/``:
+
+- ``model.pt``: tensors only (``torch.load(weights_only=True)`` reads it): the network's weights and every fitted
+  array (genes kept, scalers, the program, the linear coefficients);
+- ``model.json``: what they mean: the training genes and their median log-CPM, the labels, the settings, the stack;
+- ``model_card.md``: the same for a reader, with the cross-validated metrics of the training cohort.
+
+:func:`predict` scores new samples given as raw counts (samples × genes; :func:`read_counts` reads a table or sums an
+``.h5ad`` of cells per sample): counts → log-CPM over the model's genes found → every learner → the stack. A model
+gene missing from the input takes its training median; below ``min_overlap`` of the model's genes the input is
+refused. The scRNA mode (true single-cell modalities given) is not available for new patients: it would need their
+cells embedded by the GMVAE and their communication scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .. import keys
+from ..pseudobulk import log_cpm
+from .config import ClassifierConfig
+from .cv import final_split, sample_labels
+from .model import BULK, GMVAE4P, FoldFeatures, ModalityNetwork, _Learners
+from .module import GMVAE4PModule
+from .program import LearnedProgram
+from .stack import Stack
+
+MIN_OVERLAP = 0.8
+"""Share of the model's genes an input must have (matched by symbol) to be scored."""
+WEIGHTS, META, CARD = "model.pt", "model.json", "model_card.md"
+
+
+class InputError(ValueError):
+    """An input that cannot be scored; the message says why in one sentence."""
+
+
+def fit_final(samples: ad.AnnData, units: pd.DataFrame, config: ClassifierConfig, *, n_top_genes: int,
+              n_top_interactions: int, validation_fraction: float = 0.2, device: str | None = None,
+              seed: int = 0) -> GMVAE4P:
+    """GMVAE4P fitted on the mixture samples of every unit in ``units``; a patient-grouped share
+    ``validation_fraction`` of them drives the network's early stopping, as in each cross-validation fold."""
+    y = sample_labels(samples, units)
+    split = final_split(units, validation_fraction=validation_fraction, seed=seed)
+    unit = samples.obs["unit"].astype(str).to_numpy()
+    mixture = samples.obs[keys.KIND].to_numpy() == keys.MIXTURE
+    rows = {side: np.flatnonzero(mixture & np.isin(unit, getattr(split, side))) for side in ("train", "validation")}
+    model = GMVAE4P(config, n_top_genes=n_top_genes, n_top_interactions=n_top_interactions, device=device, seed=seed)
+    return model.fit(samples, y, train=rows["train"], validation=rows["validation"])
+
+
+def save(model: GMVAE4P, folder: str | os.PathLike, *, samples: ad.AnnData, labels: tuple[str, str],
+         cohort: dict, metrics: pd.DataFrame | None = None) -> Path:
+    """Write ``model`` to ``folder`` (replaced whole, never left half-written). ``samples``: the training pseudobulk
+    (its genes, and the median log-CPM that stands in for a gene an input lacks); ``labels``: (negative, positive);
+    ``cohort``: what the card says of the training cohort (file, units, patients, label counts); ``metrics``: Table
+    1's rows to quote."""
+    arrays, meta = _state(model)
+    whole = samples.obs[keys.KIND].to_numpy() == keys.WHOLE
+    expression = np.asarray(samples.X, dtype=np.float32)[whole if whole.any() else slice(None)]
+    meta.update(genes=list(map(str, samples.var_names)), labels=list(labels), cohort=cohort,
+                threshold=0.5, min_overlap=MIN_OVERLAP, versions=_versions())
+    arrays["medians"] = np.median(expression, axis=0)
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        torch.save({name: torch.as_tensor(np.asarray(value)) for name, value in arrays.items()}, temporary / WEIGHTS)
+        (temporary / META).write_text(json.dumps(meta, indent=1))
+        (temporary / CARD).write_text(_card(meta, metrics))
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            folder.rename(old)
+        temporary.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return folder
+
+
+@dataclasses.dataclass
+class SavedModel:
+    """A loaded bundle: the model, its training genes (``genes``) and their median log-CPM (``medians``), the labels
+    (negative, positive) and everything ``model.json`` holds (``meta``)."""
+
+    model: GMVAE4P
+    genes: pd.Index
+    medians: np.ndarray
+    labels: tuple[str, str]
+    meta: dict
+
+
+def load(folder: str | os.PathLike, *, device: str | None = "cpu") -> SavedModel:
+    """The bundle :func:`save` wrote to ``folder``."""
+    folder = Path(folder)
+    missing = [name for name in (WEIGHTS, META) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a saved GMVAE4P (no {', '.join(missing)}): stage 04 writes one "
+                                f"to outputs/<run>/models/gmvae4p.")
+    meta = json.loads((folder / META).read_text())
+    tensors = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
+    arrays = {name: value.numpy() for name, value in tensors.items()}
+    model = _from_state(arrays, meta, device)
+    return SavedModel(model, pd.Index(meta["genes"]), arrays["medians"], tuple(meta["labels"]), meta)
+
+
+def read_counts(path: str | os.PathLike, *, genes: pd.Index | None = None, sample_key: str | None = None,
+                normalized: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Raw counts (samples × genes) from ``path``, and what was noticed on the way (one sentence each).
+
+    A ``.tsv``/``.txt``/``.csv`` table holds genes in rows by symbol and samples in columns (as featureCounts or a
+    merged salmon table writes it) or the transpose: the side whose names match more of ``genes`` is taken as genes.
+    An ``.h5ad`` of cells is summed per ``obs[sample_key]`` (raw counts in ``layers["counts"]`` or ``X``). Counts
+    must be non-negative integers unless ``normalized`` (already normalized values, taken as they are)."""
+    path = Path(path)
+    notes = []
+    if not path.is_file():
+        raise InputError(f"{path} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix == ".h5ad":
+        table = _sum_cells(path, sample_key)
+    elif suffix in (".tsv", ".txt", ".csv"):
+        separator = "," if suffix == ".csv" else "\t"
+        try:
+            table = pd.read_csv(path, sep=separator, index_col=0)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+            raise InputError(f"{path} could not be read as a table: {err}.") from err
+        with open(path, newline="") as handle:  # pandas renames repeated column names (A, A.1): keep them as given
+            table.columns = next(csv.reader(handle, delimiter=separator))[1:]
+        table = _orient(table, genes, notes)
+    else:
+        raise InputError(f"{path}: unknown format {suffix!r}; give a .tsv, .txt or .csv count table or an .h5ad.")
+    if table.empty or table.shape[1] == 0:
+        raise InputError(f"{path} holds no samples or no genes.")
+    table.columns = table.columns.astype(str)
+    numeric = table.apply(pd.to_numeric, errors="coerce")
+    if numeric.isna().to_numpy().any():
+        bad = numeric.columns[numeric.isna().any()][0]
+        raise InputError(f"{path}: gene {bad!r} has values that are not numbers (or are missing).")
+    values = numeric.to_numpy(dtype=np.float64)
+    if not normalized and ((values < 0).any() or not np.allclose(values, np.round(values))):
+        raise InputError(f"{path} holds negative or non-integer values, not raw counts (TPM or log values?): give "
+                         f"raw counts, or pass --normalized to score them as they are.")
+    duplicated = numeric.columns.duplicated(keep=False)
+    if duplicated.any():
+        notes.append(f"{len(set(numeric.columns[duplicated]))} gene symbols appear more than once; their rows were "
+                     f"summed.")
+        numeric = numeric.T.groupby(level=0, sort=False).sum().T
+    return numeric, notes
+
+
+def predict(saved: SavedModel, counts: pd.DataFrame, *, min_overlap: float | None = None,
+            normalized: bool = False) -> pd.DataFrame:
+    """Per sample (rows of ``counts``): the probability of the positive label, the label called at the saved
+    threshold, each learner's probability, the program score, the modality network's fusion weights and the share
+    of the model's genes found in the input."""
+    samples, found = bulk_samples(saved, counts, min_overlap=min_overlap, normalized=normalized)
+    rows = np.arange(samples.n_obs)
+    predicted = saved.model.predict(samples, rows)
+    negative, positive = saved.labels
+    out = pd.DataFrame({"probability": predicted.probability}, index=samples.obs_names)
+    out["predicted_label"] = np.where(out["probability"] > saved.meta["threshold"], positive, negative)
+    out = out.join(predicted.learners.add_prefix("probability_"))
+    program = saved.model.program
+    if program is not None:
+        out["program_score"] = program.score(np.asarray(samples.X), rows)
+    out = out.join(predicted.fusion_weights.add_prefix("fusion_weight_"))
+    out["genes_found"] = found
+    return out.rename_axis("sample").reset_index()
+
+
+def bulk_samples(saved: SavedModel, counts: pd.DataFrame, *, min_overlap: float | None = None,
+                 normalized: bool = False) -> tuple[ad.AnnData, float]:
+    """``counts`` (samples × genes) on the model's genes as log-CPM (``normalized``: taken as they are), a missing
+    gene at its training median; and the share of the model's genes found."""
+    min_overlap = saved.meta["min_overlap"] if min_overlap is None else min_overlap
+    position = match_genes(saved.genes, counts.columns)
+    found = float((position >= 0).mean())
+    if found < min_overlap:
+        raise InputError(f"the input has {found:.0%} of the model's {len(saved.genes)} genes, below the minimum "
+                         f"overlap {min_overlap:.0%} (--min-overlap).")
+    present = position >= 0
+    matched = counts.to_numpy(dtype=np.float64)[:, position[present]]
+    x = np.tile(saved.medians.astype(np.float32), (len(counts), 1))
+    x[:, present] = matched.astype(np.float32) if normalized else log_cpm(matched)
+    samples = ad.AnnData(X=x, obs=pd.DataFrame({"unit": counts.index.astype(str), keys.KIND: keys.WHOLE},
+                                               index=counts.index.astype(str)),
+                         var=pd.DataFrame(index=saved.genes))
+    return samples, found
+
+
+def match_genes(model_genes: pd.Index, input_genes: pd.Index) -> np.ndarray:
+    """For each model gene, its column in ``input_genes`` (−1: not found): by exact name, else ignoring case and an
+    Ensembl version suffix (``ENSG….12``) where that names one input gene only."""
+    first = {}
+    for column, gene in enumerate(map(str, input_genes)):  # a repeated symbol: its first column (summed later)
+        first.setdefault(gene, column)
+    exact = np.array([first.get(str(gene), -1) for gene in model_genes], dtype=np.int64)
+    loose = pd.Series(np.arange(len(input_genes)), index=[_loose(g) for g in input_genes])
+    unique = loose[~loose.index.duplicated(keep=False)]
+    for i in np.flatnonzero(exact < 0):
+        exact[i] = unique.get(_loose(model_genes[i]), -1)
+    return exact
+
+
+def _loose(gene) -> str:
+    return re.sub(r"^(ENS[A-Z]*G\d+)\.\d+$", r"\1", str(gene), flags=re.IGNORECASE).upper()
+
+
+def _orient(table: pd.DataFrame, genes: pd.Index | None, notes: list[str]) -> pd.DataFrame:
+    """Samples × genes: genes are the side whose names match more of the model's ``genes`` (rows if none given)."""
+    if genes is None:
+        return table.T
+    in_rows = (match_genes(genes, table.index) >= 0).sum()
+    in_columns = (match_genes(genes, table.columns) >= 0).sum()
+    if in_columns > in_rows:
+        notes.append("genes are in the columns of this table (samples in rows).")
+        return table
+    return table.T
+
+
+def _sum_cells(path: Path, sample_key: str | None) -> pd.DataFrame:
+    cells = ad.read_h5ad(path)
+    if sample_key is None or sample_key not in cells.obs:
+        raise InputError(f"{path}: name the obs column of each cell's sample (--sample-key); obs has "
+                         f"{list(cells.obs.columns)}.")
+    counts = cells.layers["counts"] if "counts" in cells.layers else cells.X
+    codes, names = pd.factorize(cells.obs[sample_key].astype(str))
+    indicator = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(names), len(codes)))
+    summed = indicator @ counts
+    summed = summed.toarray() if sp.issparse(summed) else np.asarray(summed)
+    return pd.DataFrame(summed, index=names, columns=cells.var_names.astype(str))
+
+
+def _state(model: GMVAE4P) -> tuple[dict[str, np.ndarray], dict]:
+    learners = model.learners
+    if learners is None:
+        raise RuntimeError("save needs a fitted GMVAE4P.")
+    arrays, meta = {}, {"config": dataclasses.asdict(ClassifierConfig(**{
+        f.name: getattr(model.config, f.name) for f in dataclasses.fields(ClassifierConfig)}))}
+    meta.update(n_top_genes=model.n_top_genes, modalities=list(model.modalities), sources=model.sources,
+                seed=model.seed, learners=list(learners.names),
+                stack={str(use_true): {"weights": s.weights.tolist(), "scale": s.scale.tolist(), "inner": s.inner,
+                                       "inner_auc": s.inner_auc} for use_true, s in model.stack.items()})
+    if learners.linear is not None:
+        genes, pipeline = learners.linear
+        scaler, regression = pipeline[0], pipeline[-1]
+        arrays.update({"linear.genes": genes, "linear.mean": scaler.mean_, "linear.scale": scaler.scale_,
+                       "linear.coef": regression.coef_, "linear.intercept": regression.intercept_})
+    if learners.program is not None:
+        program, regression = learners.program
+        arrays.update(_program_arrays("program", program))
+        arrays.update({"program.coef": regression.coef_, "program.intercept": regression.intercept_})
+    network = learners.network
+    if network is not None:
+        features = network.features
+        meta["network"] = {"blocks": list(features.columns), "widths": {b: features.width(b) for b in features.columns},
+                           "n_top_interactions": network.n_top_interactions}
+        for block in features.columns:
+            arrays[f"network.{block}.columns"] = features.columns[block]
+            if block in features.mean:
+                arrays[f"network.{block}.mean"] = features.mean[block]
+                arrays[f"network.{block}.scale"] = features.scale[block]
+        if features.program is not None:
+            arrays.update(_program_arrays("network.program", features.program))
+        arrays.update({f"network.module.{k}": v.detach().cpu().numpy() for k, v in network.module.state_dict().items()})
+    return arrays, meta
+
+
+def _from_state(arrays: dict[str, np.ndarray], meta: dict, device: str | None) -> GMVAE4P:
+    config = ClassifierConfig(**meta["config"])
+    model = GMVAE4P(config, n_top_genes=meta["n_top_genes"], modalities=tuple(meta["modalities"]),
+                    sources=meta["sources"], device=device, seed=meta["seed"])
+    linear = program = network = None
+    if "linear.coef" in arrays:
+        scaler = StandardScaler()
+        scaler.mean_, scaler.scale_ = arrays["linear.mean"], arrays["linear.scale"]
+        scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_ ** 2, len(scaler.mean_), 1
+        linear = arrays["linear.genes"], make_pipeline(scaler, _regression(arrays, "linear"))
+    if "program.coef" in arrays:
+        program = _program(arrays, "program"), _regression(arrays, "program")
+    if "network" in meta:
+        spec = meta["network"]
+        network = ModalityNetwork(config, n_top_genes=meta["n_top_genes"],
+                                  n_top_interactions=spec["n_top_interactions"], modalities=tuple(meta["modalities"]),
+                                  sources=meta["sources"], device=device, seed=meta["seed"])
+        blocks = spec["blocks"]
+        network.features = FoldFeatures(
+            {b: arrays[f"network.{b}.columns"] for b in blocks},
+            {b: arrays[f"network.{b}.mean"] for b in blocks if f"network.{b}.mean" in arrays},
+            {b: arrays[f"network.{b}.scale"] for b in blocks if f"network.{b}.scale" in arrays},
+            meta["sources"], _program(arrays, "network.program") if "network.program.genes" in arrays else None)
+        network.module = GMVAE4PModule(spec["widths"][BULK], {m: spec["widths"][m] for m in meta["modalities"]},
+                                       fusion=config.fusion, hidden_dim=config.hidden_dim, embed_dim=config.embed_dim,
+                                       dropout=config.dropout)
+        prefix = "network.module."
+        network.module.load_state_dict({k[len(prefix):]: torch.as_tensor(v) for k, v in arrays.items()
+                                        if k.startswith(prefix)})
+        network.module.to(network.device).eval()
+    model.learners = _Learners(tuple(meta["learners"]), linear, program, network)
+    model.stack = {use_true == "True": Stack(tuple(meta["learners"]), np.asarray(s["weights"]), np.asarray(s["scale"]),
+                                             s["inner"], s["inner_auc"]) for use_true, s in meta["stack"].items()}
+    return model
+
+
+def _program_arrays(prefix: str, program: LearnedProgram) -> dict[str, np.ndarray]:
+    return {f"{prefix}.{f.name}": getattr(program, f.name) for f in dataclasses.fields(LearnedProgram)}
+
+
+def _program(arrays: dict[str, np.ndarray], prefix: str) -> LearnedProgram:
+    return LearnedProgram(**{f.name: arrays[f"{prefix}.{f.name}"] for f in dataclasses.fields(LearnedProgram)})
+
+
+def _regression(arrays: dict[str, np.ndarray], prefix: str) -> LogisticRegression:
+    regression = LogisticRegression()
+    regression.coef_, regression.intercept_ = arrays[f"{prefix}.coef"], arrays[f"{prefix}.intercept"]
+    regression.classes_, regression.n_features_in_ = np.array([0, 1]), regression.coef_.shape[1]
+    return regression
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in ("gmvae4p", "torch", "scikit-learn", "numpy", "anndata"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _card(meta: dict, metrics: pd.DataFrame | None) -> str:
+    cohort, (negative, positive) = meta["cohort"], meta["labels"]
+    stack = meta["stack"]["False"]
+    lines = ["# GMVAE4P model card", "",
+             f"Classifies a sample as **{positive}** against **{negative}** from its bulk RNA-seq counts.", "",
+             "## Training cohort", ""]
+    lines += [f"- {key}: {value}" for key, value in cohort.items()]
+    lines += ["", "## Inputs", "",
+              f"- {len(meta['genes'])} genes, matched by symbol (case and Ensembl version ignored where unambiguous); "
+              f"at least {meta['min_overlap']:.0%} must be found, a missing one takes its training median log-CPM.",
+              "- raw counts per sample (log-CPM over the model's genes is computed here).", "",
+              "## Model", "",
+              f"- learners: {', '.join(meta['learners'])}; stack weights "
+              + ", ".join(f"{n} {w:.2f}" for n, w in zip(meta["learners"], stack["weights"]))
+              + f" ({stack['inner']}); positive when the probability exceeds {meta['threshold']}.",
+              "- settings: `model.json` (`config`).", ""]
+    if metrics is not None and len(metrics):
+        lines += ["## Cross-validated performance on the training cohort (patient-grouped, out of fold)", "",
+                  "| method | AUC [95 % CI over patients] | balanced accuracy |", "|---|---|---|"]
+        for row in metrics.itertuples():
+            lines.append(f"| {row.method} | {row.auc:.3f} [{row.auc_low:.2f}, {row.auc_high:.2f}] | "
+                         f"{getattr(row, 'balanced_accuracy', float('nan')):.2f} |")
+        lines.append("")
+    lines += ["## Versions", "", *[f"- {k} {v}" for k, v in meta["versions"].items()], "",
+              "Not available for new patients: the scRNA mode (it needs their cells embedded by the GMVAE).", ""]
+    return "\n".join(lines)
