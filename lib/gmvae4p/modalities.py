@@ -20,11 +20,12 @@ import scipy.sparse as sp
 
 from . import keys
 from .data.ligand_receptor import ligand_receptor_table
-from .pseudobulk import PROPORTIONS, MixturePlan, PseudobulkError, _check_settings, _counts, plan_mixtures, pseudobulk_counts, \
-    to_anndata, weighted_sums
+from .pseudobulk import (N_CELLS, N_SAMPLES, PROPORTIONS, SPARSE_PROB, MixturePlan, PseudobulkError, _check_settings,
+                         _counts, plan_mixtures, pseudobulk_counts, to_anndata, weighted_sums)
 
-def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500,
-                    proportions: str = PROPORTIONS[0], sparse_prob: float = 0.5,
+
+def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = N_SAMPLES, n_cells: int = N_CELLS,
+                    proportions: str = PROPORTIONS[0], sparse_prob: float = SPARSE_PROB,
                     seed: int = 0, resource: str = "consensus", n_top_interactions: int | None = None,
                     progress: bool = True) -> ad.AnnData:
     """Stage 03 in one call: the plan (:func:`gmvae4p.pseudobulk.plan_mixtures`), pseudobulk counts, states and

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from .classify.config import METHODS, ClassifierConfig
+from .classify.config import METHODS, N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig
 from .gmvae.config import ModuleConfig, TrainConfig
-from .pseudobulk import PROPORTIONS
+from .pseudobulk import N_CELLS, N_SAMPLES, PROPORTIONS, SPARSE_PROB
 
 
 class ParameterError(ValueError):
@@ -112,19 +112,19 @@ class GMVAESection(TrainConfig, ModuleConfig):
 class PseudobulkSection:
     """TAPE-style pseudobulk samples and their modalities (stage 03, :func:`gmvae4p.modalities.make_pseudobulk`)."""
 
-    n_samples: int = 10
+    n_samples: int = N_SAMPLES
     """Mixtures per unit (plus one whole-unit sample)."""
-    n_cells: int = 500
+    n_cells: int = N_CELLS
     """Cells per mixture, drawn with replacement from the unit's own cells."""
     proportions: str = PROPORTIONS[0]
     """A mixture's cell-type proportions: ``unit`` (the unit's own) or ``dirichlet`` (TAPE's random ones; see
     :data:`gmvae4p.pseudobulk.PROPORTIONS`)."""
-    sparse_prob: float = 0.5
+    sparse_prob: float = SPARSE_PROB
     """With ``proportions: dirichlet``, ``int(K · sparse_prob)`` of a unit's K cell types are left out of each
     mixture (never all)."""
     resource: str = "consensus"
     """liana's ligand–receptor resource for the communication modality."""
-    n_top_interactions: int = 500
+    n_top_interactions: int = N_TOP_INTERACTIONS
     """Communication features kept by the classifier: the most variable over each fold's training units."""
 
     def __post_init__(self):
@@ -148,7 +148,7 @@ class ClassifySection(ClassifierConfig):
     """Outer folds, stratified by label and grouped by patient."""
     validation_fraction: float = 0.2
     """Share of a training fold's patients held out for early stopping."""
-    n_top_genes: int = 2000
+    n_top_genes: int = N_TOP_GENES
     """Bulk genes the baselines (and GMVAE4P with ``bulk_input: genes``) keep per fold: the most variable over the
     fold's training units."""
     methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))

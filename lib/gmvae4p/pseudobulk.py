@@ -23,6 +23,12 @@ from tqdm import tqdm  # text bars: the same in a terminal, a notebook and a pap
 from . import keys
 from .data import obs_column
 
+N_SAMPLES = 10
+"""Mixtures per unit by default (plus one whole-unit sample)."""
+N_CELLS = 500
+"""Cells per mixture by default, drawn with replacement from the unit's own cells."""
+SPARSE_PROB = 0.5
+"""With ``dirichlet`` proportions, the default share of a unit's cell types left out of each mixture."""
 PROPORTIONS = ("unit", "dirichlet")
 """How a mixture's cell-type proportions are drawn: ``unit``, the unit's own (cells drawn uniformly from all of its
 typed cells, so a mixture keeps the composition that bulk RNA-seq of the unit would see, up to sampling noise);
@@ -57,8 +63,9 @@ class MixturePlan:
         return np.asarray((self.weights @ onehot).todense())
 
 
-def plan_mixtures(adata: ad.AnnData, *, n_samples: int = 10, n_cells: int = 500, proportions: str = PROPORTIONS[0],
-                  sparse_prob: float = 0.5, seed: int = 0, progress: bool = True) -> MixturePlan:
+def plan_mixtures(adata: ad.AnnData, *, n_samples: int = N_SAMPLES, n_cells: int = N_CELLS,
+                  proportions: str = PROPORTIONS[0], sparse_prob: float = SPARSE_PROB, seed: int = 0,
+                  progress: bool = True) -> MixturePlan:
     """Draw the mixtures of every unit (deterministic for a ``seed``).
 
     For each unit and each of its ``n_samples`` mixtures: proportions over the cell types the unit has, its own

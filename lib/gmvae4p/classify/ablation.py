@@ -19,7 +19,7 @@ from .. import keys
 from ..gmvae.model import GMVAE, split_settings
 from ..modalities import states
 from ..pseudobulk import plan_mixtures
-from .config import ClassifierConfig
+from .config import N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig
 from .cv import Fold
 from .evaluate import patients_of, start_cross_validation
 from .metrics import binary_metrics, paired_auc_difference
@@ -89,9 +89,9 @@ def gmvae_states(cells: ad.AnnData, samples: ad.AnnData, gmvae_settings: dict, *
 
 
 def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names: list[str] | None = None,
-           config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = 2000, n_top_interactions: int = 500,
-           device: str | None = None, seed: int = 0, n_boot: int = 1000, workers: FoldWorkers | None = None,
-           progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+           config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = N_TOP_GENES,
+           n_top_interactions: int = N_TOP_INTERACTIONS, device: str | None = None, seed: int = 0, n_boot: int = 1000,
+           workers: FoldWorkers | None = None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Out-of-fold predictions of every configuration (``method`` = its name) and Table 4: per configuration what it
     changes (``config``, ``modalities`` or ``sources``), its ``reference`` row, the modalities it reads, the per-unit
     metrics and ``delta_auc`` (vs its reference) with its paired CI. The references are added to ``names`` when

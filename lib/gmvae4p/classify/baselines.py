@@ -21,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .. import keys
+from .config import N_TOP_GENES
 from .cv import Fold, most_variable
 from .metrics import unit_probabilities
 
@@ -49,7 +50,7 @@ def _xgboost():
 
 
 def fit_predict_baselines(samples: ad.AnnData, y: np.ndarray, folds: list[Fold], *,
-                          methods: list[str] | None = None, n_top_genes: int = 2000,
+                          methods: list[str] | None = None, n_top_genes: int = N_TOP_GENES,
                           seed: int = 0) -> pd.DataFrame:
     """Out-of-fold predictions per unit: columns ``method``, ``fold``, ``unit``, ``label`` (1 = positive),
     ``probability``; ``y`` is each sample's label (1 = positive, see :func:`~gmvae4p.classify.cv.sample_labels`)."""

@@ -31,7 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from .. import keys
 from ..data import obs_column
-from .config import ClassifierConfig
+from .config import N_TOP_GENES, ClassifierConfig
 from .cv import Fold, most_variable
 from .module import PerTypeModule, PrototypeModule
 from .training import fit
@@ -94,7 +94,7 @@ class CellData:
 
 
 def fit_predict_cell_baselines(cells: CellData, y_unit: pd.Series, folds: list[Fold], *, methods: list[str],
-                               config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = 2000,
+                               config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = N_TOP_GENES,
                                device: str | None = None, seed: int = 0) -> pd.DataFrame:
     """Out-of-fold predictions per unit, as :func:`~gmvae4p.classify.baselines.fit_predict_baselines` gives them;
     ``y_unit`` maps unit name → 1 (positive) or 0."""

@@ -14,6 +14,11 @@ METHODS = ("gmvae4p", "logistic_regression", "random_forest", "xgboost", "compos
            "gmvae_embedding_logistic_regression", "prototype_cells", "per_type_networks")
 """Every method of Table 1 by name, GMVAE4P first (:mod:`gmvae4p.classify.evaluate` maps each to its code)."""
 
+N_TOP_GENES = 2000
+"""Bulk genes a classifier keeps per fold by default: the most variable over the fold's training units."""
+N_TOP_INTERACTIONS = 500
+"""Communication features the modality network keeps per fold by default (most variable over training units)."""
+
 LEARNERS = ("linear", "program", "network")
 """GMVAE4P's learners (:mod:`gmvae4p.classify.stack` says what each reads)."""
 

@@ -21,7 +21,7 @@ from tqdm import tqdm  # text bars: the same in a terminal, a notebook and a pap
 from .. import keys
 from .baselines import BASELINES, fit_predict_baselines
 from .cell_baselines import CELL_BASELINES, CellData, fit_predict_cell_baselines
-from .config import METHODS, ClassifierConfig
+from .config import METHODS, N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig
 from .cv import Fold, FoldError, patient_folds, permute_labels, sample_labels, subsample_fold
 from .metrics import auc, auc_with_ci, binary_metrics, unit_probabilities
 from .model import MODALITIES, GMVAE4P
@@ -64,8 +64,9 @@ class CrossValidation:
 
 def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, cells: CellData | None = None,
                    methods: list[str] | None = None, config: ClassifierConfig = ClassifierConfig(),
-                   n_top_genes: int = 2000, n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
-                   sources: dict[str, str] | None = None, device: str | None = None, seed: int = 0,
+                   n_top_genes: int = N_TOP_GENES, n_top_interactions: int = N_TOP_INTERACTIONS,
+                   modalities: tuple[str, ...] = MODALITIES, sources: dict[str, str] | None = None,
+                   device: str | None = None, seed: int = 0,
                    workers: FoldWorkers | None = None, progress: bool = True) -> CrossValidation:
     """Every method in ``methods`` (default :data:`METHODS`) on ``folds``; labels come from ``units``
     (:func:`~gmvae4p.classify.cv.unit_table`, or its permutation for the null control). The cell-level baselines
@@ -118,8 +119,8 @@ class PendingCrossValidation:
 
 def start_cross_validation(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *,
                            cells: CellData | None = None, methods: list[str] | None = None,
-                           config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = 2000,
-                           n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
+                           config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = N_TOP_GENES,
+                           n_top_interactions: int = N_TOP_INTERACTIONS, modalities: tuple[str, ...] = MODALITIES,
                            sources: dict[str, str] | None = None, device: str | None = None, seed: int = 0,
                            workers: FoldWorkers | None = None) -> PendingCrossValidation:
     """:func:`cross_validate` in two steps: submits the torch methods' folds to ``workers``, runs the scikit-learn
@@ -348,8 +349,8 @@ def deployment_table(deployment: pd.DataFrame, *, units: pd.DataFrame | None = N
 def small_cohort_table(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, sizes: list[int],
                        repeats: int, methods: list[str], cells: CellData | None = None,
                        config: ClassifierConfig = ClassifierConfig(), validation_fraction: float = 0.2,
-                       n_top_genes: int = 2000, n_top_interactions: int = 500, device: str | None = None,
-                       seed: int = 0, workers: FoldWorkers | None = None, progress: bool = True) -> pd.DataFrame:
+                       n_top_genes: int = N_TOP_GENES, n_top_interactions: int = N_TOP_INTERACTIONS,
+                       device: str | None = None, seed: int = 0, workers: FoldWorkers | None = None, progress: bool = True) -> pd.DataFrame:
     """Table 2: each method trained on ``n`` units drawn (grouped by patient, stratified) from each fold's training
     units, for each ``n`` in ``sizes`` and ``repeats`` draws, tested on the same held-out folds; one row per
     (method, n, repeat) with the AUC and CI of its pooled out-of-fold unit predictions. Every draw's folds are

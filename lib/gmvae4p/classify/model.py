@@ -24,7 +24,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from .. import keys
-from .config import ClassifierConfig
+from .config import N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig
 from .module import GMVAE4PModule
 from .cv import FoldError, most_variable, patient_folds
 from .baselines import BASELINES
@@ -129,8 +129,8 @@ class ModalityNetwork:
         ``cpu`` or ``cuda``; ``None`` picks CUDA when available.
     """
 
-    def __init__(self, config: ClassifierConfig = ClassifierConfig(), *, n_top_genes: int = 2000,
-                 n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
+    def __init__(self, config: ClassifierConfig = ClassifierConfig(), *, n_top_genes: int = N_TOP_GENES,
+                 n_top_interactions: int = N_TOP_INTERACTIONS, modalities: tuple[str, ...] = MODALITIES,
                  sources: dict[str, str] | None = None, device: str | None = None, seed: int = 0):
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
@@ -207,8 +207,8 @@ class GMVAE4P:
     Parameters are those of :class:`ModalityNetwork`; ``n_top_genes`` is also what the linear learner keeps.
     """
 
-    def __init__(self, config: ClassifierConfig = ClassifierConfig(), *, n_top_genes: int = 2000,
-                 n_top_interactions: int = 500, modalities: tuple[str, ...] = MODALITIES,
+    def __init__(self, config: ClassifierConfig = ClassifierConfig(), *, n_top_genes: int = N_TOP_GENES,
+                 n_top_interactions: int = N_TOP_INTERACTIONS, modalities: tuple[str, ...] = MODALITIES,
                  sources: dict[str, str] | None = None, device: str | None = None, seed: int = 0):
         self.config, self.seed = config, seed
         self._network_settings = dict(n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
