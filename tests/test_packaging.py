@@ -40,9 +40,13 @@ def test_ci_runs_the_readme_test_command():
 
 @pytest.mark.slow
 def test_a_non_editable_install_runs_the_chain_from_another_folder(tmp_path):
-    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    wheels, site, source = tmp_path / "wheels", tmp_path / "site", tmp_path / "source"
+    source.mkdir()  # a copy: building in the checkout would leave build/ and egg-info there
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "lib", source / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                            "--wheel-dir", str(wheels), str(ROOT)], capture_output=True, text=True)
+                            "--wheel-dir", str(wheels), str(source)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next(wheels.glob("gmvae4p-*.whl"))
     assert {f"gmvae4p/notebooks/{stage}.ipynb" for stage in STAGES} <= set(zipfile.ZipFile(wheel).namelist())
