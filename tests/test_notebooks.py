@@ -56,6 +56,24 @@ def test_chain_writes_notebooks_artifacts_and_run_record(ci_run):
     assert adata.uns[keys.UNS]["columns"]["patient"] == "ind_cov"
 
 
+def test_classifier_stage_saves_a_final_model_that_predict_applies_to_bulk_counts(ci_run, tmp_path):
+    folder = ci_run / "models" / "gmvae4p"
+    card = (folder / "model_card.md").read_text()
+    assert "- patients: 12" in card and "- units per label: SLE 6, healthy 6" in card
+    assert "| gmvae4p |" in card.split("## Cross-validated")[1]
+    samples = ad.read_h5ad(ci_run / "data" / "pseudobulk.h5ad")
+    whole = samples[samples.obs[keys.KIND] == keys.WHOLE]
+    counts = pd.DataFrame(np.asarray(whole.layers[keys.COUNTS]), index=whole.obs["unit"].astype(str).to_numpy(),
+                          columns=whole.var_names).T  # genes × samples, as an RNA-seq pipeline writes it
+    counts.to_csv(tmp_path / "counts.tsv", sep="\t")
+    result = subprocess.run([sys.executable, "-m", "gmvae4p", "predict", str(folder), str(tmp_path / "counts.tsv"),
+                             "--output", str(tmp_path / "predictions.csv")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert len(predictions) == 12 and predictions["probability"].between(0, 1).all()
+    assert (predictions["genes_found"] == 1.0).all() and set(predictions["predicted_label"]) <= set(whole.obs["label"])
+
+
 def test_pseudobulk_stage_writes_samples_with_every_modality_and_its_figures(ci_run):
     samples = ad.read_h5ad(ci_run / "data" / "pseudobulk.h5ad")
     assert (samples.obs[keys.KIND] == "mixture").sum() == 12 * 4 and (samples.obs[keys.KIND] == "whole").sum() == 12

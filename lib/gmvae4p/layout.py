@@ -32,6 +32,8 @@ class RunLayout:
     pseudobulk = property(lambda self: self.data / PSEUDOBULK)
     gmvae = property(lambda self: self.models / "gmvae")
     """Training set, settings, checkpoint, ``model.pt`` and ``embedding.h5`` of the GMVAE."""
+    final_model = property(lambda self: self.models / "gmvae4p")
+    """The GMVAE4P fitted on every unit, for new patients (:mod:`gmvae4p.classify.deploy`)."""
 
     def table(self, name: str) -> Path:
         """``tables/<name>.csv``: ``table1_main`` … ``table5_compute``, ``predictions`` (out-of-fold, every method)

@@ -97,6 +97,18 @@ def save(model: GMVAE4P, folder: str | os.PathLike, *, samples: ad.AnnData, labe
     return folder
 
 
+def describe_cohort(units: pd.DataFrame, source: str) -> dict:
+    """What a model card says of the training cohort: where it came from, its units, patients and labels."""
+    return {"source": source, "units": int(len(units)), "patients": int(units["patient"].nunique()),
+            "units per label": {str(k): int(v) for k, v in units["label"].value_counts().sort_index().items()}}
+
+
+def label_names(units: pd.DataFrame) -> tuple[str, str]:
+    """(negative, positive) label of ``units`` (:func:`~gmvae4p.classify.cv.unit_table`)."""
+    first = units.drop_duplicates("y").set_index("y")["label"]
+    return str(first.loc[0]), str(first.loc[1])
+
+
 @dataclasses.dataclass
 class SavedModel:
     """A loaded bundle: the model, its training genes (``genes``) and their median log-CPM (``medians``), the labels
@@ -355,7 +367,8 @@ def _card(meta: dict, metrics: pd.DataFrame | None) -> str:
     lines = ["# GMVAE4P model card", "",
              f"Classifies a sample as **{positive}** against **{negative}** from its bulk RNA-seq counts.", "",
              "## Training cohort", ""]
-    lines += [f"- {key}: {value}" for key, value in cohort.items()]
+    lines += [f"- {key}: " + (", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value))
+              for key, value in cohort.items()]
     lines += ["", "## Inputs", "",
               f"- {len(meta['genes'])} genes, matched by symbol (case and Ensembl version ignored where unambiguous); "
               f"at least {meta['min_overlap']:.0%} must be found, a missing one takes its training median log-CPM.",
