@@ -383,15 +383,18 @@ def auc_by_modality_count(table: pd.DataFrame, *, ax=None):
     means = data.groupby("n_modalities")["auc"].mean()
     ax.plot(means.index, means.to_numpy(), color="0.6", linewidth=1, zorder=0)
     most = data["n_modalities"].max()
-    # points of one count sit close together: their labels go in a column beside them, one line apart
+    # initials keep the labels of neighbouring counts apart; those of one count go in a column, one line apart
+    named = sorted({m for value in data["modalities"] if isinstance(value, str) for m in value.split()})
     for row, k in zip(data.itertuples(), data.groupby("n_modalities").cumcount()):
-        named = row.modalities if isinstance(row.modalities, str) and row.modalities else "bulk only"
-        ax.annotate("all" if row.n_modalities == most and most > 1 else named.replace(" ", " + "),
-                    (row.n_modalities, row.auc), textcoords="offset points", xytext=(8, 10 - 11 * k), fontsize=7,
-                    arrowprops={"arrowstyle": "-", "color": "0.7", "linewidth": 0.5})
-    ax.set_xlim(-0.3, most + 0.8)
+        read = row.modalities.split() if isinstance(row.modalities, str) else []
+        label = "+".join(m[0].upper() for m in read) if read else "bulk"
+        ax.annotate(label, (row.n_modalities, row.auc), textcoords="offset points", xytext=(8, 10 - 11 * k),
+                    fontsize=7, arrowprops={"arrowstyle": "-", "color": "0.7", "linewidth": 0.5})
+    ax.set_xlim(-0.3, most + 0.6)
     ax.axhline(0.5, color="k", linestyle=":", linewidth=1)
-    ax.set(xlabel="auxiliary modalities read", ylabel="AUC per unit (95 % CI)",
+    key = ", ".join(f"{m[0].upper()} {m}" for m in named)
+    ax.set(xlabel=f"auxiliary modalities read ({key})" if key else "auxiliary modalities read",
+           ylabel="AUC per unit (95 % CI)",
            xticks=sorted(set(data["n_modalities"])), title="modality network by modalities (Table 4)")
     ax.spines[["top", "right"]].set_visible(False)
     return fig, data
