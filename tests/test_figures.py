@@ -136,6 +136,19 @@ def test_figure2_draws_the_stored_umaps_and_names_the_missing_step():
     assert (data["kind"] == "unit").sum() == 30
 
 
+def test_top_communication_draws_each_label_in_the_colour_of_the_other_figures():
+    rng = np.random.default_rng(1)
+    obs = pd.DataFrame({keys.KIND: "mixture", "label": ["SLE", "healthy"] * 4}, index=[f"s{i}" for i in range(8)])
+    samples = ad.AnnData(X=np.zeros((8, 2), dtype=np.float32), obs=obs)
+    samples.obsm[keys.COMMUNICATION] = rng.random((8, 5)).astype(np.float32)
+    samples.uns[keys.UNS_PSEUDOBULK] = {"communication_features": [f"L{i}→R{i}|A→B" for i in range(5)]}
+    for positive, negative in (("SLE", "healthy"), ("healthy", "SLE")):
+        fig, _ = plots.top_communication(samples, positive_label=positive)
+        bars = {container.get_label(): container.patches[0].get_facecolor() for container in fig.axes[0].containers}
+        assert bars[positive] == matplotlib.colors.to_rgba(plots.LABEL_COLOURS[1])
+        assert bars[negative] == matplotlib.colors.to_rgba(plots.LABEL_COLOURS[0])
+
+
 def test_stage02_umap_gives_each_label_the_colour_of_the_later_figures():
     rng = np.random.default_rng(0)
     cells = _labelled_cells()

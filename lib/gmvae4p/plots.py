@@ -133,12 +133,8 @@ def latent_umap(adata: ad.AnnData, *, color: list[str], basis: str = keys.X_GMVA
     fig, axes = plt.subplots(1, len(color), figsize=(5.2 * len(color), 4.4), layout="constrained", squeeze=False)
     titles = _role_titles(adata)
     label_column = obs_column(adata, "label")
-    positive = positive_label or adata.uns.get(keys.UNS_SIMULATION, {}).get("positive_label")
-    label_colours = {}
-    if label_column in color and positive is not None:
-        others = [str(g) for g in pd.unique(data[label_column].astype(str)) if str(g) != str(positive)]
-        if len(others) == 1:
-            label_colours = _class_colours({0: others[0], 1: str(positive)})
+    label_colours = _label_colours(data[label_column], known_positive(adata, positive_label)) \
+        if label_column in color else {}
     for ax, column in zip(axes[0], color):
         _scatter_groups(ax, data, column, title=titles.get(column, column),
                         colours=label_colours if column == label_column else None)
@@ -248,9 +244,21 @@ def state_heatmap(samples: ad.AnnData):
     return fig, data
 
 
-def top_communication(samples: ad.AnnData, *, n_top: int = 20):
+def known_positive(cells: ad.AnnData, positive_label: str | None = None) -> str | None:
+    """``positive_label``, else a simulated cohort's positive label, else ``None`` (not yet named)."""
+    return positive_label or cells.uns.get(keys.UNS_SIMULATION, {}).get("positive_label")
+
+
+def _label_colours(labels, positive: str | None) -> dict[str, str]:
+    """The two labels' colours of every figure (:func:`_class_colours`), once the ``positive`` one is known."""
+    others = [str(g) for g in pd.unique(pd.Series(labels).astype(str)) if str(g) != str(positive)]
+    return _class_colours({0: others[0], 1: str(positive)}) if positive is not None and len(others) == 1 else {}
+
+
+def top_communication(samples: ad.AnnData, *, positive_label: str | None = None, n_top: int = 20):
     """The ``n_top`` ligand–receptor interactions whose mean score over mixture samples differs most between the
-    labels (with one label, the highest), each label's mean as a bar."""
+    labels (with one label, the highest), each label's mean as a bar, in the labels' colours of every figure once
+    ``positive_label`` is known."""
     names = samples.uns[keys.UNS_PSEUDOBULK]["communication_features"]
     mixture = (samples.obs[keys.KIND] == "mixture").to_numpy()
     values = samples.obsm[keys.COMMUNICATION][mixture]
@@ -264,8 +272,9 @@ def top_communication(samples: ad.AnnData, *, n_top: int = 20):
     fig, ax = plt.subplots(figsize=(8.5, 1.2 + 0.28 * max(len(data), 1)), layout="constrained")
     positions = np.arange(len(data))
     width = 0.8 / max(len(data.columns), 1)
+    colours = _label_colours(groups, positive_label)
     for i, group in enumerate(data.columns):
-        ax.barh(positions + i * width, data[group], height=width, label=group)
+        ax.barh(positions + i * width, data[group], height=width, label=group, color=colours.get(str(group)))
     ax.set_yticks(positions + 0.4 - width / 2, data.index, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("ligand mean × receptor mean, log-CPM (sender → receiver)")
