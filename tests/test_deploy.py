@@ -138,3 +138,17 @@ def test_the_predict_command_writes_one_row_per_sample_and_refuses_a_poor_overla
                               "--min-overlap", "0.6"], capture_output=True, text=True)
     assert lowered.returncode == 0 and "65% of the model's genes found" in lowered.stdout
     assert "genes are in the columns" in lowered.stdout
+
+
+def test_cells_of_an_h5ad_are_summed_per_sample_and_the_sample_column_must_be_named(tmp_path):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    counts = sp.csr_matrix(np.array([[1, 0, 2], [3, 1, 0], [0, 5, 1]], dtype=np.float32))
+    cells = ad.AnnData(X=counts, obs=pd.DataFrame({"donor": ["d1", "d2", "d1"]}, index=["c1", "c2", "c3"]),
+                       var=pd.DataFrame(index=["A", "B", "C"]))
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    summed, _ = deploy.read_counts(tmp_path / "cells.h5ad", sample_key="donor")
+    assert summed.loc["d1"].tolist() == [1, 5, 3] and summed.loc["d2"].tolist() == [3, 1, 0]
+    with pytest.raises(deploy.InputError, match="--sample-key"):
+        deploy.read_counts(tmp_path / "cells.h5ad")
