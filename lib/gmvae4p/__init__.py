@@ -6,3 +6,17 @@ Submodules are imported on use, so ``import gmvae4p.data.simulate`` needs numpy,
 """
 
 __version__ = "0.1.0"
+
+
+def package_versions(names) -> dict[str, str | None]:
+    """The installed version of each distribution in ``names`` (``None`` where it is not installed): what a run
+    record and a model card say they ran with."""
+    from importlib import metadata
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found

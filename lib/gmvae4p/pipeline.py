@@ -11,7 +11,6 @@ cell, and the partially executed notebook stays for inspection.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -23,7 +22,7 @@ from pathlib import Path
 import papermill as pm
 import psutil
 
-from . import params as params_module, preflight
+from . import package_versions, params as params_module, preflight
 from .data import atomic_path
 from .layout import RunLayout
 from .report import write_index
@@ -142,14 +141,7 @@ def _now() -> str:
 
 
 def _versions() -> dict:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    found["python"] = platform.python_version()
-    return found
+    return {**package_versions(PACKAGES), "python": platform.python_version()}
 
 
 def _hardware() -> dict:

@@ -350,7 +350,8 @@ def small_cohort_table(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fol
                        repeats: int, methods: list[str], cells: CellData | None = None,
                        config: ClassifierConfig = ClassifierConfig(), validation_fraction: float = 0.2,
                        n_top_genes: int = N_TOP_GENES, n_top_interactions: int = N_TOP_INTERACTIONS,
-                       device: str | None = None, seed: int = 0, workers: FoldWorkers | None = None, progress: bool = True) -> pd.DataFrame:
+                       device: str | None = None, seed: int = 0, workers: FoldWorkers | None = None,
+                       progress: bool = True) -> pd.DataFrame:
     """Table 2: each method trained on ``n`` units drawn (grouped by patient, stratified) from each fold's training
     units, for each ``n`` in ``sizes`` and ``repeats`` draws, tested on the same held-out folds; one row per
     (method, n, repeat) with the AUC and CI of its pooled out-of-fold unit predictions. Every draw's folds are
