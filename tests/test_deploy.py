@@ -79,6 +79,8 @@ def test_too_few_model_genes_are_refused_with_the_overlap_and_a_lower_minimum_sc
     renamed = counts.rename(columns={g: f"other{g}" for g in counts.columns[::3]})  # 14 of 40 genes lost
     with pytest.raises(deploy.InputError, match="65% of the model's 40 genes"):
         deploy.predict(loaded, renamed)
+    with pytest.raises(deploy.InputError, match="--min-overlap must be a share"):
+        deploy.predict(loaded, renamed, min_overlap=60)  # a percentage by mistake
     out = deploy.predict(loaded, renamed, min_overlap=0.6)
     assert np.allclose(out["genes_found"], 26 / 40) and out["probability"].between(0, 1).all()
 

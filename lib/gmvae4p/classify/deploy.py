@@ -35,7 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .. import keys
+from .. import keys, package_versions
 from ..pseudobulk import log_cpm
 from .config import ClassifierConfig
 from .cv import final_split, sample_labels
@@ -47,6 +47,7 @@ from .stack import Stack
 MIN_OVERLAP = 0.8
 """Share of the model's genes an input must have (matched by symbol) to be scored."""
 WEIGHTS, META, CARD = "model.pt", "model.json", "model_card.md"
+CARD_PACKAGES = ("gmvae4p", "torch", "scikit-learn", "numpy", "anndata")
 
 
 class InputError(ValueError):
@@ -77,7 +78,7 @@ def save(model: GMVAE4P, folder: str | os.PathLike, *, samples: ad.AnnData, labe
     whole = samples.obs[keys.KIND].to_numpy() == keys.WHOLE
     expression = np.asarray(samples.X, dtype=np.float32)[whole if whole.any() else slice(None)]
     meta.update(genes=list(map(str, samples.var_names)), labels=list(labels), cohort=cohort,
-                threshold=0.5, min_overlap=MIN_OVERLAP, versions=_versions())
+                threshold=0.5, min_overlap=MIN_OVERLAP, versions={k: v for k, v in package_versions(CARD_PACKAGES).items() if v})
     arrays["medians"] = np.median(expression, axis=0)
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +206,8 @@ def bulk_samples(saved: SavedModel, counts: pd.DataFrame, *, min_overlap: float 
     """``counts`` (samples × genes) on the model's genes as log-CPM (``normalized``: taken as they are), a missing
     gene at its training median; and the share of the model's genes found."""
     min_overlap = saved.meta["min_overlap"] if min_overlap is None else min_overlap
+    if not 0 < min_overlap <= 1:
+        raise InputError(f"--min-overlap must be a share in (0, 1], not {min_overlap!r}.")
     position = match_genes(saved.genes, counts.columns)
     found = float((position >= 0).mean())
     if found < min_overlap:
@@ -267,8 +270,8 @@ def _state(model: GMVAE4P) -> tuple[dict[str, np.ndarray], dict]:
     learners = model.learners
     if learners is None:
         raise RuntimeError("save needs a fitted GMVAE4P.")
-    arrays, meta = {}, {"config": dataclasses.asdict(ClassifierConfig(**{
-        f.name: getattr(model.config, f.name) for f in dataclasses.fields(ClassifierConfig)}))}
+    arrays = {}  # the config's own fields only: stage 04 passes its larger ClassifySection
+    meta = {"config": {f.name: getattr(model.config, f.name) for f in dataclasses.fields(ClassifierConfig)}}
     meta.update(n_top_genes=model.n_top_genes, modalities=list(model.modalities), sources=model.sources,
                 seed=model.seed, learners=list(learners.names),
                 stack={str(use_true): {"weights": s.weights.tolist(), "scale": s.scale.tolist(), "inner": s.inner,
@@ -347,18 +350,6 @@ def _regression(arrays: dict[str, np.ndarray], prefix: str) -> LogisticRegressio
     regression.coef_, regression.intercept_ = arrays[f"{prefix}.coef"], arrays[f"{prefix}.intercept"]
     regression.classes_, regression.n_features_in_ = np.array([0, 1]), regression.coef_.shape[1]
     return regression
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    found = {}
-    for name in ("gmvae4p", "torch", "scikit-learn", "numpy", "anndata"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def _card(meta: dict, metrics: pd.DataFrame | None) -> str:
