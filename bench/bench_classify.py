@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from gmvae4p import keys  # noqa: E402
 from gmvae4p.classify import evaluate  # noqa: E402
 from gmvae4p.classify.cell_baselines import CellData  # noqa: E402
-from gmvae4p.classify.config import ClassifierConfig  # noqa: E402
+from gmvae4p.classify.config import N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig  # noqa: E402
 from gmvae4p.classify.cv import patient_folds, permute_labels, unit_table  # noqa: E402
 
 LUPUS = {"n_cells": 834_096, "n_genes": 24_205, "n_types": 8, "latent_dim": 32, "n_pairs": 4_620,
@@ -88,8 +88,7 @@ def from_run(folder: Path) -> tuple[ad.AnnData, CellData, ad.AnnData]:
 def stage(samples, cell_data, positive, settings: dict, device: str | None, seed: int) -> dict:
     """The notebook's sequence: folds, Table 1, null control, Table 3, Table 2; each part timed."""
     config = ClassifierConfig()
-    n_top_interactions = samples.uns.get("pseudobulk", {}).get("settings", {}).get("n_top_interactions") or 500
-    shared = dict(cells=cell_data, config=config, n_top_genes=2000, n_top_interactions=n_top_interactions,
+    shared = dict(cells=cell_data, config=config, n_top_genes=N_TOP_GENES, n_top_interactions=N_TOP_INTERACTIONS,
                   device=device, seed=seed, progress=False)
     times = {}
     start = time.perf_counter()

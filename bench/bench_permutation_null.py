@@ -53,7 +53,7 @@ def main() -> None:
             samples, units, methods=args.methods, n_permutations=args.permutations,
             n_permutations_costly=args.permutations, n_folds=settings.n_folds,
             validation_fraction=settings.validation_fraction, workers=workers, config=settings,
-            n_top_genes=settings.n_top_genes, n_top_interactions=samples.uns["pseudobulk"]["settings"]["n_top_interactions"],
+            n_top_genes=settings.n_top_genes, n_top_interactions=settings.n_top_interactions,
             device=args.device, seed=args.seed, first=args.first)
     wall = time.perf_counter() - start
     out = Path(args.output)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gmvae4p import keys
-from gmvae4p.classify.ablation import ABLATIONS, FULL, NETWORK_ONLY, ablate, configuration, reference
+from gmvae4p.classify.ablation import ABLATIONS, FULL, NETWORK_ONLY, ablate, available, configuration, reference
 from gmvae4p.classify.cv import patient_folds, sample_labels, unit_table
 from gmvae4p.classify.metrics import paired_auc_difference
 from gmvae4p.classify.model import GMVAE4P
@@ -90,6 +90,24 @@ def test_table4_adds_the_reference_rows_and_pairs_each_delta_with_its_reference(
     assert list(points["auc"]) == [auc.loc["proportions only"], auc.loc[NETWORK_ONLY]]
     _, deltas = plots.ablation_deltas(table)
     assert list(deltas["configuration"]) == [NETWORK_ONLY, "proportions only"]
+
+
+def test_the_full_rows_predictions_are_read_when_given_and_the_mse_row_needs_its_states():
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    folds = patient_folds(units, n_folds=4, seed=3)
+    fold_of = {unit: fold.index for fold in folds for unit in fold.test}
+    perfect = units.assign(method="gmvae4p", fold=units["unit"].map(fold_of), label=units["y"],
+                           probability=units["y"] * 0.8 + 0.1)[["method", "fold", "unit", "label", "probability"]]
+    predictions, table = ablate(samples, units, folds, names=["linear learner only"], config=FAST, n_top_genes=20,
+                                n_top_interactions=10, device="cpu", n_boot=100, full=perfect, progress=False)
+    assert table.set_index("configuration").loc[FULL, "auc"] == 1.0  # read, not refitted
+    np.testing.assert_array_equal(predictions.query("method == @FULL")["probability"], perfect["probability"])
+    with pytest.raises(ValueError, match="every unit"):
+        ablate(samples, units, folds, names=[FULL], full=perfect.iloc[1:], progress=False)
+    assert "GMVAE trained with mse" in available(samples)  # _samples() carries states_gmvae_mse
+    del samples.obsm[keys.STATES_GMVAE_MSE]
+    assert available(samples) == [name for name in ABLATIONS if name != "GMVAE trained with mse"]
 
 
 def test_paired_auc_difference_on_a_toy_example():

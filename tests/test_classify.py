@@ -45,7 +45,7 @@ def _samples(n_patients=24, n_samples=5, n_genes=40, signal=2.0, seed=0):
     states[rng.random(len(obs)) < 0.2, 3:] = np.nan
     samples.obsm[keys.STATES] = states
     samples.obsm[keys.STATES_EXPRESSION] = rng.normal(size=(len(obs), 12)).astype(np.float32)
-    samples.obsm["states_gmvae_mse"] = states + rng.normal(size=states.shape).astype(np.float32)
+    samples.obsm[keys.STATES_GMVAE_MSE] = states + rng.normal(size=states.shape).astype(np.float32)
     communication = rng.normal(size=(len(obs), 30)).astype(np.float32)
     communication[positive, 0] += signal
     samples.obsm[keys.COMMUNICATION] = communication

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from gmvae4p.classify.cv import FoldError, most_variable, patient_folds
+from gmvae4p.classify.cv import FoldError, folds_table, most_variable, patient_folds, read_folds
 from gmvae4p.classify.metrics import (auc_with_ci, binary_metrics, expected_calibration_error, paired_auc_difference,
                                      patient_draws, unit_probabilities)
 
@@ -28,6 +28,21 @@ def test_folds_keep_each_patient_on_one_side_and_test_every_unit_once(samples_pe
         assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
         assert set(fold.train) | set(fold.validation) | set(fold.test) == set(units["unit"])
     assert [list(f.test) for f in folds] == [list(f.test) for f in patient_folds(units, n_folds=5, seed=3)]
+
+
+def test_the_folds_table_that_stage_04_writes_gives_back_the_same_units_and_folds(tmp_path):
+    units = _units(samples_per_patient=2)
+    units = units.assign(unit=units["unit"].str.replace("P", ""), y=(units["label"] == "stim").astype(int))
+    folds = patient_folds(units, n_folds=4, seed=1)
+    folds_table(units, folds).to_csv(tmp_path / "folds.csv", index=False)
+    read_units, read = read_folds(pd.read_csv(tmp_path / "folds.csv"))  # unit names that look like numbers stay text
+    pd.testing.assert_frame_equal(read_units, units[["unit", "patient", "label", "y"]])
+    assert [f.index for f in read] == [0, 1, 2, 3]
+    for fold, back in zip(folds, read):
+        for side in ("train", "validation", "test"):
+            assert list(getattr(back, side)) == list(getattr(fold, side)), side
+    with pytest.raises(FoldError, match="lacks every fold_<i>"):
+        read_folds(units)
 
 
 def test_a_training_fold_of_one_patient_has_no_validation_split_and_bad_settings_are_named():

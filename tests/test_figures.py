@@ -107,6 +107,9 @@ def test_diagnostics_draw_table2s_means_and_table3s_units():
     assert means.loc[("gmvae4p", 20)] == pytest.approx(0.75)
     assert means.loc[("logistic_regression", 10)] == pytest.approx(0.6)
     assert data[data["panel"] == "bulk_deployment"]["unit"].tolist() == ["U0", "U1", "U2"]
+    fig, data = plots.diagnostics(predictions, evaluate.main_table(predictions, n_boot=10), table2.iloc[:0], table3,
+                                  deployment)  # classify.small_cohort_sizes: [] (the benchmark's setting)
+    assert "Table 2 was not run" in fig.axes[1].texts[0].get_text() and "small_cohort" not in set(data["panel"])
 
 
 def _labelled_cells():

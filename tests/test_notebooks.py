@@ -72,6 +72,16 @@ def test_classifier_stage_saves_a_final_model_that_predict_applies_to_bulk_count
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     assert len(predictions) == 12 and predictions["probability"].between(0, 1).all()
     assert (predictions["genes_found"] == 1.0).all() and set(predictions["predicted_label"]) <= set(whole.obs["label"])
+    import papermill  # the notebook 07 is the same call, with a figure
+
+    papermill.execute_notebook(str(ROOT / "notebooks" / "07_predict.ipynb"), str(tmp_path / "07_predict.ipynb"),
+                               parameters={"model_dir": str(folder), "input_path": str(tmp_path / "counts.tsv"),
+                                           "output_path": str(tmp_path / "notebook.csv")},
+                               cwd=str(ROOT / "notebooks"), kernel_name="python3", progress_bar=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "notebook.csv"), predictions)
+    assert (tmp_path / "notebook_probabilities.png").stat().st_size > 0
+    shown = pd.read_csv(tmp_path / "notebook_probabilities.csv")
+    assert shown["probability"].is_monotonic_increasing and len(shown) == 12
 
 
 def test_pseudobulk_stage_writes_samples_with_every_modality_and_its_figures(ci_run):
@@ -118,7 +128,15 @@ def test_classifier_stage_writes_every_table_with_each_unit_tested_once_per_meth
         assert (ci_run / "figures" / f"04_method_auc.{suffix}").stat().st_size > 0
 
 
-def test_ablation_stage_writes_table4_whose_full_row_is_table1s_gmvae4p(ci_run):
+def test_ablation_stage_reads_stage_04s_folds_and_stage_02s_mse_gmvae_and_writes_table4(ci_run):
+    cells = ad.read_h5ad(ci_run / "data" / "gmvae.h5ad", backed="r")  # ci.yaml: nb, and the mse GMVAE beside it
+    assert cells.uns[keys.UNS_GMVAE]["settings"]["likelihood"] == "nb"
+    assert cells.obsm[keys.X_GMVAE_MSE_ZSCORE].shape == cells.obsm[keys.X_GMVAE_ZSCORE].shape
+    assert (ci_run / "models" / "gmvae_mse" / "model.pt").is_file()
+    folds = pd.read_csv(ci_run / "tables" / "folds.csv")  # every unit tested once, by stage 04's folds
+    assert (folds.filter(like="fold_") == "test").sum(1).eq(1).all() and len(folds) == 12
+    ablation = pd.read_csv(ci_run / "tables" / "ablation_predictions.csv")
+    assert set(ablation["fold"]) == {int(c.removeprefix("fold_")) for c in folds.filter(like="fold_").columns}
     table4 = pd.read_csv(ci_run / "tables" / "table4_ablation.csv")
     assert list(table4["configuration"]) == list(ABLATIONS)
     table1 = pd.read_csv(ci_run / "tables" / "table1_main.csv").set_index("method")

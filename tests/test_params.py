@@ -1,6 +1,8 @@
 import ast
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,7 @@ import yaml
 
 from gmvae4p import params
 from gmvae4p.params import ParameterError
+from gmvae4p.pipeline import STAGES
 
 from conftest import ROOT
 
@@ -27,8 +30,7 @@ def test_demo_file_states_the_defaults_the_notebooks_use():
     assert demo.to_dict() == defaults.to_dict()
 
 
-@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
-def test_notebook_parameters_cell_holds_literals_equal_to_the_defaults(notebook):
+def _parameters_cell(notebook) -> dict:
     cells = json.loads(notebook.read_text())["cells"]
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "one parameters cell"
@@ -36,10 +38,28 @@ def test_notebook_parameters_cell_holds_literals_equal_to_the_defaults(notebook)
     for statement in ast.parse("".join(tagged[0]["source"])).body:
         assert isinstance(statement, ast.Assign), "the parameters cell holds assignments only"
         values[statement.targets[0].id] = ast.literal_eval(statement.value)  # raises unless a literal
+    return values
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_notebook_parameters_cell_holds_literals_equal_to_the_defaults(stage):
+    values = _parameters_cell(ROOT / "notebooks" / f"{stage}.ipynb")
     assert values.pop("output_dir") == "../outputs/demo"
     defaults = params.from_mapping({}, default_run_name="demo")
     assert values == defaults.notebook_parameters(values)
     assert set(values) == set(defaults.notebook_parameters(values)), "every name is a known section or seed"
+
+
+def test_the_predict_notebook_takes_the_predict_commands_options():
+    values = _parameters_cell(ROOT / "notebooks" / "07_predict.ipynb")
+    assert values.pop("model_dir") == "../outputs/demo/models/gmvae4p"
+    assert values == {"input_path": "../outputs/demo/data/preprocessed.h5ad",
+                      "output_path": "../outputs/demo/predictions_new_patients.csv", "sample_key": "ind_cov",
+                      "min_overlap": None, "normalized": False}
+    assert params.DataSection().patient_key == "ind_cov"  # the demo's cells summed per patient
+    usage = subprocess.run([sys.executable, "-m", "gmvae4p", "predict", "--help"], capture_output=True, text=True,
+                           cwd=ROOT).stdout
+    assert all(f"--{option}" in usage for option in ("output", "sample-key", "min-overlap", "normalized"))
 
 
 def test_unknown_name_is_an_error_with_a_suggestion():

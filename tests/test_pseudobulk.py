@@ -141,6 +141,10 @@ def test_make_pseudobulk_writes_one_anndata_with_every_modality(tmp_path):
     np.testing.assert_allclose(samples.obsm[keys.COMPOSITION].to_numpy(),
                                truth.loc[samples.obs["patient"], TYPES].to_numpy())
     assert samples.X[0].sum() > 0
+    assert keys.STATES_GMVAE_MSE not in samples.obsm  # only where stage 02 trained the ablation's mse GMVAE
+    adata.obsm[keys.X_GMVAE_MSE_ZSCORE] = adata.obsm[keys.X_GMVAE_ZSCORE] * 2 + 1
+    with_mse = make_pseudobulk(adata, n_samples=4, n_cells=40, progress=False)
+    np.testing.assert_allclose(with_mse.obsm[keys.STATES_GMVAE_MSE], samples.obsm[keys.STATES] * 2 + 1, rtol=1e-5)
     path = write_h5ad(samples, tmp_path / "pseudobulk.h5ad")
     back = ad.read_h5ad(path)
     assert back.uns[keys.UNS_PSEUDOBULK]["settings"]["n_cells"] == 40

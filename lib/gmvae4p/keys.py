@@ -33,6 +33,9 @@ X_GMVAE = "X_gmvae"
 """``adata.obsm[X_GMVAE]``: posterior mean E[z|x] of each cell."""
 X_GMVAE_ZSCORE = "X_gmvae_zscore"
 """``adata.obsm[X_GMVAE_ZSCORE]``: (E[z|x] − μ_k) / σ_k for the cell's component k (annotated type where known)."""
+X_GMVAE_MSE_ZSCORE = "X_gmvae_mse_zscore"
+"""``adata.obsm[X_GMVAE_MSE_ZSCORE]``: the z-score of a second GMVAE, trained like the first but with ``likelihood:
+mse`` (written when ``gmvae.mse_for_ablation`` is true; stage 05's row "GMVAE trained with mse" reads its states)."""
 GMVAE_CELL_TYPE = "gmvae_cell_type"
 """``adata.obs[GMVAE_CELL_TYPE]``: argmax of q(y|x), categorical with the components' names."""
 GMVAE_PROBA = "gmvae_proba"
@@ -60,6 +63,9 @@ feature names in ``uns[UNS_PSEUDOBULK]["state_features"]``."""
 STATES_EXPRESSION = "states_expression"
 """``obsm[STATES_EXPRESSION]``: per cell type, the mean log-normalized expression of the most variable genes of the
 drawn cells (an ablation: the seed's states); names in ``uns[UNS_PSEUDOBULK]["state_expression_features"]``."""
+STATES_GMVAE_MSE = "states_gmvae_mse"
+"""``obsm[STATES_GMVAE_MSE]``: as :data:`STATES`, from ``obsm["X_gmvae_mse_zscore"]`` (present when the cells
+have it)."""
 COMMUNICATION = "communication"
 """``obsm[COMMUNICATION]``: ligand–receptor scores per (pair, sender, receiver), all of them (selection happens
 inside cross-validation); names in ``uns[UNS_PSEUDOBULK]["communication_features"]``."""

@@ -36,8 +36,9 @@ class RunLayout:
     """The GMVAE4P fitted on every unit, for new patients (:mod:`gmvae4p.classify.deploy`)."""
 
     def table(self, name: str) -> Path:
-        """``tables/<name>.csv``: ``table1_main`` … ``table5_compute``, ``predictions`` (out-of-fold, every method)
-        and what stage 04 keeps for the figures (``gmvae4p_fusion``, ``gmvae4p_fused``, ``deployment``)."""
+        """``tables/<name>.csv``: ``folds`` (stage 04's outer folds, read by stages 05 and 06), ``table1_main`` …
+        ``table5_compute``, ``predictions`` (out-of-fold, every method) and what stage 04 keeps for the figures
+        (``gmvae4p_fusion``, ``gmvae4p_fused``, ``deployment``)."""
         return self.tables / f"{name}.csv"
 
     def require(self, path: Path, stage: str) -> Path:

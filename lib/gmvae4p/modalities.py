@@ -26,11 +26,9 @@ from .pseudobulk import (N_CELLS, N_SAMPLES, PROPORTIONS, SPARSE_PROB, MixturePl
 
 def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = N_SAMPLES, n_cells: int = N_CELLS,
                     proportions: str = PROPORTIONS[0], sparse_prob: float = SPARSE_PROB,
-                    seed: int = 0, resource: str = "consensus", n_top_interactions: int | None = None,
-                    progress: bool = True) -> ad.AnnData:
+                    seed: int = 0, resource: str = "consensus", progress: bool = True) -> ad.AnnData:
     """Stage 03 in one call: the plan (:func:`gmvae4p.pseudobulk.plan_mixtures`), pseudobulk counts, states and
-    communication, as one AnnData of samples (keys in :mod:`gmvae4p.keys`). Every input is checked first.
-    ``n_top_interactions`` is only recorded in the settings: the classifier selects that many per fold."""
+    communication, as one AnnData of samples (keys in :mod:`gmvae4p.keys`). Every input is checked first."""
     _check_settings(n_samples=n_samples, n_cells=n_cells, proportions=proportions, sparse_prob=sparse_prob)
     _counts(adata)
     _require_zscore(adata)
@@ -40,13 +38,14 @@ def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = N_SAMPLES, n_cells: i
     state_values, state_names = states(adata, plan)
     expression_values, expression_names = expression_states(adata, plan)
     communication_values, communication_names = communication(adata, plan, pairs)
-    return to_anndata(adata, plan, pseudobulk_counts(adata, plan),
-                      obsm={keys.STATES: state_values, keys.STATES_EXPRESSION: expression_values,
-                            keys.COMMUNICATION: communication_values},
+    obsm = {keys.STATES: state_values, keys.STATES_EXPRESSION: expression_values,
+            keys.COMMUNICATION: communication_values}
+    if keys.X_GMVAE_MSE_ZSCORE in adata.obsm:  # the ablation's second GMVAE, over the same mixtures
+        obsm[keys.STATES_GMVAE_MSE] = states(adata, plan, key=keys.X_GMVAE_MSE_ZSCORE)[0]
+    return to_anndata(adata, plan, pseudobulk_counts(adata, plan), obsm=obsm,
                       uns={"settings": {"n_samples": n_samples, "n_cells": n_cells, "proportions": proportions,
                                         "sparse_prob": sparse_prob,
-                                        "seed": seed, "resource": resource,
-                                        "n_top_interactions": n_top_interactions},
+                                        "seed": seed, "resource": resource},
                            "state_features": state_names, "state_expression_features": expression_names,
                            "communication_features": communication_names,
                            "ligand_receptor_pairs": pairs.to_dict(orient="list")})

@@ -98,6 +98,10 @@ class GMVAESection(TrainConfig, ModuleConfig):
     """torchrun ranks (one per GPU); None trains inside the notebook's own process."""
     device: str | None = None
     """``cpu`` or ``cuda``; None picks CUDA when available."""
+    mse_for_ablation: bool = True
+    """Also train a GMVAE with ``likelihood: mse`` (the other settings the same) for stage 05's row "GMVAE trained
+    with mse"; its z-score goes to ``obsm["X_gmvae_mse_zscore"]``. Ignored when ``likelihood`` is ``mse``; false
+    saves that training when stage 05 will not run."""
 
     def __post_init__(self):
         ModuleConfig.__post_init__(self)
@@ -124,11 +128,9 @@ class PseudobulkSection:
     mixture (never all)."""
     resource: str = "consensus"
     """liana's ligand–receptor resource for the communication modality."""
-    n_top_interactions: int = N_TOP_INTERACTIONS
-    """Communication features kept by the classifier: the most variable over each fold's training units."""
 
     def __post_init__(self):
-        for name in ("n_samples", "n_cells", "n_top_interactions"):
+        for name in ("n_samples", "n_cells"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}.")
         if not 0 <= self.sparse_prob < 1:
@@ -151,6 +153,8 @@ class ClassifySection(ClassifierConfig):
     n_top_genes: int = N_TOP_GENES
     """Bulk genes the baselines (and GMVAE4P with ``bulk_input: genes``) keep per fold: the most variable over the
     fold's training units."""
+    n_top_interactions: int = N_TOP_INTERACTIONS
+    """Communication features GMVAE4P keeps per fold: the most variable over the fold's training units."""
     methods: list[str] = dataclasses.field(default_factory=lambda: list(METHODS))
     small_cohort_sizes: list[int] = dataclasses.field(default_factory=lambda: [10, 20, 30])
     """Table 2: training units drawn from each fold's training units."""
@@ -168,13 +172,13 @@ class ClassifySection(ClassifierConfig):
     n_jobs: int = 2
     """Worker processes that train folds side by side (GMVAE4P and the cell-level networks, in every table; see
     :mod:`gmvae4p.classify.workers`); 1 trains them in the notebook's process. Each worker's torch takes its share of
-    the cores: on a 2-core laptop 2 workers run the embedded cohort's stages 04 and 05 in 210 s against 263 s with
-    one. On one GPU, 8 keep it busy."""
+    the cores; on one GPU, several workers keep it busy (``BENCHMARKS.md``)."""
 
     def __post_init__(self):
         ClassifierConfig.__post_init__(self)
-        if self.n_jobs < 1:
-            raise ValueError(f"n_jobs must be at least 1, not {self.n_jobs!r}.")
+        for name in ("n_jobs", "n_top_genes", "n_top_interactions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}.")
         unknown = [m for m in [*self.methods, *self.small_cohort_methods] if m not in METHODS]
         if unknown:
             raise ValueError(f"methods: unknown method(s) {unknown}; known: {list(METHODS)}.")

@@ -539,6 +539,12 @@ def small_cohort_curve(table2: pd.DataFrame, *, reference: pd.DataFrame | None =
     with ``reference`` (Table 1), each method's AUC with all training units as a dashed line."""
     fig, ax = _figure_or(ax, (5, 4))
     data = table2.groupby(["method", "n_train_units"])["auc"].agg(["mean", "std", "count"]).reset_index()
+    if data.empty:  # say so rather than draw empty axes
+        ax.text(0.5, 0.5, "Table 2 was not run\n(classify.small_cohort_sizes is empty)", ha="center", va="center",
+                transform=ax.transAxes, color="0.4")
+        ax.set(xticks=[], yticks=[], title="small cohorts (Table 2)")
+        ax.spines[:].set_visible(False)
+        return fig, data
     for k, (method, part) in enumerate(data.groupby("method", sort=False)):
         colour = f"C{k}"
         ax.errorbar(part["n_train_units"], part["mean"], yerr=part["std"].fillna(0), marker="o", capsize=3,
@@ -689,6 +695,23 @@ def benchmark_heatmap(table: pd.DataFrame):
     fig.colorbar(image, ax=ax, label="AUC (per patient unit, out of fold)", shrink=0.8)
     ax.set_title("Cohort benchmark: AUC by method and cohort")
     return fig, data
+
+
+def new_patient_probabilities(predictions: pd.DataFrame, *, threshold: float, labels: tuple[str, str]):
+    """``gmvae4p predict``'s output: each sample's probability of the positive label (sorted), coloured by the label
+    called at the model's ``threshold`` (dashed), with the share of the model's genes found in the title."""
+    data = predictions.sort_values("probability").reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.22 * min(len(data), 60)), layout="constrained")
+    for label, colour in zip(labels, LABEL_COLOURS):
+        part = data[data["predicted_label"] == label]
+        ax.scatter(part["probability"], part.index, color=colour, s=18, label=f"called {label} ({len(part)})")
+    ax.axvline(threshold, color="0.3", linestyle="--", linewidth=1, label=f"the model's threshold ({threshold:.2f})")
+    ax.set_yticks(data.index, data["sample"].astype(str) if len(data) <= 60 else [""] * len(data), fontsize=7)
+    found = data["genes_found"].min()
+    ax.set(xlim=(-0.02, 1.02), xlabel=f"P({labels[1]})", title=f"{len(data)} samples; {found:.0%} of the model's genes found")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig, data[["sample", "probability", "predicted_label", "genes_found"]]
 
 
 def save_figure(fig, data: pd.DataFrame, folder: str | os.PathLike, name: str) -> list[Path]:

@@ -2,8 +2,8 @@
 
 Each configuration changes exactly one thing relative to its reference, the full model or, for a change inside the
 modality network, the network alone (:data:`ABLATIONS`); the difference in per-unit AUC from the reference comes with
-a paired bootstrap interval over patients. The row whose GMVAE is trained with ``mse`` reads states that
-:func:`gmvae_states` makes from a second GMVAE over the same pseudobulk mixtures.
+a paired bootstrap interval over patients. The row whose GMVAE is trained with ``mse`` reads the states of the
+second GMVAE that stage 02 trains (``gmvae.mse_for_ablation``) over stage 03's mixtures.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ import pandas as pd
 from tqdm import tqdm  # text bars: the same in a terminal, a notebook and a papermill log
 
 from .. import keys
-from ..gmvae.model import GMVAE, split_settings
-from ..modalities import states
-from ..pseudobulk import plan_mixtures
 from .config import N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig
 from .cv import Fold
 from .evaluate import patients_of, start_cross_validation
@@ -28,8 +25,6 @@ from .workers import FoldWorkers
 
 FULL = "full"
 NETWORK_ONLY = "modality network only"
-STATES_GMVAE_MSE = "states_gmvae_mse"
-"""``samples.obsm`` key (in memory, stage 05) of the states from a GMVAE trained with ``mse``."""
 _INSIDE_NETWORK = {"reference": NETWORK_ONLY}
 ABLATIONS: dict[str, dict] = {
     FULL: {},
@@ -46,7 +41,7 @@ ABLATIONS: dict[str, dict] = {
     "communication only": {**_INSIDE_NETWORK, "modalities": (keys.COMMUNICATION,)},
     "no auxiliary modalities": {**_INSIDE_NETWORK, "modalities": ()},
     "states from highly variable gene means": {**_INSIDE_NETWORK, "sources": {keys.STATES: keys.STATES_EXPRESSION}},
-    "GMVAE trained with mse": {**_INSIDE_NETWORK, "sources": {keys.STATES: STATES_GMVAE_MSE}},
+    "GMVAE trained with mse": {**_INSIDE_NETWORK, "sources": {keys.STATES: keys.STATES_GMVAE_MSE}},
 }
 """Configuration name → what it changes: ``config`` fields of :class:`ClassifierConfig`, the ``modalities``, or the
 ``sources`` a modality is read from; and the row it is compared with (``reference``, default :data:`FULL`). A change
@@ -61,6 +56,13 @@ def reference(name: str) -> str:
     return ABLATIONS[name].get("reference", FULL)
 
 
+def available(samples: ad.AnnData) -> list[str]:
+    """The configurations whose inputs ``samples`` hold: "GMVAE trained with mse" only where stage 02 trained that
+    GMVAE (``gmvae.mse_for_ablation`` with another likelihood; with ``mse`` the row would be the full model)."""
+    return [name for name, change in ABLATIONS.items()
+            if all(source in samples.obsm for source in change.get("sources", {}).values())]
+
+
 def configuration(name: str, config: ClassifierConfig) -> tuple[ClassifierConfig, tuple[str, ...], dict[str, str]]:
     """The classifier settings, modalities and modality sources of ablation ``name``."""
     if name not in ABLATIONS:
@@ -71,32 +73,18 @@ def configuration(name: str, config: ClassifierConfig) -> tuple[ClassifierConfig
             tuple(change.get("modalities", MODALITIES)), dict(change.get("sources", {})))
 
 
-def gmvae_states(cells: ad.AnnData, samples: ad.AnnData, gmvae_settings: dict, *, output_dir, seed: int = 0,
-                 likelihood: str = "mse") -> np.ndarray:
-    """States (as ``obsm["states"]``, samples × (types · latent dims)) from a GMVAE trained like stage 02's
-    (``gmvae_settings``: its parameters section) but with ``likelihood``, over the same mixtures: the plan is drawn
-    again from the samples' recorded settings and seed, which gives stage 03's mixtures. ``cells`` is stage 02's
-    AnnData; its embedding keys are overwritten by the second GMVAE's."""
-    settings = samples.uns[keys.UNS_PSEUDOBULK]["settings"]
-    model_settings, fit_settings = split_settings({**gmvae_settings, "likelihood": likelihood})
-    GMVAE(cells, **model_settings).fit(output_dir, seed=seed, **fit_settings)
-    plan = plan_mixtures(cells, n_samples=int(settings["n_samples"]), n_cells=int(settings["n_cells"]),
-                         proportions=str(settings["proportions"]),
-                         sparse_prob=float(settings["sparse_prob"]), seed=int(settings["seed"]), progress=False)
-    if list(plan.obs["sample_id"]) != list(samples.obs["sample_id"]):
-        raise ValueError("the mixtures drawn again differ from stage 03's: were the cells or settings changed?")
-    return states(cells, plan)[0]
-
-
 def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names: list[str] | None = None,
            config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = N_TOP_GENES,
            n_top_interactions: int = N_TOP_INTERACTIONS, device: str | None = None, seed: int = 0, n_boot: int = 1000,
-           workers: FoldWorkers | None = None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+           workers: FoldWorkers | None = None, full: pd.DataFrame | None = None,
+           progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Out-of-fold predictions of every configuration (``method`` = its name) and Table 4: per configuration what it
     changes (``config``, ``modalities`` or ``sources``), its ``reference`` row, the modalities it reads, the per-unit
     metrics and ``delta_auc`` (vs its reference) with its paired CI. The references are added to ``names`` when
-    missing. Every configuration's folds are submitted to ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers`
-    of these ``samples``; default: this process) before any is collected."""
+    missing. ``full``: the full model's out-of-fold predictions on these folds when they exist already (stage 04's
+    GMVAE4P rows of ``tables/predictions.csv``), which are then read instead of refitted. Every other configuration's
+    folds are submitted to ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` of these ``samples``;
+    default: this process) before any is collected."""
     names = list(ABLATIONS) if names is None else list(names)
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
@@ -104,18 +92,23 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
     for needed in (NETWORK_ONLY, FULL):  # FULL ends up first
         if needed not in names and (needed == FULL or any(reference(n) == needed for n in names)):
             names.insert(0, needed)
+    if full is not None and set(full["unit"]) != set(units["unit"]):
+        raise ValueError("full: the full model's predictions must cover every unit of these folds once.")
     workers = workers or FoldWorkers(samples)
-    pending, read = [], {}
+    pending, read = {}, {}
     for name in names:
         changed, modalities, sources = configuration(name, config)
         read[name] = modalities
-        pending.append(start_cross_validation(samples, units, folds, methods=["gmvae4p"], config=changed,
-                                              n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
-                                              modalities=modalities, sources=sources, device=device, seed=seed,
-                                              workers=workers))
-    predictions = [result.result(progress=False).predictions.query("method == 'gmvae4p'").assign(method=name)
-                   for name, result in zip(tqdm(names, desc="Ablations", disable=not progress), pending)]
-    predictions = pd.concat(predictions, ignore_index=True)
+        if name != FULL or full is None:
+            pending[name] = start_cross_validation(samples, units, folds, methods=["gmvae4p"], config=changed,
+                                                   n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
+                                                   modalities=modalities, sources=sources, device=device, seed=seed,
+                                                   workers=workers)
+    computed = {name: result.result(progress=False).predictions.query("method == 'gmvae4p'")
+                for name, result in zip(pending, tqdm(pending.values(), desc="Ablations", disable=not progress))}
+    if full is not None:
+        computed[FULL] = full
+    predictions = pd.concat([computed[name].assign(method=name) for name in names], ignore_index=True)
     by_unit = predictions.pivot(index="unit", columns="method", values="probability")
     y = predictions.drop_duplicates("unit").set_index("unit")["label"].loc[by_unit.index].to_numpy()
     patients = patients_of(by_unit.reset_index(), units)

@@ -96,6 +96,37 @@ def patient_folds(units: pd.DataFrame, *, n_folds: int = 5, validation_fraction:
     return folds
 
 
+SIDES = ("train", "validation", "test")
+
+
+def folds_table(units: pd.DataFrame, folds: list[Fold]) -> pd.DataFrame:
+    """``units`` (:func:`unit_table`) with one column per fold, ``fold_<i>``, saying on which side of it each unit
+    is (:data:`SIDES`; empty when it is on none): stage 04 writes it as ``tables/folds.csv`` and the later stages
+    read it with :func:`read_folds` instead of drawing the folds again."""
+    table = units.reset_index(drop=True).copy()
+    for fold in folds:
+        side = pd.Series("", index=table["unit"].to_numpy(), dtype=object)
+        for name in SIDES:
+            side.loc[getattr(fold, name)] = name
+        table[f"fold_{fold.index}"] = side.to_numpy()
+    return table
+
+
+def read_folds(table: pd.DataFrame) -> tuple[pd.DataFrame, list[Fold]]:
+    """The units and folds of a :func:`folds_table` (as read from ``tables/folds.csv``), in their saved order."""
+    columns = [c for c in table.columns if c.startswith("fold_")]
+    missing = {"unit", "patient", "label", "y"} - set(table.columns)
+    if missing or not columns:
+        raise FoldError(f"a folds table needs the columns unit, patient, label, y and fold_<i>; "
+                        f"it lacks {sorted(missing) or 'every fold_<i>'}.")
+    table = table.astype({"unit": str, "patient": str, "label": str})
+    names = table["unit"].to_numpy()
+    sides = table[columns].fillna("").astype(str)
+    folds = [Fold(int(column.removeprefix("fold_")), *(names[(sides[column] == name).to_numpy()] for name in SIDES))
+             for column in columns]
+    return table[["unit", "patient", "label", "y"]].astype({"y": int}), folds
+
+
 def final_split(units: pd.DataFrame, *, validation_fraction: float = 0.2, seed: int = 0) -> Fold:
     """Every unit for the final model: a patient-grouped, stratified share ``validation_fraction`` of them for early
     stopping (as inside each outer fold), the rest for training, none for testing (fold index −1)."""

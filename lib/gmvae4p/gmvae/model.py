@@ -35,10 +35,25 @@ TRAINSET = "trainset.h5"
 MODEL_SETTINGS = ("use_highly_variable", "supervised", *(f.name for f in dataclasses.fields(ModuleConfig)))
 
 
+STAGE_SETTINGS = ("mse_for_ablation",)
+"""Fields of the ``gmvae`` parameters section that tell stage 02 what to train, not how to train one GMVAE."""
+
+
 def split_settings(settings: dict) -> tuple[dict, dict]:
     """A ``gmvae`` parameters section as ``(GMVAE(adata, ...) arguments, GMVAE.fit(...) arguments)``."""
     return ({k: v for k, v in settings.items() if k in MODEL_SETTINGS},
-            {k: v for k, v in settings.items() if k not in MODEL_SETTINGS})
+            {k: v for k, v in settings.items() if k not in MODEL_SETTINGS and k not in STAGE_SETTINGS})
+
+
+def fit_zscore(adata: ad.AnnData, settings: dict, output_dir: str | os.PathLike, *, seed: int = 0) -> np.ndarray:
+    """The per-component z-score (cells × latent dims) of another GMVAE trained on ``adata`` with ``settings`` (a
+    ``gmvae`` parameters section) and the same held-out patients, without touching ``adata``'s own GMVAE keys: stage
+    02 trains the ablation's ``mse`` GMVAE this way, its model under ``output_dir``."""
+    shared = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy(), layers={keys.COUNTS: adata.layers[keys.COUNTS]},
+                        uns={keys.UNS: adata.uns[keys.UNS]})  # the counts are shared, not copied
+    model_settings, fit_settings = split_settings(settings)
+    GMVAE(shared, **model_settings).fit(output_dir, seed=seed, **fit_settings)
+    return shared.obsm[keys.X_GMVAE_ZSCORE]
 
 
 class GMVAE:
