@@ -430,7 +430,7 @@ def fusion_weight_distribution(fusion: pd.DataFrame, *, label_names: dict[int, s
     ax.axhline(1 / len(modalities), color="0.6", linestyle=":", linewidth=1)
     ax.set(xticks=range(len(modalities)), ylabel="fusion weight per test unit", title="learned fusion weights")
     ax.set_xticklabels(modalities, rotation=20, ha="right")
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the boxes, not on them
     ax.spines[["top", "right"]].set_visible(False)
     return fig, data
 
@@ -472,7 +472,11 @@ def modalities_figure(predictions: pd.DataFrame, table1: pd.DataFrame, ablation_
     axes[0, 2].set_title("c  modality network: AUC by number of modalities (Table 4)")
     axes[1, 0].set_title("d  learned fusion weights (full model)")
     axes[1, 1].set_title("e  " + axes[1, 1].get_title())
-    axes[1, 2].remove()
+    handles, labels = axes[0, 0].get_legend_handles_labels()  # panel a's long legend takes the free sixth slot
+    axes[0, 0].get_legend().remove()
+    axes[1, 2].axis("off")
+    axes[1, 2].legend(handles, labels, loc="upper left", frameon=False, fontsize=9,
+                      title="a  AUC [95 % CI] (coinciding curves overlap)", title_fontsize=9)
     fig.suptitle("Modalities: out-of-fold predictions per unit")
     return fig, pd.concat(parts, names=["panel", "row_in_panel"]).reset_index(level=0)
 
