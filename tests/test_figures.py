@@ -163,6 +163,7 @@ def test_stage02_umap_gives_each_label_the_colour_of_the_later_figures():
                   for text, handle in zip(legend.get_texts(), legend.legend_handles)}
         assert colour[positive] == matplotlib.colors.to_rgba(plots.LABEL_COLOURS[1])
         assert colour[negative] == matplotlib.colors.to_rgba(plots.LABEL_COLOURS[0])
+        assert [text.get_text() for text in legend.get_texts()] == [negative, positive]  # as in every figure
 
 
 def test_index_lists_what_the_run_wrote_with_table1s_numbers(tmp_path):

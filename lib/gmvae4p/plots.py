@@ -159,13 +159,16 @@ def _scatter_groups(ax, data: pd.DataFrame, column: str, *, x: str = "UMAP1", y:
     another by being drawn last."""
     groups = data[column].astype("category")
     palette = plt.get_cmap("tab10" if len(groups.cat.categories) <= 10 else "tab20")
-    # categories ``colours`` does not name (labels named otherwise than the caller knew) take the palette's
+    # categories ``colours`` does not name (labels named otherwise than the caller knew) take the palette's; the
+    # legend lists the named ones first, in the caller's order (negative label, then positive, in every figure)
+    named = [g for g in (colours or {}) if g in set(groups.cat.categories)]
+    legend_order = named + [g for g in groups.cat.categories if g not in named]
     colours = {**{g: palette(i % palette.N) for i, g in enumerate(groups.cat.categories)}, **(colours or {})}
     order = np.random.default_rng(0).permutation(len(data))
     point_colours = [colours[g] for g in groups.iloc[order]]
     ax.scatter(data[x].to_numpy()[order], data[y].to_numpy()[order], s=size, alpha=0.7, c=point_colours,
                rasterized=True)
-    for group in groups.cat.categories:
+    for group in legend_order:
         ax.scatter([], [], s=size, color=colours[group], label=str(group))
     ax.set(title=title or column, xticks=[], yticks=[], xlabel=x, ylabel=y)
     ax.spines[["top", "right"]].set_visible(False)
