@@ -154,3 +154,10 @@ def test_cells_of_an_h5ad_are_summed_per_sample_and_the_sample_column_must_be_na
     assert summed.loc["d1"].tolist() == [1, 5, 3] and summed.loc["d2"].tolist() == [3, 1, 0]
     with pytest.raises(deploy.InputError, match="--sample-key"):
         deploy.read_counts(tmp_path / "cells.h5ad")
+
+
+def test_a_model_saved_without_its_gmvae_scores_bulk_only_and_says_so(saved, tmp_path):
+    loaded = deploy.load(saved[2])
+    assert loaded.gmvae is None and "scRNA mode for new cells: not available" in (saved[2] / "model_card.md").read_text()
+    with pytest.raises(deploy.InputError, match="saved without its GMVAE"):
+        deploy.scrna_modalities(loaded, tmp_path / "cells.h5ad", sample_key="donor")

@@ -72,6 +72,17 @@ def test_classifier_stage_saves_a_final_model_that_predict_applies_to_bulk_count
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     assert len(predictions) == 12 and predictions["probability"].between(0, 1).all()
     assert (predictions["genes_found"] == 1.0).all() and set(predictions["predicted_label"]) <= set(whole.obs["label"])
+    assert (folder / "gmvae.pt").is_file() and "scRNA mode for new cells: an `.h5ad`" in card
+    cells = ci_run / "data" / "preprocessed.h5ad"  # the training cells: their modalities are stage 03's whole units'
+    result = subprocess.run([sys.executable, "-m", "gmvae4p", "predict", str(folder), str(cells), "--sample-key",
+                             "ind_cov", "--cell-type-key", "ct_cov", "--output", str(tmp_path / "cells.csv")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    scrna = pd.read_csv(tmp_path / "cells.csv").set_index("sample")
+    from gmvae4p.classify import deploy
+
+    expected = deploy.load(folder).model.predict(whole, np.arange(whole.n_obs), use_true=True).probability
+    np.testing.assert_allclose(scrna.loc[whole.obs["unit"].astype(str), "probability_scrna"], expected, atol=1e-6)
     import papermill  # the notebook 07 is the same call, with a figure
 
     papermill.execute_notebook(str(ROOT / "notebooks" / "07_predict.ipynb"), str(tmp_path / "07_predict.ipynb"),

@@ -55,11 +55,12 @@ def test_the_predict_notebook_takes_the_predict_commands_options():
     assert values.pop("model_dir") == "../outputs/demo/models/gmvae4p"
     assert values == {"input_path": "../outputs/demo/data/preprocessed.h5ad",
                       "output_path": "../outputs/demo/predictions_new_patients.csv", "sample_key": "ind_cov",
-                      "min_overlap": None, "normalized": False}
+                      "cell_type_key": None, "min_overlap": None, "normalized": False}
     assert params.DataSection().patient_key == "ind_cov"  # the demo's cells summed per patient
     usage = subprocess.run([sys.executable, "-m", "gmvae4p", "predict", "--help"], capture_output=True, text=True,
                            cwd=ROOT).stdout
-    assert all(f"--{option}" in usage for option in ("output", "sample-key", "min-overlap", "normalized"))
+    assert all(f"--{option}" in usage for option in ("output", "sample-key", "cell-type-key", "min-overlap",
+                                                        "normalized"))
 
 
 def test_unknown_name_is_an_error_with_a_suggestion():

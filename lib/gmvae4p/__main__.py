@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .data import CohortError
 from .params import ParameterError
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                          ".h5ad of cells (summed per --sample-key)")
     predict.add_argument("--output", required=True, help="the CSV to write (one row per sample)")
     predict.add_argument("--sample-key", help="with an .h5ad: the obs column naming each cell's sample")
+    predict.add_argument("--cell-type-key", help="with an .h5ad: the obs column of cell types for the scRNA mode "
+                         "(default: the GMVAE's call)")
     predict.add_argument("--min-overlap", type=float, help="share of the model's genes the input must have "
                          "(default: the model's, 0.8)")
     predict.add_argument("--normalized", action="store_true", help="the input holds normalized values (log-CPM "
@@ -73,7 +76,12 @@ def _predict(args) -> int:
             print(f"gmvae4p: note: {note}")
         if args.normalized:
             print("gmvae4p: note: --normalized: the values are scored as they are, as if they were log-CPM.")
-        predictions = deploy.predict(saved, counts, min_overlap=args.min_overlap, normalized=args.normalized)
+        modalities = None
+        if Path(args.input).suffix.lower() == ".h5ad" and saved.gmvae is not None:  # cells: the scRNA mode too
+            modalities = deploy.scrna_modalities(saved, args.input, sample_key=args.sample_key,
+                                                 cell_type_key=args.cell_type_key, min_overlap=args.min_overlap)
+        predictions = deploy.predict(saved, counts, min_overlap=args.min_overlap, normalized=args.normalized,
+                                     modalities=modalities)
     except (deploy.InputError, FileNotFoundError) as err:
         print(f"gmvae4p: {err}", file=sys.stderr)
         return 2

@@ -32,6 +32,8 @@ class RunLayout:
     pseudobulk = property(lambda self: self.data / PSEUDOBULK)
     gmvae = property(lambda self: self.models / "gmvae")
     """Training set, settings, checkpoint, ``model.pt`` and ``embedding.h5`` of the GMVAE."""
+    gmvae_model = property(lambda self: self.gmvae / "model.pt")
+    """The trained GMVAE (``GMVAE.load`` reads it; the final GMVAE4P keeps a copy for new patients' cells)."""
     final_model = property(lambda self: self.models / "gmvae4p")
     """The GMVAE4P fitted on every unit, for new patients (:mod:`gmvae4p.classify.deploy`)."""
 

@@ -11,8 +11,9 @@ program, gene list and scalers from all units) and saves it (:func:`save`) under
 :func:`predict` scores new samples given as raw counts (samples × genes; :func:`read_counts` reads a table or sums an
 ``.h5ad`` of cells per sample): counts → log-CPM over the model's genes found → every learner → the stack. A model
 gene missing from the input takes its training median; below ``min_overlap`` of the model's genes the input is
-refused. The scRNA mode (true single-cell modalities given) is not available for new patients: it would need their
-cells embedded by the GMVAE and their communication scored.
+refused. With cells, the scRNA mode is scored too (:func:`scrna_modalities`): the bundle keeps stage 02's GMVAE
+(``gmvae.pt``), which embeds the new cells; their proportions, states and communication per sample are made as stage
+03 makes a whole-unit sample's, and the network reads them instead of predicting them from bulk.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .. import keys, package_versions
-from ..pseudobulk import log_cpm
+from ..modalities import communication, states
+from ..pseudobulk import MixturePlan, log_cpm
 from .config import ClassifierConfig
 from .cv import final_split, sample_labels
 from .model import BULK, GMVAE4P, FoldFeatures, ModalityNetwork, _Learners
@@ -46,7 +48,7 @@ from .stack import Stack
 
 MIN_OVERLAP = 0.8
 """Share of the model's genes an input must have (matched by symbol) to be scored."""
-WEIGHTS, META, CARD = "model.pt", "model.json", "model_card.md"
+WEIGHTS, META, CARD, GMVAE_WEIGHTS = "model.pt", "model.json", "model_card.md", "gmvae.pt"
 CARD_PACKAGES = ("gmvae4p", "torch", "scikit-learn", "numpy", "anndata")
 
 
@@ -69,16 +71,22 @@ def fit_final(samples: ad.AnnData, units: pd.DataFrame, config: ClassifierConfig
 
 
 def save(model: GMVAE4P, folder: str | os.PathLike, *, samples: ad.AnnData, labels: tuple[str, str],
-         cohort: dict, metrics: pd.DataFrame | None = None) -> Path:
+         cohort: dict, metrics: pd.DataFrame | None = None, gmvae: str | os.PathLike | None = None) -> Path:
     """Write ``model`` to ``folder`` (replaced whole, never left half-written). ``samples``: the training pseudobulk
     (its genes, and the median log-CPM that stands in for a gene an input lacks); ``labels``: (negative, positive);
     ``cohort``: what the card says of the training cohort (file, units, patients, label counts); ``metrics``: Table
-    1's rows to quote."""
+    1's rows to quote; ``gmvae``: stage 02's ``model.pt``, kept as ``gmvae.pt`` for the scRNA mode of new cells."""
     arrays, meta = _state(model)
     whole = samples.obs[keys.KIND].to_numpy() == keys.WHOLE
     expression = np.asarray(samples.X, dtype=np.float32)[whole if whole.any() else slice(None)]
     meta.update(genes=list(map(str, samples.var_names)), labels=list(labels), cohort=cohort,
-                threshold=0.5, min_overlap=MIN_OVERLAP, versions={k: v for k, v in package_versions(CARD_PACKAGES).items() if v})
+                threshold=0.5, min_overlap=MIN_OVERLAP,
+                versions={k: v for k, v in package_versions(CARD_PACKAGES).items() if v})
+    if gmvae is not None:  # what the scRNA mode needs to make new cells' modalities as stage 03 made the training's
+        made = samples.uns[keys.UNS_PSEUDOBULK]
+        meta["scrna"] = {name: list(map(str, made[name]))
+                         for name in ("cell_types", "state_features", "communication_features")}
+        meta["scrna"]["ligand_receptor_pairs"] = {k: list(map(str, v)) for k, v in made["ligand_receptor_pairs"].items()}
     arrays["medians"] = np.median(expression, axis=0)
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +95,8 @@ def save(model: GMVAE4P, folder: str | os.PathLike, *, samples: ad.AnnData, labe
         torch.save({name: torch.as_tensor(np.asarray(value)) for name, value in arrays.items()}, temporary / WEIGHTS)
         (temporary / META).write_text(json.dumps(meta, indent=1))
         (temporary / CARD).write_text(_card(meta, metrics))
+        if gmvae is not None:
+            shutil.copyfile(gmvae, temporary / GMVAE_WEIGHTS)
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             folder.rename(old)
@@ -120,6 +130,8 @@ class SavedModel:
     medians: np.ndarray
     labels: tuple[str, str]
     meta: dict
+    gmvae: Path | None = None
+    """The bundle's ``gmvae.pt`` (stage 02's GMVAE), when it has one: the scRNA mode of new cells."""
 
 
 def load(folder: str | os.PathLike, *, device: str | None = "cpu") -> SavedModel:
@@ -133,7 +145,9 @@ def load(folder: str | os.PathLike, *, device: str | None = "cpu") -> SavedModel
     tensors = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
     arrays = {name: value.numpy() for name, value in tensors.items()}
     model = _from_state(arrays, meta, device)
-    return SavedModel(model, pd.Index(meta["genes"]), arrays["medians"], tuple(meta["labels"]), meta)
+    gmvae = folder / GMVAE_WEIGHTS
+    return SavedModel(model, pd.Index(meta["genes"]), arrays["medians"], tuple(meta["labels"]), meta,
+                      gmvae if "scrna" in meta and gmvae.is_file() else None)
 
 
 def read_counts(path: str | os.PathLike, *, genes: pd.Index | None = None, sample_key: str | None = None,
@@ -182,15 +196,20 @@ def read_counts(path: str | os.PathLike, *, genes: pd.Index | None = None, sampl
 
 
 def predict(saved: SavedModel, counts: pd.DataFrame, *, min_overlap: float | None = None,
-            normalized: bool = False) -> pd.DataFrame:
+            normalized: bool = False, modalities: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Per sample (rows of ``counts``): the probability of the positive label, the label called at the saved
     threshold, each learner's probability, the program score, the modality network's fusion weights and the share
-    of the model's genes found in the input."""
+    of the model's genes found in the input; with the samples' single-cell ``modalities``
+    (:func:`scrna_modalities`), also the scRNA mode's probability (``probability_scrna``)."""
     samples, found = bulk_samples(saved, counts, min_overlap=min_overlap, normalized=normalized)
     rows = np.arange(samples.n_obs)
     predicted = saved.model.predict(samples, rows)
     negative, positive = saved.labels
     out = pd.DataFrame({"probability": predicted.probability}, index=samples.obs_names)
+    if modalities is not None:
+        for name, values in modalities.items():
+            samples.obsm[name] = values.loc[samples.obs_names].to_numpy()
+        out["probability_scrna"] = saved.model.predict(samples, rows, use_true=True).probability
     out["predicted_label"] = np.where(out["probability"] > saved.meta["threshold"], positive, negative)
     out = out.join(predicted.learners.add_prefix("probability_"))
     program = saved.model.program
@@ -221,6 +240,66 @@ def bulk_samples(saved: SavedModel, counts: pd.DataFrame, *, min_overlap: float 
                                                index=counts.index.astype(str)),
                          var=pd.DataFrame(index=saved.genes))
     return samples, found
+
+
+def scrna_modalities(saved: SavedModel, path: str | os.PathLike, *, sample_key: str | None,
+                     cell_type_key: str | None = None, min_overlap: float | None = None) -> dict[str, pd.DataFrame]:
+    """Proportions, states and communication (one row per sample of ``obs[sample_key]``, columns as the training
+    pseudobulk's) of the raw counts of new cells in the ``.h5ad`` at ``path``. Stage 02's GMVAE embeds the cells;
+    a cell's type is its ``obs[cell_type_key]`` where that names a training type, else the GMVAE's call; a gene the
+    cells lack counts as unexpressed, and below ``min_overlap`` of the GMVAE's genes the cells are refused."""
+    from ..gmvae.model import GMVAE  # torch-only until here: bulk prediction never loads the GMVAE
+
+    if saved.gmvae is None:
+        raise InputError("this model was saved without its GMVAE (gmvae.pt), so it scores bulk counts only.")
+    spec = saved.meta["scrna"]
+    cells = ad.read_h5ad(path)
+    if sample_key is None or sample_key not in cells.obs:
+        raise InputError(f"{path}: name the obs column of each cell's sample (--sample-key); obs has "
+                         f"{list(cells.obs.columns)}.")
+    if cell_type_key is not None and cell_type_key not in cells.obs:
+        raise InputError(f"{path}: obs has no column {cell_type_key!r} (--cell-type-key); it has "
+                         f"{list(cells.obs.columns)}.")
+    counts = sp.csr_matrix(cells.layers["counts"] if "counts" in cells.layers else cells.X, dtype=np.float32)
+    if (counts.data < 0).any() or not np.allclose(counts.data, np.round(counts.data)):
+        raise InputError(f"{path} holds negative or non-integer values, not raw counts: the scRNA mode needs them.")
+    pairs = pd.DataFrame(spec["ligand_receptor_pairs"])
+    gmvae_genes = torch.load(saved.gmvae, map_location="cpu", weights_only=True)["genes"]
+    subunits = {g for name in pd.concat([pairs["ligand"], pairs["receptor"]]) for g in name.split("_")}
+    needed = pd.Index(list(dict.fromkeys([*gmvae_genes, *sorted(subunits)])))
+    position = match_genes(needed, cells.var_names)
+    found = float((position[:len(gmvae_genes)] >= 0).mean())
+    floor = saved.meta["min_overlap"] if min_overlap is None else min_overlap
+    if found < floor:
+        raise InputError(f"the cells have {found:.0%} of the GMVAE's {len(gmvae_genes)} genes, below the minimum "
+                         f"overlap {floor:.0%} (--min-overlap).")
+    others = np.setdiff1d(np.arange(cells.n_vars), position[position >= 0])  # kept: a cell's library is all its genes
+    matched = counts[:, np.maximum(position, 0)].multiply((position >= 0)[None, :].astype(np.float32))
+    work = ad.AnnData(obs=pd.DataFrame({"sample": cells.obs[sample_key].astype(str).to_numpy(),
+                                        "cell_type": cells.obs[cell_type_key].astype(str).to_numpy()
+                                        if cell_type_key else None}, index=cells.obs_names),
+                      var=pd.DataFrame(index=[*needed, *[f"other:{g}" for g in cells.var_names[others]]]),
+                      layers={keys.COUNTS: sp.hstack([matched, counts[:, others]], format="csr")},
+                      uns={keys.UNS: {"columns": {"patient": "sample", "cell_type": "cell_type"}}})
+    GMVAE.load(saved.gmvae, work).embed(work, device="cpu")
+    annotated = work.obs["cell_type"].astype(str)
+    types = annotated.where(annotated.isin(spec["cell_types"]), work.obs[keys.GMVAE_CELL_TYPE].astype(str))
+    codes = pd.Categorical(types, categories=spec["cell_types"]).codes.astype(np.int64)
+    names, sample_codes = np.unique(work.obs["sample"].to_numpy(), return_inverse=True)
+    whole = sp.csr_matrix((np.ones(work.n_obs, dtype=np.float32), (sample_codes, np.arange(work.n_obs))),
+                          shape=(len(names), work.n_obs))  # one whole-sample row per sample, as stage 03's
+    plan = MixturePlan(weights=whole,
+                       obs=pd.DataFrame({"unit": names, keys.KIND: keys.WHOLE}, index=names),
+                       cell_types=list(spec["cell_types"]), cell_type_codes=codes)
+    state_values, state_names = states(work, plan)
+    communication_values, communication_names = communication(work, plan, pairs)
+    if state_names != spec["state_features"] or communication_names != spec["communication_features"]:
+        raise InputError("the cells' states or communication features differ from the training cohort's.")
+    drawn = plan.cells_per_type
+    return {keys.PROPORTIONS: pd.DataFrame(drawn / np.maximum(drawn.sum(1, keepdims=True), 1), index=names,
+                                           columns=spec["cell_types"]),
+            keys.STATES: pd.DataFrame(state_values, index=names),
+            keys.COMMUNICATION: pd.DataFrame(communication_values, index=names)}
 
 
 def match_genes(model_genes: pd.Index, input_genes: pd.Index) -> np.ndarray:
@@ -377,5 +456,8 @@ def _card(meta: dict, metrics: pd.DataFrame | None) -> str:
                          f"{getattr(row, 'balanced_accuracy', float('nan')):.2f} |")
         lines.append("")
     lines += ["## Versions", "", *[f"- {k} {v}" for k, v in meta["versions"].items()], "",
-              "Not available for new patients: the scRNA mode (it needs their cells embedded by the GMVAE).", ""]
+              "scRNA mode for new cells: " + ("an `.h5ad` of cells is also scored with their own modalities, made "
+                                                "with the GMVAE kept beside this card (`gmvae.pt`)."
+                                                if "scrna" in meta else "not available (saved without its GMVAE)."),
+              ""]
     return "\n".join(lines)
