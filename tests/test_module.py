@@ -27,7 +27,7 @@ def test_loss_terms_are_finite_scalars_and_every_parameter_gets_a_gradient(likel
         assert out[term].dim() == 0 and torch.isfinite(out[term])
     assert out["logits_y"].shape == (B, K)
     out["loss"].backward()
-    unused = {"prior_logits"} if labels == "all" else set()  # KL(q(y) ‖ π) only concerns unlabelled cells
+    unused = {"prior.logits"} if labels == "all" else set()  # KL(q(y) ‖ π) only concerns unlabelled cells
     for name, p in module.named_parameters():
         if name not in unused:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -46,11 +46,11 @@ def test_kl_to_components_matches_torch_distributions():
     torch.manual_seed(1)
     module = GMVAEModule(G, K, latent_dim=6, hidden_dims=(16,), likelihood="mse")
     with torch.no_grad():
-        module.prior_log_var.normal_()
+        module.prior.log_var.normal_()
     mean, log_var = torch.randn(B, 6), torch.randn(B, 6)
-    ours = module.kl_to_components(mean, log_var)
+    ours = module.prior.kl(mean, log_var)
     q = Normal(mean[:, None, :], (0.5 * log_var).exp()[:, None, :])
-    p = Normal(module.prior_mean[None], (0.5 * module.prior_log_var).exp()[None])
+    p = Normal(module.prior.mean[None], (0.5 * module.prior.log_var).exp()[None])
     torch.testing.assert_close(ours, kl_divergence(q, p).sum(-1))
 
 
@@ -59,7 +59,7 @@ def test_labelled_kl_uses_the_true_component_and_unlabelled_the_weighted_sum():
     module = GMVAEModule(G, K, latent_dim=4, hidden_dims=(16,), likelihood="mse").eval()
     x, y = _counts(), torch.arange(B) % K
     logits, mean, log_var = module.encode(x)
-    kl_all = module.kl_to_components(mean, log_var)
+    kl_all = module.prior.kl(mean, log_var)
     labelled = module(x, y, kl_weight=1.0, ce_weight=0.0)
     recon = labelled["recon"]
     torch.testing.assert_close(labelled["kl"], kl_all[torch.arange(B), y].mean())
@@ -72,9 +72,9 @@ def test_labelled_kl_uses_the_true_component_and_unlabelled_the_weighted_sum():
 def test_zscore_is_zero_at_the_component_mean_and_scaled_by_its_sd():
     module = GMVAEModule(G, K, latent_dim=3, hidden_dims=(8,))
     with torch.no_grad():
-        module.prior_log_var[1] = np.log(4.0)
+        module.prior.log_var[1] = np.log(4.0)
     component = torch.tensor([0, 1])
-    z = torch.stack([module.prior_mean[0], module.prior_mean[1] + 2.0]).detach()
+    z = torch.stack([module.prior.mean[0], module.prior.mean[1] + 2.0]).detach()
     torch.testing.assert_close(module.zscore(z, component), torch.tensor([[0.0] * 3, [1.0] * 3]))
 
 

@@ -51,13 +51,13 @@ def test_unsupervised_training_fits_the_prior_to_the_latent_means(cohort):
     batches = CSRBatches(cohort.counts)
     torch.manual_seed(0)
     module = GMVAEModule(cohort.counts.shape[1], 8, latent_dim=6, hidden_dims=(32,), likelihood="nb")
-    initial = module.prior_mean.detach().clone()
+    initial = module.prior.mean.detach().clone()
     priors, lines = [], []
     unlabeled = torch.full((cohort.counts.shape[0],), -1)
     config = TrainConfig(epochs=3, batch_size=256, supervised=False, prior_fit_epoch=1)
     train(module, batches, unlabeled, config=config, log=lines.append,
           on_epoch=lambda history: priors.append([p.detach().clone() for p in
-                                                  (module.prior_mean, module.prior_log_var, module.prior_logits)]))
+                                                  (module.prior.mean, module.prior.log_var, module.prior.logits)]))
     assert lines[1].startswith("Prior fitted to the latent means of 3,000 cells (EM, 8 components")
     assert not torch.allclose(priors[0][0], initial)
     assert not torch.equal(priors[0][0], priors[-1][0])  # it goes on learning after the fit

@@ -302,8 +302,8 @@ def reference_aucs(cells: ad.AnnData, samples: ad.AnnData, units: pd.DataFrame, 
       expected to beat;
     - :data:`ORACLE_PROGRAM`: the AUC of the true disease program read from the same pseudobulk the methods see —
       per mixture sample the sum of the disease genes' log-CPM weighted by their true weights, averaged per unit —
-      what a model that knew the program's genes and weights exactly would score from this expression (on the
-      embedded cohort 0.789 against the activity's 0.821).
+      what a model that knew the program's genes and weights exactly would score from this expression (below the
+      activity's: pseudobulk samples are noisy reads of it).
 
     Neither is fitted: both read the simulator's truth (``cells.uns["simulation"]``). A cohort simulated with no
     effect of the activity (``effect_size`` and ``composition_shift`` 0) has none; one whose activity moves

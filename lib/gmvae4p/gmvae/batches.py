@@ -211,7 +211,7 @@ def _select_rows(indptr, indices, data, rows, n_entries, n_genes, *, sink=False)
     batch's non-zero count, known from the host plan, or with ``sink``, the fixed-shape entry bound, the entries
     beyond the rows' own going to the last row (the sink) as zeros. No host synchronization either way. On CUDA the
     entries are gathered by one Triton kernel (:func:`.kernels.gather_rows`) instead of the dozen torch operations
-    below (launched one by one, 0.45 ms against 0.82 ms per lupus-size batch on an H100).
+    below, launched one by one (timings in ``BENCHMARKS.md``).
 
     The sink's columns cycle through the genes: a column may repeat there, which is harmless at value 0, but should
     not repeat thousands of times, which would serialize the atomic adds of a gene-wise gradient."""

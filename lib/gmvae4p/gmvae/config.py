@@ -10,6 +10,7 @@ import dataclasses
 
 LIKELIHOODS = ("mse", "nb", "zinb")
 PLACEMENTS = ("auto", "resident", "streamed")
+BACKENDS = ("fast", "reference")
 
 
 @dataclasses.dataclass
@@ -64,12 +65,19 @@ class TrainConfig:
     compile for varying shapes instead."""
     placement: str = "auto"
     """Where counts live: ``resident`` on the device, ``streamed`` from pinned host memory, or ``auto``."""
+    backend: str = "fast"
+    """Which module computes the loss: ``fast`` (:class:`~gmvae4p.gmvae.module.GMVAEModule`: sparse counts, a
+    hand-written backward, Triton kernels and CUDA graphs on GPU) or ``reference``
+    (:class:`~gmvae4p.gmvae.reference.ReferenceGMVAE`: dense counts and autograd, to read, debug or change the model;
+    no ``compile``). The two give the same loss and gradients (``tests/test_reference.py``)."""
 
     def __post_init__(self):
         _require(self.epochs >= 1, "epochs", "at least 1", self.epochs)
         _require(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
         _require(self.lr > 0, "lr", "positive", self.lr)
         _require(self.placement in PLACEMENTS, "placement", f"one of {list(PLACEMENTS)}", self.placement)
+        _require(self.backend in BACKENDS, "backend", f"one of {list(BACKENDS)}", self.backend)
+        _require(self.backend == "fast" or not self.compile, "compile", "false with backend reference", self.compile)
         _require(self.supervised or 1 <= self.prior_fit_epoch < self.epochs, "prior_fit_epoch",
                  f"at least 1 and less than epochs ({self.epochs}) when training unsupervised", self.prior_fit_epoch)
 

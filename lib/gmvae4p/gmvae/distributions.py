@@ -5,9 +5,12 @@ Means enter as ``log_mu`` (the decoder's log-softmax plus log library size), so 
 everything is computed in float32 or wider whatever the autocast dtype: lgamma and log-sum-exp in bf16 lose the
 digits that separate neighbouring counts.
 
-Each likelihood is split into what a zero count contributes (a function of the decoder's outputs alone) and what a
-non-zero count adds on top. Summed over a cell's genes, the first needs no counts and the second runs over non-zero
-entries only: the module never builds a dense count matrix (at 4 % non-zero that is most of the memory traffic).
+The reference module (:mod:`.reference`) reads the textbook forms through the distribution objects at the end
+(:class:`NegativeBinomial`, :class:`ZeroInflatedNegativeBinomial`, :class:`LogNormalizedGaussian`). The fast module
+(:mod:`.module`) splits each likelihood into what a zero count contributes (a function of the decoder's outputs
+alone) and what a non-zero count adds on top, with their derivatives: summed over a cell's genes, the first needs no
+counts and the second runs over non-zero entries only, so it never builds a dense count matrix (at 4 % non-zero that
+is most of the memory traffic).
 """
 
 from __future__ import annotations
@@ -119,3 +122,34 @@ def log_gaussian_unit(x_log1p: torch.Tensor, predicted: torch.Tensor) -> torch.T
     """−½(x − x̂)², the ``mse`` likelihood on log1p-normalized counts (a unit-variance Gaussian up to a constant)."""
     x_log1p, predicted = at_least_float32(x_log1p, predicted)
     return -0.5 * (x_log1p - predicted) ** 2
+
+
+class NegativeBinomial:
+    """NB(mean μ, inverse dispersion θ) of counts, parameterized by ``log_mu`` and ``log_theta`` (scVI's)."""
+
+    def __init__(self, log_mu: torch.Tensor, log_theta: torch.Tensor):
+        self.log_mu, self.log_theta = log_mu, log_theta
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return log_nb(x, self.log_mu, self.log_theta)
+
+
+class ZeroInflatedNegativeBinomial(NegativeBinomial):
+    """A zero with probability π = sigmoid(``zero_logits``), else NB(μ, θ)."""
+
+    def __init__(self, log_mu: torch.Tensor, log_theta: torch.Tensor, zero_logits: torch.Tensor):
+        super().__init__(log_mu, log_theta)
+        self.zero_logits = zero_logits
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return log_zinb(x, self.log_mu, self.log_theta, self.zero_logits)
+
+
+class LogNormalizedGaussian:
+    """The ``mse`` likelihood: a unit-variance Gaussian on log1p-normalized counts, up to a constant."""
+
+    def __init__(self, mean: torch.Tensor):
+        self.mean = mean
+
+    def log_prob(self, x_log1p: torch.Tensor) -> torch.Tensor:
+        return log_gaussian_unit(x_log1p, self.mean)

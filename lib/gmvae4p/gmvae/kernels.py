@@ -10,8 +10,8 @@ entries, prefix sums for the per-cell sums and their backward, a copy of the dec
 - backward, the dense gradients by the decoder outputs and zero logits in their own dtype (and per block of cells the
   column sums for log θ), then one kernel over the entries that writes theirs over those.
 
-The gathering (:func:`gather_rows`) is one pass over a batch's entries (0.10 ms for a lupus-size batch on an H100),
-where the torch code made about a dozen.
+The gathering (:func:`gather_rows`) is one pass over a batch's entries, where the torch code made about a dozen
+(timings in ``BENCHMARKS.md``).
 
 The arithmetic is that of :mod:`.distributions` (checked against it in the tests, on the GPU and in Triton's CPU
 interpreter), with lgamma and digamma written out here: the CUDA library's lgamma has no CPU interpreter version and
@@ -365,7 +365,7 @@ if AVAILABLE:
         inside = entries < n_entries
         # each entry's batch row: the last r with offsets[r] <= entry (empty rows share their successor's offset),
         # by bisection, keeping offsets[low] <= entry < offsets[high] (row ends marked and prefix-summed in torch
-        # instead made epochs no faster in an H100 lease)
+        # instead made epochs no faster)
         low = tl.zeros([BLOCK], dtype=tl.int32)
         high = tl.full([BLOCK], n_rows, dtype=tl.int32)
         for _ in tl.static_range(SEARCH_STEPS):

@@ -162,8 +162,9 @@ class GMVAE:
         state = state or torch.load(path, map_location="cpu", weights_only=True)
         if not state.get("complete"):
             raise RuntimeError(f"{path} is not a completed training run.")
-        module = GMVAEModule(len(state["genes"]), len(state["component_names"]),
-                             **training.module_kwargs(ModuleConfig(**state["module_config"])))
+        module = training.build_module(len(state["genes"]), len(state["component_names"]),
+                                       ModuleConfig(**state["module_config"]),
+                                       state["train_config"].get("backend", "fast"))
         module.load_weights(state["module"], str(path))
         self.module, self.history = module.eval(), state["history"]
 

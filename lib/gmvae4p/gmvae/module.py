@@ -1,12 +1,6 @@
-"""The Gaussian-mixture VAE as a pure torch module (it never sees AnnData).
-
-Generative: y ~ Cat(π) over K components (one per cell type), z | y ~ N(μ_y, σ_y²) with learned μ, σ, π;
-x | z from the decoder with library size ℓ: ``nb``/``zinb`` with mean ℓ·softmax(decoder(z)) and gene-wise inverse
-dispersion, or ``mse`` on log1p of normalized counts. Inference: a shared trunk with a q(y|x) head (its argmax is the
-cell-type call) and a Gaussian q(z|x) head. A cell with a label (≥ 0) takes KL(q(z|x) ‖ p(z|y)) for its true y plus
-``ce_weight`` × cross-entropy of q(y|x); a cell without one (label −1) takes the q(y|x)-weighted KL over components
-plus KL(q(y|x) ‖ π). K enters only through K × latent_dim arithmetic: the decoder runs once per cell.
-Every term is summed over genes or latent dimensions per cell and averaged over cells.
+"""The Gaussian-mixture VAE as a fast pure torch module (it never sees AnnData): the model of :mod:`.reference`,
+whose loss and gradients it reproduces (``tests/test_reference.py``), computed for speed. K enters only through
+K × latent_dim arithmetic: the decoder runs once per cell.
 
 Counts come as :class:`SparseCounts` (coordinates of the non-zero entries). The encoder's input is densified once, in
 the autocast dtype, and is also the ``mse`` target. The nb/zinb likelihood is the per-cell sum of what every gene
@@ -26,6 +20,7 @@ from . import kernels
 from .config import LIKELIHOODS
 from .distributions import (at_least_float32, log_gaussian_unit, log_nb_gain_and_grads, log_nb_zero_and_grads,
                             log_zinb_gain_and_grads, log_zinb_zero_and_grads)
+from .prior import MixturePrior
 
 UNLABELED = -1
 
@@ -67,7 +62,7 @@ def _segment_sums(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Sums of ``values[offsets[r]:offsets[r + 1]]`` as differences of a float64 prefix sum, not a scatter-add: a
     scatter-add of a batch's millions of entries into its few thousand rows is millions of atomic additions
     contending for few addresses, which made it one of the slowest kernels of a compiled step
-    (``torch.segment_reduce`` was slower than this in a run on an H100)."""
+    (``torch.segment_reduce`` was slower than this on a GPU)."""
     prefix = F.pad(values.double().cumsum(0), (1, 0))
     return (prefix[offsets[1:]] - prefix[offsets[:-1]]).to(values.dtype)
 
@@ -211,9 +206,7 @@ class GMVAEModule(nn.Module):
         self.head_x = nn.Linear(hidden_dims[0], self.width)
         self.head_zero = nn.Linear(hidden_dims[0], self.width) if likelihood == "zinb" else None
         self.log_theta = nn.Parameter(torch.zeros(n_genes)) if likelihood != "mse" else None
-        self.prior_mean = nn.Parameter(torch.randn(n_components, latent_dim))
-        self.prior_log_var = nn.Parameter(torch.zeros(n_components, latent_dim))
-        self.prior_logits = nn.Parameter(torch.zeros(n_components))
+        self.prior = MixturePrior(n_components, latent_dim)
 
     def load_weights(self, state_dict: dict, source: str) -> None:
         """``load_state_dict``, with one clear error for a file written when gene-wide layers had another padding."""
@@ -235,7 +228,7 @@ class GMVAEModule(nn.Module):
     def _input(self, counts: SparseCounts, log1p_values: torch.Tensor) -> torch.Tensor:
         """The dense encoder input, made directly in the autocast dtype (no float32 copy to cast)."""
         device = counts.value.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.prior_mean.dtype
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.prior.mean.dtype
         return counts.to_dense(dtype, log1p_values, n_columns=self.width)
 
     def _encode(self, x_log1p: torch.Tensor):
@@ -260,19 +253,6 @@ class GMVAEModule(nn.Module):
                                     None if zero_logits is None else self.head_zero.bias, library.log()[:, None],
                                     self.log_theta, counts)
 
-    def kl_to_components(self, z_mean: torch.Tensor, z_log_var: torch.Tensor) -> torch.Tensor:
-        """KL(q(z|x) ‖ N(μ_k, σ_k²)) for every cell and component, summed over latent dimensions: (cells, K).
-
-        Written as matrix products over the latent dimensions, (σ_q² + z²)·(1/σ_k²) − 2z·(μ_k/σ_k²) + Σ μ_k²/σ_k²:
-        broadcast to cells × K × latent, its backward summed over cells in a reduction kernel that took longer than
-        the rest of the encoder's backward."""
-        z_mean, z_log_var = at_least_float32(z_mean, z_log_var)
-        precision = torch.exp(-self.prior_log_var)
-        with torch.autocast(z_mean.device.type, enabled=False):  # bf16 products would lose the KL's digits
-            quadratic = ((z_log_var.exp() + z_mean ** 2) @ precision.T - 2 * z_mean @ (self.prior_mean * precision).T
-                         + (self.prior_mean ** 2 * precision).sum(-1))
-        return 0.5 * (self.prior_log_var.sum(-1) - z_log_var.sum(-1, keepdim=True) + quadratic - z_mean.shape[-1])
-
     def forward(self, counts: SparseCounts | torch.Tensor, labels: torch.Tensor | None = None, *, kl_weight: float = 1.0,
                 ce_weight: float = 1.0, class_weights: torch.Tensor | None = None,
                 cell_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -289,15 +269,15 @@ class GMVAEModule(nn.Module):
         logits_y, z_mean, z_log_var = self._encode(x_log1p)
         z = z_mean + torch.randn_like(z_mean) * (0.5 * z_log_var).exp() if self.training else z_mean
         recon = -self._log_likelihood(counts, x_log1p, library, z)
-        kl_all = self.kl_to_components(z_mean, z_log_var)
-        log_q_y = F.log_softmax(logits_y.float(), dim=-1)
+        kl_all = self.prior.kl(z_mean, z_log_var)
+        log_q_y = F.log_softmax(at_least_float32(logits_y)[0], dim=-1)
         if labels is None:
             labels = torch.full(counts.shape[:1], UNLABELED, dtype=torch.long, device=counts.value.device)
         labeled = labels >= 0
         safe = labels.clamp_min(0)
         kl_labeled = kl_all.gather(1, safe[:, None]).squeeze(1)
         q_y = log_q_y.exp()
-        kl_unlabeled = (q_y * kl_all).sum(-1) + (q_y * (log_q_y - F.log_softmax(self.prior_logits, -1))).sum(-1)
+        kl_unlabeled = (q_y * kl_all).sum(-1) + (q_y * (log_q_y - self.prior.log_weights())).sum(-1)
         kl = torch.where(labeled, kl_labeled, kl_unlabeled)
         ce = F.nll_loss(log_q_y, safe, reduction="none")
         if class_weights is not None:
@@ -311,10 +291,9 @@ class GMVAEModule(nn.Module):
             means = {name: term @ weights for name, term in terms.items()}
         return {**means, "logits_y": logits_y}
 
-    @torch.no_grad()
     def zscore(self, z_mean: torch.Tensor, component: torch.Tensor) -> torch.Tensor:
-        """(E[z|x] − μ_k) / σ_k for each cell's component k: what is left after removing cell identity."""
-        return (z_mean.float() - self.prior_mean[component]) * torch.exp(-0.5 * self.prior_log_var[component])
+        """(E[z|x] − μ_k) / σ_k for each cell's component k (:meth:`MixturePrior.zscore`)."""
+        return self.prior.zscore(z_mean, component)
 
 
 

@@ -43,6 +43,7 @@ from .batches import CSRBatches
 from .config import ModuleConfig, TrainConfig
 from .mixture import fit_gaussian_mixture
 from .module import UNLABELED, GMVAEModule, SparseCounts
+from .reference import ReferenceGMVAE
 from .trainset import read_shard
 
 TERMS = ("loss", "recon", "kl", "ce")
@@ -83,7 +84,7 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
                           / config.batch_size) if distributed else math.ceil(batches.n_rows / config.batch_size)
     n_cells = _reduce(torch.tensor([float(batches.n_rows)], device=device))[0].item() if distributed \
         else batches.n_rows
-    class_weights = _class_weights(labels, module.prior_mean.shape[0], distributed) \
+    class_weights = _class_weights(labels, module.prior.n_components, distributed) \
         if config.class_weighted and config.supervised else None
     sums = torch.zeros(len(TERMS) + 2, device=device)  # terms × cells, correct calls, labelled cells
 
@@ -214,7 +215,7 @@ def _class_weights(labels: torch.Tensor, n_components: int, distributed: bool) -
 def make_optimizer(module: GMVAEModule, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; on CUDA the fused kernel (one launch for all parameters instead of a few per tensor), capturable (its
     step count on the device) so that a CUDA graph can record it."""
-    cuda = module.prior_mean.is_cuda
+    cuda = module.prior.mean.is_cuda
     return torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=cuda,
                              capturable=cuda)
 
@@ -227,9 +228,8 @@ def fit_prior(module: GMVAEModule, batches: CSRBatches, optimizer: torch.optim.O
     A Gaussian mixture is fitted by EM to the latent means of every training cell (all ranks' cells under DDP);
     each component's variance is its spread of means plus the mean posterior variance, so that it covers the
     cells' q(z|x) and not their means alone. The q(y|x) head restarts, with fresh Adam moments (its old calls all
-    pointed at one component). The prior keeps learning: holding it fixed after the fit did worse on the embedded
-    cohort (zinb, batch 256, 12 epochs, fit after 4, seeds 5–7: adjusted Rand index 0.967 / 0.918 / 0.958 held
-    against 0.968 / 0.976 / 0.968 learning).
+    pointed at one component). The prior keeps learning: held fixed after the fit, it recovered the embedded
+    cohort's cell types less well.
     """
     distributed = dist.is_available() and dist.is_initialized()
     _, points, log_variances = predict(module, batches, batch_size)
@@ -239,16 +239,16 @@ def fit_prior(module: GMVAEModule, batches: CSRBatches, optimizer: torch.optim.O
         points = _gather_rows(points, dist.get_world_size())
         posterior_variance = _reduce(posterior_variance)
     if not distributed or dist.get_rank() == 0:  # one rank fits; the others receive its prior and head
-        mixture = fit_gaussian_mixture(points, module.prior_mean.shape[0], seed=seed)
-        module.prior_mean.copy_(mixture.means)
-        module.prior_log_var.copy_((mixture.variances + posterior_variance / len(points)).log())
-        module.prior_logits.copy_(mixture.weights.log())
+        mixture = fit_gaussian_mixture(points, module.prior.n_components, seed=seed)
+        module.prior.mean.copy_(mixture.means)
+        module.prior.log_var.copy_((mixture.variances + posterior_variance / len(points)).log())
+        module.prior.logits.copy_(mixture.weights.log())
         module.head_y.reset_parameters()
         if log is not None:
             log(f"Prior fitted to the latent means of {len(points):,} cells (EM, {len(mixture.weights)} components, "
                 f"weights {', '.join(f'{w:.3f}' for w in mixture.weights.tolist())}); q(y|x) head restarted.")
     if distributed:
-        for parameter in (module.prior_mean, module.prior_log_var, module.prior_logits, *module.head_y.parameters()):
+        for parameter in (*module.prior.parameters(), *module.head_y.parameters()):
             dist.broadcast(parameter, 0)
     for parameter in module.head_y.parameters():  # fresh moments, in place: a recorded step keeps its tensors
         for value in optimizer.state.get(parameter, {}).values():
@@ -261,7 +261,7 @@ def predict(module: GMVAEModule, batches: CSRBatches,
     """``(q(y|x) logits, E[z|x], log Var[z|x])`` for every row of ``batches``, in row order (module left in eval
     mode)."""
     module.eval()
-    n_components, latent_dim = module.prior_mean.shape
+    n_components, latent_dim = module.prior.mean.shape
     outputs = [[torch.empty(0, n, device=batches.device)] for n in (n_components, latent_dim, latent_dim)]
     with torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=batches.device.type == "cuda"):
         for _, x in batches.batches(math.ceil(batches.n_rows / batch_size)):
@@ -329,7 +329,7 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
                 (output_dir / stale).unlink(missing_ok=True)
         shard = read_shard(trainset, rank, world_size)
         torch.manual_seed(seed)  # same initial weights on every rank
-        module = GMVAEModule(len(shard.genes), len(shard.component_names), **module_kwargs(module_config))
+        module = build_module(len(shard.genes), len(shard.component_names), module_config, config.backend)
         module.to(device)
         optimizer = make_optimizer(module, config)
         history = []
@@ -382,6 +382,11 @@ def module_kwargs(config: ModuleConfig) -> dict:
     kwargs = dataclasses.asdict(config)
     kwargs["hidden_dims"] = tuple(kwargs["hidden_dims"])
     return kwargs
+
+
+def build_module(n_genes: int, n_components: int, config: ModuleConfig, backend: str = "fast") -> torch.nn.Module:
+    """The GMVAE module of ``backend`` (:data:`~gmvae4p.gmvae.config.BACKENDS`) for ``config``."""
+    return (ReferenceGMVAE if backend == "reference" else GMVAEModule)(n_genes, n_components, **module_kwargs(config))
 
 
 def save_state(path: str | os.PathLike, module: GMVAEModule, module_config: ModuleConfig, config: TrainConfig, *,
