@@ -16,7 +16,7 @@ N_GENES, N_COMPONENTS = 37, 4  # an odd gene count: the fast module pads its gen
 def _pair(likelihood: str, seed: int = 0):
     """A fast module with random weights and the reference module with the same weights, both float64."""
     torch.manual_seed(seed)
-    settings = dict(latent_dim=5, hidden_dims=(16, 8), dropout=0.0, likelihood=likelihood)
+    settings = dict(latent_dim=5, hidden_dims=(16, 8), dropout=0.0, likelihood=likelihood, target_sum=1e4)
     fast = GMVAEModule(N_GENES, N_COMPONENTS, **settings).double()
     with torch.no_grad():
         for parameter in fast.parameters():  # away from the initial zeros, so that every term is exercised

@@ -162,6 +162,14 @@ def _fused(out: torch.Tensor) -> bool:
     return kernels.AVAILABLE and out.is_cuda and out.dtype != torch.float64
 
 
+def check_arguments(likelihood: str, n_components: int) -> None:
+    """What both GMVAE modules (this one and :class:`~.reference.ReferenceGMVAE`) refuse."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, not {likelihood!r}.")
+    if n_components < 2:
+        raise ValueError(f"n_components must be at least 2, not {n_components}.")
+
+
 def mlp(sizes: list[int], dropout: float, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """Linear → LayerNorm → activation → Dropout for each consecutive pair of ``sizes``."""
     layers = []
@@ -189,10 +197,7 @@ class GMVAEModule(nn.Module):
                  hidden_dims: tuple[int, ...] = (512, 256), dropout: float = 0.1, likelihood: str = "zinb",
                  target_sum: float = 1e4):
         super().__init__()
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, not {likelihood!r}.")
-        if n_components < 2:
-            raise ValueError(f"n_components must be at least 2, not {n_components}.")
+        check_arguments(likelihood, n_components)
         self.likelihood, self.target_sum, self.n_genes = likelihood, target_sum, n_genes
         # Gene-wide layers are padded to a multiple of 64 columns, rows of 128 bytes in bf16: cuBLAS needs 16 for its
         # tensor-core kernels (an odd gene count falls back to far slower kernels), and torch.compile pads other rows

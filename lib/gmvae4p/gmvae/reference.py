@@ -21,21 +21,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from .config import LIKELIHOODS
 from .distributions import LogNormalizedGaussian, NegativeBinomial, ZeroInflatedNegativeBinomial, at_least_float32
-from .module import UNLABELED, SparseCounts, mlp
+from .module import UNLABELED, SparseCounts, check_arguments, mlp
 from .prior import MixturePrior
 
 
 class ReferenceGMVAE(nn.Module):
-    """Gaussian-mixture VAE over dense counts; the arguments are :class:`~.module.GMVAEModule`'s."""
+    """Gaussian-mixture VAE over dense counts; the arguments are :class:`~.module.GMVAEModule`'s, all named (their
+    defaults are :class:`~.config.ModuleConfig`'s: build it with :func:`~.train.build_module`)."""
 
-    def __init__(self, n_genes: int, n_components: int, *, latent_dim: int = 32,
-                 hidden_dims: tuple[int, ...] = (512, 256), dropout: float = 0.1, likelihood: str = "zinb",
-                 target_sum: float = 1e4):
+    def __init__(self, n_genes: int, n_components: int, *, latent_dim: int, hidden_dims: tuple[int, ...],
+                 dropout: float, likelihood: str, target_sum: float):
         super().__init__()
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, not {likelihood!r}.")
+        check_arguments(likelihood, n_components)
         self.likelihood, self.target_sum, self.n_genes = likelihood, target_sum, n_genes
         self.encoder = mlp([n_genes, *hidden_dims], dropout)
         self.head_y = nn.Linear(hidden_dims[-1], n_components)
