@@ -65,6 +65,8 @@ def test_the_saved_model_scores_new_counts_as_the_fitted_one_scores_the_whole_un
     out = deploy.predict(loaded, read)
     expected = model.predict(samples, whole)
     np.testing.assert_allclose(out["probability"], expected.probability, atol=1e-6)
+    np.testing.assert_allclose(out["probability_calibrated"], expected.calibrated, atol=1e-6)
+    assert loaded.model.stack[False].temperature == model.stack[False].temperature
     np.testing.assert_allclose(out["probability_network"], expected.learners["network"], atol=1e-6)
     assert (out["genes_found"] == 1.0).all() and list(out["sample"]) == list(counts.index)
     called = np.where(expected.probability > 0.5, "SLE", "healthy")

@@ -92,7 +92,7 @@ def test_classifier_stage_saves_a_final_model_that_predict_applies_to_bulk_count
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "notebook.csv"), predictions)
     assert (tmp_path / "notebook_probabilities.png").stat().st_size > 0
     shown = pd.read_csv(tmp_path / "notebook_probabilities.csv")
-    assert shown["probability"].is_monotonic_increasing and len(shown) == 12
+    assert shown["probability_calibrated"].is_monotonic_increasing and len(shown) == 12
 
 
 def test_pseudobulk_stage_writes_samples_with_every_modality_and_its_figures(ci_run):

@@ -34,6 +34,19 @@ def test_the_stack_weighs_learners_by_their_auc_above_chance_and_drops_an_anti_l
     assert huge == pytest.approx(stack.probability(np.array([[0.0, LOGIT_LIMIT, 0.0]])))
 
 
+def test_the_temperature_calibrates_the_units_without_moving_their_ranking_or_calls():
+    logits, y, unit = _inner_logits(seed=2)
+    stack = fit_stack(logits, y, unit, ("noise", "informative", "reversed"))
+    plain, calibrated = stack.probability(logits), stack.probability(logits, calibrated=True)
+    assert stack.temperature > 1  # the weighted mean of standardized logits is squeezed towards 0.5
+    assert ((plain > 0.5) == (calibrated > 0.5)).all()
+    assert (np.diff(calibrated[np.argsort(plain)]) >= 0).all()  # the same order
+    per_unit = lambda p: np.bincount(unit, p) / np.bincount(unit)  # noqa: E731
+    truth = np.bincount(unit, y) / np.bincount(unit)
+    log_loss = lambda p: -np.mean(truth * np.log(p) + (1 - truth) * np.log(1 - p))  # noqa: E731
+    assert log_loss(per_unit(calibrated)) < log_loss(per_unit(plain))
+
+
 def test_a_learner_does_not_weigh_more_for_having_larger_logits():
     logits, y, unit = _inner_logits(seed=1)
     stack = fit_stack(logits[:, :2], y, unit, ("noise", "informative"))

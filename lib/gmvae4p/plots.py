@@ -705,20 +705,21 @@ def benchmark_heatmap(table: pd.DataFrame):
 
 
 def new_patient_probabilities(predictions: pd.DataFrame, *, threshold: float, labels: tuple[str, str]):
-    """``gmvae4p predict``'s output: each sample's probability of the positive label (sorted), coloured by the label
-    called at the model's ``threshold`` (dashed), with the share of the model's genes found in the title."""
-    data = predictions.sort_values("probability").reset_index(drop=True)
+    """``gmvae4p predict``'s output: each sample's calibrated probability of the positive label (sorted), coloured by
+    the label called at the model's ``threshold`` (dashed), with the share of the model's genes found in the title."""
+    data = predictions.sort_values("probability_calibrated").reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(6, 0.6 + 0.22 * min(len(data), 60)), layout="constrained")
     for label, colour in zip(labels, LABEL_COLOURS):
         part = data[data["predicted_label"] == label]
-        ax.scatter(part["probability"], part.index, color=colour, s=18, label=f"called {label} ({len(part)})")
+        ax.scatter(part["probability_calibrated"], part.index, color=colour, s=18,
+                   label=f"called {label} ({len(part)})")
     ax.axvline(threshold, color="0.3", linestyle="--", linewidth=1, label=f"the model's threshold ({threshold:.2f})")
     ax.set_yticks(data.index, data["sample"].astype(str) if len(data) <= 60 else [""] * len(data), fontsize=7)
     found = data["genes_found"].min()
-    ax.set(xlim=(-0.02, 1.02), xlabel=f"P({labels[1]})", title=f"{len(data)} samples; {found:.0%} of the model's genes found")
+    ax.set(xlim=(-0.02, 1.02), xlabel=f"P({labels[1]}), calibrated", title=f"{len(data)} samples; {found:.0%} of the model's genes found")
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.spines[["top", "right"]].set_visible(False)
-    return fig, data[["sample", "probability", "predicted_label", "genes_found"]]
+    return fig, data[["sample", "probability_calibrated", "predicted_label", "genes_found"]]
 
 
 def save_figure(fig, data: pd.DataFrame, folder: str | os.PathLike, name: str) -> list[Path]:

@@ -197,19 +197,22 @@ def read_counts(path: str | os.PathLike, *, genes: pd.Index | None = None, sampl
 
 def predict(saved: SavedModel, counts: pd.DataFrame, *, min_overlap: float | None = None,
             normalized: bool = False, modalities: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
-    """Per sample (rows of ``counts``): the probability of the positive label, the label called at the saved
-    threshold, each learner's probability, the program score, the modality network's fusion weights and the share
-    of the model's genes found in the input; with the samples' single-cell ``modalities``
-    (:func:`scrna_modalities`), also the scRNA mode's probability (``probability_scrna``)."""
+    """Per sample (rows of ``counts``): the probability of the positive label as cross-validation scored it and
+    calibrated (the stack's temperature: read this one as a probability), the label called at the saved threshold
+    (the same for both), each learner's probability, the program score, the modality network's fusion weights and
+    the share of the model's genes found in the input; with the samples' single-cell ``modalities``
+    (:func:`scrna_modalities`), also the scRNA mode's (``probability_scrna``, ``probability_scrna_calibrated``)."""
     samples, found = bulk_samples(saved, counts, min_overlap=min_overlap, normalized=normalized)
     rows = np.arange(samples.n_obs)
     predicted = saved.model.predict(samples, rows)
     negative, positive = saved.labels
-    out = pd.DataFrame({"probability": predicted.probability}, index=samples.obs_names)
+    out = pd.DataFrame({"probability": predicted.probability, "probability_calibrated": predicted.calibrated},
+                       index=samples.obs_names)
     if modalities is not None:
         for name, values in modalities.items():
             samples.obsm[name] = values.loc[samples.obs_names].to_numpy()
-        out["probability_scrna"] = saved.model.predict(samples, rows, use_true=True).probability
+        scrna = saved.model.predict(samples, rows, use_true=True)
+        out["probability_scrna"], out["probability_scrna_calibrated"] = scrna.probability, scrna.calibrated
     out["predicted_label"] = np.where(out["probability"] > saved.meta["threshold"], positive, negative)
     out = out.join(predicted.learners.add_prefix("probability_"))
     program = saved.model.program
@@ -354,7 +357,8 @@ def _state(model: GMVAE4P) -> tuple[dict[str, np.ndarray], dict]:
     meta.update(n_top_genes=model.n_top_genes, modalities=list(model.modalities), sources=model.sources,
                 seed=model.seed, learners=list(learners.names),
                 stack={str(use_true): {"weights": s.weights.tolist(), "scale": s.scale.tolist(), "inner": s.inner,
-                                       "inner_auc": s.inner_auc} for use_true, s in model.stack.items()})
+                                       "inner_auc": s.inner_auc, "temperature": s.temperature}
+                       for use_true, s in model.stack.items()})
     if learners.linear is not None:
         genes, pipeline = learners.linear
         scaler, regression = pipeline[0], pipeline[-1]
@@ -412,7 +416,8 @@ def _from_state(arrays: dict[str, np.ndarray], meta: dict, device: str | None) -
         network.module.to(network.device).eval()
     model.learners = _Learners(tuple(meta["learners"]), linear, program, network)
     model.stack = {use_true == "True": Stack(tuple(meta["learners"]), np.asarray(s["weights"]), np.asarray(s["scale"]),
-                                             s["inner"], s["inner_auc"]) for use_true, s in meta["stack"].items()}
+                                             s["inner"], s["inner_auc"], s["temperature"])
+                   for use_true, s in meta["stack"].items()}
     return model
 
 
@@ -447,6 +452,8 @@ def _card(meta: dict, metrics: pd.DataFrame | None) -> str:
               f"- learners: {', '.join(meta['learners'])}; stack weights "
               + ", ".join(f"{n} {w:.2f}" for n, w in zip(meta["learners"], stack["weights"]))
               + f" ({stack['inner']}); positive when the probability exceeds {meta['threshold']}.",
+              f"- `probability_calibrated`: the same ranking and calls, its logit times a temperature fitted on the "
+              f"inner folds ({stack['temperature']:.2f}); read it as a probability.",
               "- settings: `model.json` (`config`).", ""]
     if metrics is not None and len(metrics):
         lines += ["## Cross-validated performance on the training cohort (patient-grouped, out of fold)", "",

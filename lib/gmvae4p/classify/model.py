@@ -102,12 +102,15 @@ class FoldFeatures:
 class Predictions:
     """Per sample: ``probability`` of the positive label, the modality network's ``fusion_weights`` (a DataFrame,
     one column per modality) and the ``fused`` representation its classifier read (samples × embed_dim; no columns
-    without the network); for GMVAE4P also each learner's own probability (``learners``, one column per learner)."""
+    without the network); for GMVAE4P also each learner's own probability (``learners``, one column per learner) and
+    the ``calibrated`` probability."""
 
     probability: np.ndarray
     fusion_weights: pd.DataFrame
     fused: np.ndarray
     learners: pd.DataFrame | None = None
+    calibrated: np.ndarray | None = None
+    """GMVAE4P's probability with the stack's temperature (:attr:`~gmvae4p.classify.stack.Stack.temperature`)."""
 
 
 class ModalityNetwork:
@@ -277,9 +280,10 @@ class GMVAE4P:
         network = self.network.predict(samples, rows, use_true=use_true) if self.network else None
         index = samples.obs_names[rows]
         learners = pd.DataFrame(1.0 / (1.0 + np.exp(-logits)), columns=list(self.config.learners), index=index)
-        return Predictions(self.stack[use_true].probability(logits),
-                           network.fusion_weights if network else pd.DataFrame(index=index),
-                           network.fused if network else np.zeros((len(rows), 0), dtype=np.float32), learners)
+        stack = self.stack[use_true]
+        return Predictions(stack.probability(logits), network.fusion_weights if network else pd.DataFrame(index=index),
+                           network.fused if network else np.zeros((len(rows), 0), dtype=np.float32), learners,
+                           stack.probability(logits, calibrated=True))
 
     def stack_table(self) -> pd.DataFrame:
         """One row per learner: its stack weight for bulk input and for the scRNA mode, and its inner AUC."""
