@@ -10,8 +10,8 @@
 3. ``python -m gmvae4p predict`` on the test table as it is; on a copy with 30 % of the gene symbols replaced (the
    default minimum overlap must refuse it); on that copy with ``--min-overlap 0.6``; on the test donors' cells
    (``.h5ad``, no cell-type annotation given: the scRNA mode reads the GMVAE's calls).
-4. ``DIR/transfer.json``: AUC [95 % CI over donors] and balanced accuracy at the saved threshold of the bulk
-   predictions and of the cells' scRNA mode, what each call printed, the overlap reported, wall times, the machine. ``DIR/predictions.csv`` and the run's
+4. ``DIR/transfer.json``: AUC [95 % CI over donors], balanced accuracy at the saved threshold and ECE of the bulk
+   predictions and of the cells' scRNA mode, each as cross-validated and calibrated, what each call printed, the overlap reported, wall times, the machine. ``DIR/predictions.csv`` and the run's
    Table 1 and model card beside it.
 """
 
@@ -121,7 +121,10 @@ def main() -> None:
     labels = pd.read_csv(out / "test_labels.csv").set_index("sample")
     positive = params["classify"]["positive_label"]
     for name, table, column in (("metrics", "predictions.csv", "probability"),
-                                ("metrics_cells_scrna_mode", "predictions_cells.csv", "probability_scrna")):
+                                ("metrics_calibrated", "predictions.csv", "probability_calibrated"),
+                                ("metrics_cells_scrna_mode", "predictions_cells.csv", "probability_scrna"),
+                                ("metrics_cells_scrna_mode_calibrated", "predictions_cells.csv",
+                                 "probability_scrna_calibrated")):
         predictions = pd.read_csv(out / table).set_index("sample").join(labels)
         y = (predictions["label"] == positive).to_numpy(int)
         metrics = binary_metrics(y, predictions[column].to_numpy(), patients=predictions["patient"].to_numpy())
@@ -137,8 +140,9 @@ def main() -> None:
         shutil.copy(run / "tables" / name, out / name)
     shutil.copy(model / "model_card.md", out / "model_card.md")
     (out / "transfer.json").write_text(json.dumps(record, indent=2))
-    print(json.dumps({k: record[k] for k in ("split", "metrics", "metrics_cells_scrna_mode",
-                                             "genes_found_30pct_replaced")}, indent=2))
+    print(json.dumps({k: record[k] for k in ("split", "metrics", "metrics_calibrated", "metrics_cells_scrna_mode",
+                                             "metrics_cells_scrna_mode_calibrated", "genes_found_30pct_replaced")},
+                     indent=2))
 
 
 if __name__ == "__main__":
