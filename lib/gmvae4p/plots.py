@@ -509,7 +509,7 @@ def embeddings(cells: ad.AnnData, fusion: pd.DataFrame, fused: pd.DataFrame, pre
     points = axes[1, 2].scatter(units["pc1"], units["pc2"], c=units["probability"], cmap="coolwarm", vmin=0, vmax=1,
                                 s=18)
     axes[1, 2].set(title="… by GMVAE4P's probability", xticks=[], yticks=[], xlabel="pc1", ylabel="pc2")
-    fig.colorbar(points, ax=axes[1, 2], shrink=0.7)
+    fig.colorbar(points, cax=axes[1, 2].inset_axes([1.03, 0.15, 0.03, 0.7]), label="P(positive)")  # beside its panel
     fig.suptitle(f"Embeddings: {_shown(len(parts[0]), cells.n_obs, 'cells')} (UMAP); {len(units)} units "
                  "(PCA of each fold's model, PC 1 rising with the prediction)")
     cell_data = pd.concat(parts).rename_axis("cell").reset_index().assign(kind="cell")
