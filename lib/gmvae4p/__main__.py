@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .data import CohortError
 from .params import ParameterError
@@ -70,18 +69,13 @@ def _predict(args) -> int:
 
     try:
         saved = deploy.load(args.model)
-        counts, notes = deploy.read_counts(args.input, genes=saved.genes, sample_key=args.sample_key,
-                                           normalized=args.normalized)
+        predictions, notes = deploy.score(saved, args.input, sample_key=args.sample_key,
+                                          cell_type_key=args.cell_type_key, min_overlap=args.min_overlap,
+                                          normalized=args.normalized)
         for note in notes:
             print(f"gmvae4p: note: {note}")
         if args.normalized:
             print("gmvae4p: note: --normalized: the values are scored as they are, as if they were log-CPM.")
-        modalities = None
-        if Path(args.input).suffix.lower() == ".h5ad" and saved.gmvae is not None:  # cells: the scRNA mode too
-            modalities = deploy.scrna_modalities(saved, args.input, sample_key=args.sample_key,
-                                                 cell_type_key=args.cell_type_key, min_overlap=args.min_overlap)
-        predictions = deploy.predict(saved, counts, min_overlap=args.min_overlap, normalized=args.normalized,
-                                     modalities=modalities)
     except (deploy.InputError, FileNotFoundError) as err:
         print(f"gmvae4p: {err}", file=sys.stderr)
         return 2

@@ -150,21 +150,49 @@ def load(folder: str | os.PathLike, *, device: str | None = "cpu") -> SavedModel
                       gmvae if "scrna" in meta and gmvae.is_file() else None)
 
 
+def score(saved: SavedModel, path: str | os.PathLike, *, sample_key: str | None = None,
+          cell_type_key: str | None = None, min_overlap: float | None = None,
+          normalized: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """What ``gmvae4p predict`` and notebook 07 do: the input at ``path`` read once (:func:`read_counts`), scored by
+    :func:`predict`, and for an ``.h5ad`` of cells with a model that kept its GMVAE also in the scRNA mode
+    (:func:`scrna_modalities`); and the notes read on the way."""
+    cells = read_cells(path, sample_key) if Path(path).suffix.lower() == ".h5ad" else None
+    counts, notes = read_counts(path, genes=saved.genes, sample_key=sample_key, normalized=normalized, cells=cells)
+    modalities = None
+    if cells is not None and saved.gmvae is not None:
+        modalities = scrna_modalities(saved, cells, cell_type_key=cell_type_key, sample_key=sample_key,
+                                      min_overlap=min_overlap)
+    return predict(saved, counts, min_overlap=min_overlap, normalized=normalized, modalities=modalities), notes
+
+
+def read_cells(path: str | os.PathLike, sample_key: str | None) -> ad.AnnData:
+    """The ``.h5ad`` of cells at ``path``, refused unless ``obs[sample_key]`` names each cell's sample."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist.")
+    cells = ad.read_h5ad(path)
+    if sample_key is None or sample_key not in cells.obs:
+        raise InputError(f"{path}: name the obs column of each cell's sample (--sample-key); obs has "
+                         f"{list(cells.obs.columns)}.")
+    return cells
+
+
 def read_counts(path: str | os.PathLike, *, genes: pd.Index | None = None, sample_key: str | None = None,
-                normalized: bool = False) -> tuple[pd.DataFrame, list[str]]:
+                normalized: bool = False, cells: ad.AnnData | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Raw counts (samples × genes) from ``path``, and what was noticed on the way (one sentence each).
 
     A ``.tsv``/``.txt``/``.csv`` table holds genes in rows by symbol and samples in columns (as featureCounts or a
     merged salmon table writes it) or the transpose: the side whose names match more of ``genes`` is taken as genes.
-    An ``.h5ad`` of cells is summed per ``obs[sample_key]`` (raw counts in ``layers["counts"]`` or ``X``). Counts
-    must be non-negative integers unless ``normalized`` (already normalized values, taken as they are)."""
+    An ``.h5ad`` of cells (``cells``: already read by :func:`read_cells`) is summed per ``obs[sample_key]`` (raw
+    counts in ``layers["counts"]`` or ``X``). Counts must be non-negative integers unless ``normalized`` (already
+    normalized values, taken as they are)."""
     path = Path(path)
     notes = []
     if not path.is_file():
         raise InputError(f"{path} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".h5ad":
-        table = _sum_cells(path, sample_key)
+        table = _sum_cells(cells if cells is not None else read_cells(path, sample_key), sample_key)
     elif suffix in (".tsv", ".txt", ".csv"):
         separator = "," if suffix == ".csv" else "\t"
         try:
@@ -245,10 +273,10 @@ def bulk_samples(saved: SavedModel, counts: pd.DataFrame, *, min_overlap: float 
     return samples, found
 
 
-def scrna_modalities(saved: SavedModel, path: str | os.PathLike, *, sample_key: str | None,
+def scrna_modalities(saved: SavedModel, cells: ad.AnnData, *, sample_key: str,
                      cell_type_key: str | None = None, min_overlap: float | None = None) -> dict[str, pd.DataFrame]:
     """Proportions, states and communication (one row per sample of ``obs[sample_key]``, columns as the training
-    pseudobulk's) of the raw counts of new cells in the ``.h5ad`` at ``path``. Stage 02's GMVAE embeds the cells;
+    pseudobulk's) of the raw counts of new ``cells`` (:func:`read_cells`). Stage 02's GMVAE embeds the cells;
     a cell's type is its ``obs[cell_type_key]`` where that names a training type, else the GMVAE's call; a gene the
     cells lack counts as unexpressed, and below ``min_overlap`` of the GMVAE's genes the cells are refused."""
     from ..gmvae.model import GMVAE  # torch-only until here: bulk prediction never loads the GMVAE
@@ -256,16 +284,12 @@ def scrna_modalities(saved: SavedModel, path: str | os.PathLike, *, sample_key: 
     if saved.gmvae is None:
         raise InputError("this model was saved without its GMVAE (gmvae.pt), so it scores bulk counts only.")
     spec = saved.meta["scrna"]
-    cells = ad.read_h5ad(path)
-    if sample_key is None or sample_key not in cells.obs:
-        raise InputError(f"{path}: name the obs column of each cell's sample (--sample-key); obs has "
-                         f"{list(cells.obs.columns)}.")
     if cell_type_key is not None and cell_type_key not in cells.obs:
-        raise InputError(f"{path}: obs has no column {cell_type_key!r} (--cell-type-key); it has "
+        raise InputError(f"the cells' obs has no column {cell_type_key!r} (--cell-type-key); it has "
                          f"{list(cells.obs.columns)}.")
     counts = sp.csr_matrix(cells.layers["counts"] if "counts" in cells.layers else cells.X, dtype=np.float32)
     if (counts.data < 0).any() or not np.allclose(counts.data, np.round(counts.data)):
-        raise InputError(f"{path} holds negative or non-integer values, not raw counts: the scRNA mode needs them.")
+        raise InputError("the cells hold negative or non-integer values, not raw counts: the scRNA mode needs them.")
     pairs = pd.DataFrame(spec["ligand_receptor_pairs"])
     gmvae_genes = torch.load(saved.gmvae, map_location="cpu", weights_only=True)["genes"]
     subunits = {g for name in pd.concat([pairs["ligand"], pairs["receptor"]]) for g in name.split("_")}
@@ -335,11 +359,7 @@ def _orient(table: pd.DataFrame, genes: pd.Index | None, notes: list[str]) -> pd
     return table.T
 
 
-def _sum_cells(path: Path, sample_key: str | None) -> pd.DataFrame:
-    cells = ad.read_h5ad(path)
-    if sample_key is None or sample_key not in cells.obs:
-        raise InputError(f"{path}: name the obs column of each cell's sample (--sample-key); obs has "
-                         f"{list(cells.obs.columns)}.")
+def _sum_cells(cells: ad.AnnData, sample_key: str) -> pd.DataFrame:
     counts = cells.layers["counts"] if "counts" in cells.layers else cells.X
     codes, names = pd.factorize(cells.obs[sample_key].astype(str))
     indicator = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(names), len(codes)))

@@ -45,14 +45,16 @@ def split_settings(settings: dict) -> tuple[dict, dict]:
             {k: v for k, v in settings.items() if k not in MODEL_SETTINGS and k not in STAGE_SETTINGS})
 
 
-def fit_zscore(adata: ad.AnnData, settings: dict, output_dir: str | os.PathLike, *, seed: int = 0) -> np.ndarray:
+def fit_zscore(adata: ad.AnnData, settings: dict, output_dir: str | os.PathLike, *,
+               trainset: str | os.PathLike | None = None, seed: int = 0) -> np.ndarray:
     """The per-component z-score (cells × latent dims) of another GMVAE trained on ``adata`` with ``settings`` (a
     ``gmvae`` parameters section) and the same held-out patients, without touching ``adata``'s own GMVAE keys: stage
-    02 trains the ablation's ``mse`` GMVAE this way, its model under ``output_dir``."""
+    02 trains the ablation's ``mse`` GMVAE this way, its model under ``output_dir``, reading the first fit's
+    ``trainset`` (:meth:`GMVAE.fit`)."""
     shared = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy(), layers={keys.COUNTS: adata.layers[keys.COUNTS]},
                         uns={keys.UNS: adata.uns[keys.UNS]})  # the counts are shared, not copied
     model_settings, fit_settings = split_settings(settings)
-    GMVAE(shared, **model_settings).fit(output_dir, seed=seed, **fit_settings)
+    GMVAE(shared, **model_settings).fit(output_dir, seed=seed, trainset=trainset, **fit_settings)
     return shared.obsm[keys.X_GMVAE_ZSCORE]
 
 
@@ -93,12 +95,15 @@ class GMVAE:
 
     def fit(self, output_dir: str | os.PathLike, *, validation_fraction: float = 0.2,
             held_out_patients: list[str] | None = None, n_processes: int | None = None, device: str | None = None,
-            resume: bool = False, seed: int = 0, log: Callable[[str], None] = print, **train_settings) -> GMVAE:
+            resume: bool = False, seed: int = 0, log: Callable[[str], None] = print,
+            trainset: str | os.PathLike | None = None, **train_settings) -> GMVAE:
         """Train, then write the embedding into ``adata``.
 
         ``held_out_patients`` (or a ``validation_fraction`` of patients drawn with ``seed``) are left out of
         training and give ``val_acc``. ``n_processes=None`` trains in this process; an integer starts torchrun with
-        that many ranks. ``train_settings``: :class:`gmvae4p.gmvae.config.TrainConfig` fields.
+        that many ranks. ``trainset``: a training-set file this fit would write identically (another fit's on the same
+        cells, genes, held-out patients and seed), read instead of written again. ``train_settings``:
+        :class:`gmvae4p.gmvae.config.TrainConfig` fields.
         """
         config = self.train_config = TrainConfig(supervised=self.supervised, **train_settings)
         output_dir = Path(output_dir)
@@ -108,14 +113,16 @@ class GMVAE:
         validation = np.isin(patients, self.held_out_patients)
         if validation.all():
             raise ValueError("held_out_patients / validation_fraction leave no patient to train on.")
-        components = self._components(self.adata) if self.supervised else np.full(self.adata.n_obs, UNLABELED)
-        write_trainset(output_dir / TRAINSET, self._counts(self.adata), components,
-                       component_names=self.component_names, genes=self.genes, validation=validation, seed=seed)
+        if trainset is None:
+            trainset = output_dir / TRAINSET
+            components = self._components(self.adata) if self.supervised else np.full(self.adata.n_obs, UNLABELED)
+            write_trainset(trainset, self._counts(self.adata), components, component_names=self.component_names,
+                           genes=self.genes, validation=validation, seed=seed)
         training.write_settings(output_dir, self.module_config, config, seed=seed)
         if n_processes is None:
-            training.run(output_dir / TRAINSET, output_dir, resume=resume, device=device, log=log)
+            training.run(trainset, output_dir, resume=resume, device=device, log=log)
         else:
-            launch(output_dir / TRAINSET, output_dir, n_processes=n_processes, resume=resume, device=device, log=log)
+            launch(trainset, output_dir, n_processes=n_processes, resume=resume, device=device, log=log)
         self._load_module(output_dir / training.MODEL)
         with h5py.File(output_dir / training.EMBEDDING, "r") as f:
             self._write_keys(self.adata, f["z_mean"][:], f["proba"][:], f["zscore"][:])
