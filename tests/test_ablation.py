@@ -64,12 +64,22 @@ def test_mean_fusion_weighs_modalities_equally_and_bulk_only_has_no_heads():
         GMVAE4PModule(10, dims, fusion="max")
 
 
+def _stage4_predictions(units, folds):
+    """Stage 04's out-of-fold GMVAE4P probabilities, as the ablation reads them (here a noisy score of the label)."""
+    fold_of = {unit: fold.index for fold in folds for unit in fold.test}
+    probability = np.clip(units["y"] * 0.4 + 0.3 + np.random.default_rng(0).normal(0, 0.2, len(units)), 0, 1)
+    return units.assign(method="gmvae4p", fold=units["unit"].map(fold_of), label=units["y"],
+                        probability=probability)[["method", "fold", "unit", "label", "probability"]]
+
+
 def test_table4_adds_the_reference_rows_and_pairs_each_delta_with_its_reference():
     samples = _samples()
     units = unit_table(samples, "SLE")
     folds = patient_folds(units, n_folds=4, seed=3)
-    predictions, table = ablate(samples, units, folds, names=["proportions only"], config=FAST, n_top_genes=20,
-                                n_top_interactions=10, device="cpu", n_boot=100, progress=False)
+    short = FAST.__class__(**{**FAST.__dict__, "max_epochs": 3})
+    predictions, table = ablate(samples, units, folds, names=["proportions only"], config=short, n_top_genes=20,
+                                n_top_interactions=10, device="cpu", n_boot=100,
+                                full=_stage4_predictions(units, folds), progress=False)
     assert list(table["configuration"]) == [FULL, NETWORK_ONLY, "proportions only"]
     assert list(table["reference"]) == [FULL, FULL, NETWORK_ONLY]
     assert table.loc[0, "delta_auc"] == 0.0
@@ -96,9 +106,7 @@ def test_the_full_rows_predictions_are_read_when_given_and_the_mse_row_needs_its
     samples = _samples()
     units = unit_table(samples, "SLE")
     folds = patient_folds(units, n_folds=4, seed=3)
-    fold_of = {unit: fold.index for fold in folds for unit in fold.test}
-    perfect = units.assign(method="gmvae4p", fold=units["unit"].map(fold_of), label=units["y"],
-                           probability=units["y"] * 0.8 + 0.1)[["method", "fold", "unit", "label", "probability"]]
+    perfect = _stage4_predictions(units, folds).assign(probability=units["y"] * 0.8 + 0.1)
     predictions, table = ablate(samples, units, folds, names=["linear learner only"], config=FAST, n_top_genes=20,
                                 n_top_interactions=10, device="cpu", n_boot=100, full=perfect, progress=False)
     assert table.set_index("configuration").loc[FULL, "auc"] == 1.0  # read, not refitted

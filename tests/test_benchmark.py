@@ -43,7 +43,8 @@ def test_a_bad_cohort_is_refused_before_any_runs(tmp_path):
 def test_the_benchmark_runs_cohorts_end_to_end_and_a_failed_one_does_not_stop_it(tmp_path):
     shutil.copy(ROOT / "parameters" / "ci.yaml", tmp_path / "ci.yaml")
     spec = {"base": "ci.yaml", "stages": [1, 2, 3, 4],
-            "settings": {"classify": {"null_permutations": 0, "null_permutations_costly": 0, "small_cohort_sizes": [],
+            "settings": {"gmvae": {"epochs": 2, "mse_for_ablation": False},
+                         "classify": {"null_permutations": 0, "null_permutations_costly": 0, "small_cohort_sizes": [],
                                       "methods": ["gmvae4p", "logistic_regression"]}},
             "cohorts": {"broken": {"data": {"patient_key": "donor"}}, "ci_seed1": {"seed": 1}, "unused": {}}}
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(spec))

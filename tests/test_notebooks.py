@@ -175,10 +175,15 @@ def test_figure_stage_writes_every_figure_with_its_data_and_the_index_lists_them
     assert "[figure3_modalities.png](figures/figure3_modalities.png)" in index and "| 06_figures | complete |" in index
 
 
-def test_nbval_reexecutes_the_chain_notebooks_to_the_same_checked_outputs(ci_run):
-    result = _nbval(*sorted((ci_run / "notebooks").glob("*.ipynb")))
+NBVAL_NOTEBOOKS = ("01_preprocess", "03_pseudobulk", "06_figures")
+"""Re-executed by nbval: the stages that train no model (re-running 02, 04 and 05 would double the suite's time; the
+other tests here check what they write)."""
+
+
+def test_nbval_reexecutes_chain_notebooks_to_the_same_checked_outputs(ci_run):
+    result = _nbval(*(ci_run / "notebooks" / f"{name}.ipynb" for name in NBVAL_NOTEBOOKS))
     assert result.returncode == 0, result.stdout[-3000:]
-    assert " passed" in result.stdout
+    assert " passed" in result.stdout and " failed" not in result.stdout
 
 
 def test_nbval_check_is_not_vacuous(ci_run, tmp_path):

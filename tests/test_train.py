@@ -76,11 +76,12 @@ def embedded_cohort():
     return adata.layers["counts"].astype(np.float32), adata.obs["ct_cov"].cat.codes.to_numpy()
 
 
-@pytest.mark.parametrize("likelihood", ["nb", "zinb"])
-def test_unsupervised_gmvae_recovers_the_embedded_cohorts_cell_types(embedded_cohort, likelihood):
+def test_unsupervised_gmvae_recovers_the_embedded_cohorts_cell_types(embedded_cohort):
     """The issue's bar (adjusted Rand index ≥ 0.9): batch 256, 12 epochs, the prior fitted after 4. With these
     settings seeds 5–10 gave 0.945–0.976 with zinb, seeds 5–6 0.968 and 0.952 with nb; mse falls short (0.813 and
-    0.654, seeds 5 and 6)."""
+    0.654, seeds 5 and 6). Tested with nb (zinb shares its code but for the zero inflation, which
+    test_distributions and test_reference check)."""
+    likelihood = "nb"
     counts, types = embedded_cohort
     batches = CSRBatches(counts)
     torch.manual_seed(5)
