@@ -1,11 +1,13 @@
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import COLUMNS
 from gmvae4p import keys
+from gmvae4p.__main__ import main
 from gmvae4p.data import load_cohort
-from gmvae4p.gmvae.model import GMVAE, split_settings, summary
+from gmvae4p.gmvae.model import MAX_UNCERTAINTY, GMVAE, split_settings, summary, transfer_labels
 from gmvae4p.params import GMVAESection
 from gmvae4p.preprocess import qc_normalize_hvg
 
@@ -27,6 +29,7 @@ def test_fit_writes_the_documented_keys(fitted, tmp_path):
     assert adata.obsm[keys.X_GMVAE].shape == adata.obsm[keys.X_GMVAE_ZSCORE].shape == (adata.n_obs, 8)
     np.testing.assert_allclose(adata.obsm[keys.GMVAE_PROBA].sum(1), 1, rtol=1e-5)
     assert list(adata.obs[keys.GMVAE_CELL_TYPE].cat.categories) == model.cell_types
+    np.testing.assert_allclose(adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY], 1 - adata.obsm[keys.GMVAE_PROBA].max(1))
     held = adata.obs[keys.GMVAE_HELD_OUT]
     assert sorted(adata.obs["ind_cov"][held].unique()) == model.held_out_patients and len(model.held_out_patients) == 2
     record = adata.uns[keys.UNS_GMVAE]
@@ -46,6 +49,40 @@ def test_saved_model_embeds_new_data_as_it_did_the_training_data(fitted, tmp_pat
     np.testing.assert_allclose(other.obsm[keys.X_GMVAE], adata.obsm[keys.X_GMVAE][:300], atol=1e-5)
     with pytest.raises(ValueError, match="lacks 200 of the model's 200 genes"):
         GMVAE.load(tmp_path / "gmvae.pt", adata[:, ~adata.var[keys.HIGHLY_VARIABLE]].copy())
+
+
+def test_label_transfer_names_an_unannotated_querys_cells_and_calls_the_uncertain_ones_unknown(fitted, tmp_path):
+    adata, model, _ = fitted
+    path = model.save(tmp_path / "gmvae.pt")
+    cells = np.arange(0, adata.n_obs, 3)
+    query = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[cells]), var=pd.DataFrame(index=adata.var_names[::-1]),
+                       layers={keys.COUNTS: adata.layers[keys.COUNTS][cells][:, ::-1]})  # no annotation, no roles
+    uncertainty = adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY].to_numpy()[cells]
+    threshold = float(np.quantile(uncertainty, 0.8))  # about a fifth of the cells are then unknown
+    transfer_labels(path, query, max_uncertainty=threshold)
+    np.testing.assert_allclose(query.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY], uncertainty, atol=1e-5)
+    np.testing.assert_allclose(query.obsm[keys.X_GMVAE], adata.obsm[keys.X_GMVAE][cells], atol=1e-5)
+    called = query.obs[keys.GMVAE_CELL_TYPE].astype(str).to_numpy()
+    unknown = called == keys.UNKNOWN
+    assert 0.1 < unknown.mean() < 0.3
+    np.testing.assert_array_equal(unknown, query.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY].to_numpy() > threshold)
+    np.testing.assert_array_equal(called[~unknown], adata.obs[keys.GMVAE_CELL_TYPE].astype(str).to_numpy()[cells][~unknown])
+    with pytest.raises(ValueError, match="max_uncertainty must be in"):
+        transfer_labels(path, query, max_uncertainty=2)
+    with pytest.raises(ValueError, match="lacks 200 of the model's 200 genes"):
+        transfer_labels(path, query[:, ~query.var_names.isin(model.genes)].copy())
+    counts = query.layers.pop(keys.COUNTS)
+    with pytest.raises(KeyError, match="label transfer reads raw counts"):
+        transfer_labels(path, query)
+    query = ad.AnnData(X=counts, obs=pd.DataFrame(index=query.obs_names), var=pd.DataFrame(index=query.var_names))
+    query.write_h5ad(tmp_path / "query.h5ad")  # raw counts in X, as a count matrix is often shared
+    assert main(["annotate", str(path), str(tmp_path / "query.h5ad"), "--output", str(tmp_path / "out.h5ad")]) == 0
+    annotated = ad.read_h5ad(tmp_path / "out.h5ad")
+    expected = np.where(uncertainty > MAX_UNCERTAINTY, keys.UNKNOWN, adata.obs[keys.GMVAE_CELL_TYPE].astype(str).to_numpy()[cells])
+    assert annotated.obs[keys.GMVAE_CELL_TYPE].astype(str).tolist() == expected.tolist()  # the default threshold
+    assert main(["annotate", str(path), str(tmp_path / "query.h5ad"), "--output", str(tmp_path / "bad.h5ad"),
+                 "--max-uncertainty", "-1"]) == 2
+    assert not (tmp_path / "bad.h5ad").exists()
 
 
 def test_bad_input_is_refused_before_training(fitted, tmp_path):

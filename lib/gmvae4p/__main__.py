@@ -1,6 +1,7 @@
 """``python -m gmvae4p run PARAMETERS.yaml``: run the stage notebooks on a parameters file;
 ``python -m gmvae4p benchmark BENCHMARK.yaml``: run stages 01–04 on many cohorts, one table of every method;
-``python -m gmvae4p predict MODEL_DIR INPUT --output predictions.csv``: score new samples with a saved GMVAE4P."""
+``python -m gmvae4p predict MODEL_DIR INPUT --output predictions.csv``: score new samples with a saved GMVAE4P;
+``python -m gmvae4p annotate GMVAE.pt CELLS.h5ad --output annotated.h5ad``: name new cells' types (label transfer)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,18 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: the model's, 0.8)")
     predict.add_argument("--normalized", action="store_true", help="the input holds normalized values (log-CPM "
                          "or similar), not raw counts: score them as they are")
+    annotate = commands.add_parser("annotate", help="name the cell types of new cells with a saved GMVAE")
+    annotate.add_argument("model", help="a saved GMVAE, e.g. outputs/demo/models/gmvae/model.pt or a GMVAE4P "
+                          "bundle's gmvae.pt")
+    annotate.add_argument("input", help="an .h5ad of cells, raw counts in layers['counts'] or X")
+    annotate.add_argument("--output", required=True, help="the .h5ad to write: the cells with the GMVAE's keys")
+    annotate.add_argument("--max-uncertainty", type=float, help="call a cell 'unknown' above this 1 - max q(y|x) "
+                          "(default 0.5)")
     args = parser.parse_args(argv)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "annotate":
+        return _annotate(args)
 
     from .pipeline import StageFailed, run as run_chain
 
@@ -82,6 +92,32 @@ def _predict(args) -> int:
     write_csv(predictions, args.output)
     found = predictions["genes_found"].iloc[0]
     print(f"gmvae4p: {len(predictions)} samples scored ({found:.0%} of the model's genes found): {args.output}")
+    return 0
+
+
+def _annotate(args) -> int:
+    import anndata as ad
+    import numpy as np
+
+    from . import keys
+    from .data import write_h5ad
+    from .gmvae.model import transfer_labels
+
+    try:
+        cells = ad.read_h5ad(args.input)
+        if keys.COUNTS not in cells.layers:
+            values = cells.X.data if hasattr(cells.X, "data") else np.asarray(cells.X)
+            if (values < 0).any() or not np.array_equal(values, np.round(values)):
+                raise ValueError(f"{args.input} has no layers['counts'] and its X is not raw counts.")
+            cells.layers[keys.COUNTS] = cells.X
+        settings = {} if args.max_uncertainty is None else {"max_uncertainty": args.max_uncertainty}
+        transfer_labels(args.model, cells, **settings)
+    except (ValueError, KeyError, FileNotFoundError, OSError) as err:
+        print(f"gmvae4p: {err}", file=sys.stderr)
+        return 2
+    write_h5ad(cells, args.output)
+    called = cells.obs[keys.GMVAE_CELL_TYPE]
+    print(f"gmvae4p: {cells.n_obs} cells annotated, {int((called == keys.UNKNOWN).sum())} unknown: {args.output}")
     return 0
 
 

@@ -2,8 +2,9 @@
 
 :meth:`GMVAE.fit` writes the training-set file and settings into a folder and trains, in this process or under
 torchrun (``n_processes``), then writes into the AnnData (keys in :mod:`gmvae4p.keys`):
-``obsm["X_gmvae"]``, ``obsm["X_gmvae_zscore"]``, ``obs["gmvae_cell_type"]``, ``obsm["gmvae_proba"]``,
-``obs["gmvae_held_out"]`` and ``uns["gmvae"]``.
+``obsm["X_gmvae"]``, ``obsm["X_gmvae_zscore"]``, ``obs["gmvae_cell_type"]``, ``obs["gmvae_cell_type_uncertainty"]``,
+``obsm["gmvae_proba"]``, ``obs["gmvae_held_out"]`` and ``uns["gmvae"]``. :func:`transfer_labels` names the cell
+types of another AnnData with a saved GMVAE, as CellTypist and scANVI users annotate a query.
 """
 
 from __future__ import annotations
@@ -166,14 +167,7 @@ class GMVAE:
         return model
 
     def _load_module(self, path, state=None) -> None:
-        state = state or torch.load(path, map_location="cpu", weights_only=True)
-        if not state.get("complete"):
-            raise RuntimeError(f"{path} is not a completed training run.")
-        module = training.build_module(len(state["genes"]), len(state["component_names"]),
-                                       ModuleConfig(**state["module_config"]),
-                                       state["train_config"].get("backend", "fast"))
-        module.load_weights(state["module"], str(path))
-        self.module, self.history = module.eval(), state["history"]
+        self.module, self.history = _trained_module(path, state)
 
     def _counts(self, adata: ad.AnnData) -> sp.csr_matrix:
         counts = adata[:, self.genes].layers[keys.COUNTS]
@@ -190,6 +184,7 @@ class GMVAE:
         adata.obsm[keys.GMVAE_PROBA] = np.asarray(proba, dtype=np.float32)
         adata.obs[keys.GMVAE_CELL_TYPE] = pd.Categorical.from_codes(np.asarray(proba).argmax(1),
                                                                     categories=self.component_names)
+        adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY] = 1.0 - np.asarray(proba, dtype=np.float32).max(1)
         patients = adata.obs[obs_column(adata, "patient")].astype(str)
         adata.obs[keys.GMVAE_HELD_OUT] = patients.isin(self.held_out_patients).to_numpy()
         adata.uns[keys.UNS_GMVAE] = {
@@ -215,6 +210,62 @@ class GMVAE:
         return {"held_out_cells": int(cells.sum()),
                 "held_out_accuracy": float((called == truth[cells]).mean()),
                 "held_out_balanced_accuracy": float(balanced_accuracy_score(truth[cells], called))}
+
+
+MAX_UNCERTAINTY = 0.5
+"""Label transfer's default: a cell whose q(y|x) gives no type at least half the mass is called :data:`~gmvae4p.keys.
+UNKNOWN` (CellTypist's default probability threshold is the same 0.5)."""
+
+
+def transfer_labels(model: str | os.PathLike, query: ad.AnnData, *, max_uncertainty: float = MAX_UNCERTAINTY,
+                    batch_size: int = 2048, device: str | None = None) -> ad.AnnData:
+    """Name the cell types of ``query`` with a saved supervised GMVAE (:meth:`GMVAE.save`, a training folder's
+    ``model.pt`` or a GMVAE4P bundle's ``gmvae.pt``), reading no annotation of the query.
+
+    ``query`` needs raw counts in ``layers["counts"]`` for every gene of the model. Writes ``obsm["X_gmvae"]``,
+    ``obsm["X_gmvae_zscore"]`` (for the called type), ``obsm["gmvae_proba"]``, ``obs["gmvae_cell_type"]`` (the type
+    of largest q(y|x), ``"unknown"`` where ``obs["gmvae_cell_type_uncertainty"]`` = 1 − max q(y|x) exceeds
+    ``max_uncertainty``) and returns ``query``.
+    """
+    if not 0 <= max_uncertainty <= 1:
+        raise ValueError(f"max_uncertainty must be in [0, 1], not {max_uncertainty!r}.")
+    state = torch.load(model, map_location="cpu", weights_only=True)
+    if not state["train_config"]["supervised"]:
+        raise ValueError(f"{model} was trained without cell types (supervised: false): its components have no "
+                         "names to transfer.")
+    if keys.COUNTS not in query.layers:
+        raise KeyError(f"query.layers[{keys.COUNTS!r}] is missing: label transfer reads raw counts.")
+    missing = [g for g in state["genes"] if g not in query.var_names]
+    if missing:
+        raise ValueError(f"the query lacks {len(missing)} of the model's {len(state['genes'])} genes (first: "
+                         f"{missing[:3]}).")
+    module, _ = _trained_module(model, state)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    counts = sp.csr_matrix(query[:, state["genes"]].layers[keys.COUNTS], dtype=np.float32)
+    unannotated = torch.full((query.n_obs,), UNLABELED, device=device)
+    result = training.embed(module.to(device), CSRBatches(counts, device=device), unannotated, batch_size)
+    proba = result["proba"].cpu().numpy()
+    uncertainty = 1.0 - proba.max(1)
+    names = list(state["component_names"])
+    called = np.where(uncertainty > max_uncertainty, len(names), proba.argmax(1))
+    query.obsm[keys.X_GMVAE] = result["z_mean"].cpu().numpy()
+    query.obsm[keys.X_GMVAE_ZSCORE] = result["zscore"].cpu().numpy()
+    query.obsm[keys.GMVAE_PROBA] = proba
+    query.obs[keys.GMVAE_CELL_TYPE] = pd.Categorical.from_codes(called, categories=[*names, keys.UNKNOWN])
+    query.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY] = uncertainty
+    return query
+
+
+def _trained_module(path, state=None) -> tuple[GMVAEModule, list[dict]]:
+    """The module of a completed training run's state (read from ``path`` unless given), in eval mode, and its
+    history."""
+    state = state or torch.load(path, map_location="cpu", weights_only=True)
+    if not state.get("complete"):
+        raise RuntimeError(f"{path} is not a completed training run.")
+    module = training.build_module(len(state["genes"]), len(state["component_names"]),
+                                   ModuleConfig(**state["module_config"]), state["train_config"].get("backend", "fast"))
+    module.load_weights(state["module"], str(path))
+    return module.eval(), state["history"]
 
 
 def summary(adata: ad.AnnData) -> pd.Series:
