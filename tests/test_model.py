@@ -7,7 +7,7 @@ from conftest import COLUMNS
 from gmvae4p import keys
 from gmvae4p.__main__ import main
 from gmvae4p.data import load_cohort
-from gmvae4p.gmvae.model import MAX_UNCERTAINTY, GMVAE, split_settings, summary, transfer_labels
+from gmvae4p.gmvae.model import MAX_UNCERTAINTY, GMVAE, split_settings, summary, transfer_labels, uncertainty
 from gmvae4p.params import GMVAESection
 from gmvae4p.preprocess import qc_normalize_hvg
 
@@ -29,7 +29,14 @@ def test_fit_writes_the_documented_keys(fitted, tmp_path):
     assert adata.obsm[keys.X_GMVAE].shape == adata.obsm[keys.X_GMVAE_ZSCORE].shape == (adata.n_obs, 8)
     np.testing.assert_allclose(adata.obsm[keys.GMVAE_PROBA].sum(1), 1, rtol=1e-5)
     assert list(adata.obs[keys.GMVAE_CELL_TYPE].cat.categories) == model.cell_types
-    np.testing.assert_allclose(adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY], 1 - adata.obsm[keys.GMVAE_PROBA].max(1))
+    # the held-out cells' calibration makes the calls' uncertainty honest: their mean confidence is near accuracy
+    assert model.calibration != 1.0 and adata.uns[keys.UNS_GMVAE]["calibration"] == model.calibration
+    np.testing.assert_allclose(adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY],
+                               uncertainty(adata.obsm[keys.GMVAE_PROBA], model.calibration), rtol=1e-6)
+    held = adata.obs[keys.GMVAE_HELD_OUT].to_numpy()
+    confidence = 1 - adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY].to_numpy()[held].mean()
+    right = (adata.obs[keys.GMVAE_CELL_TYPE].astype(str) == adata.obs["ct_cov"].astype(str)).to_numpy()[held].mean()
+    assert abs(confidence - right) < 0.05
     held = adata.obs[keys.GMVAE_HELD_OUT]
     assert sorted(adata.obs["ind_cov"][held].unique()) == model.held_out_patients and len(model.held_out_patients) == 2
     record = adata.uns[keys.UNS_GMVAE]
@@ -43,6 +50,7 @@ def test_fit_writes_the_documented_keys(fitted, tmp_path):
 def test_saved_model_embeds_new_data_as_it_did_the_training_data(fitted, tmp_path):
     adata, model, _ = fitted
     loaded = GMVAE.load(model.save(tmp_path / "gmvae.pt"), adata)
+    assert loaded.calibration == model.calibration
     other = adata[:300].copy()
     del other.obsm[keys.X_GMVAE]
     loaded.embed(other)

@@ -40,7 +40,8 @@ GMVAE_CELL_TYPE = "gmvae_cell_type"
 """``adata.obs[GMVAE_CELL_TYPE]``: argmax of q(y|x), categorical with the components' names; written by label
 transfer (:func:`gmvae4p.gmvae.model.transfer_labels`), :data:`UNKNOWN` where the call is too uncertain."""
 GMVAE_CELL_TYPE_UNCERTAINTY = "gmvae_cell_type_uncertainty"
-"""``adata.obs[GMVAE_CELL_TYPE_UNCERTAINTY]``: 1 − max q(y|x), the call's uncertainty (0: certain)."""
+"""``adata.obs[GMVAE_CELL_TYPE_UNCERTAINTY]``: 1 − max q(y|x), q(y|x) calibrated on the held-out patients' cells
+(temperature scaling, ``uns[UNS_GMVAE]["calibration"]``): the call's uncertainty (0: certain)."""
 UNKNOWN = "unknown"
 """The cell type label transfer calls a cell whose uncertainty exceeds its threshold."""
 GMVAE_PROBA = "gmvae_proba"

@@ -27,8 +27,8 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize_scalar
 
+from ..calibration import fit_temperature
 from .metrics import auc
 
 
@@ -79,14 +79,7 @@ def fit_stack(logits: np.ndarray, y: np.ndarray, unit: np.ndarray, learners: tup
     else:
         weights, how = margin / margin.sum(), "inner folds"
     return Stack(tuple(learners), weights, scale, how, inner_auc,
-                 fit_temperature((per_unit.to_numpy() / scale) @ weights, truth))
-
-
-def fit_temperature(z: np.ndarray, y: np.ndarray) -> float:
-    """The factor t in (0.05, 20) minimizing the class-balanced log-loss of sigmoid(t · ``z``) against ``y``."""
-    balance = np.where(y == 1, 0.5 / max(y.sum(), 1), 0.5 / max((1 - y).sum(), 1))
-    loss = lambda t: float(balance @ (np.logaddexp(0.0, t * z) - y * t * z))  # noqa: E731
-    return float(minimize_scalar(loss, bounds=(0.05, 20.0), method="bounded").x)
+                 fit_temperature((per_unit.to_numpy() / scale) @ weights, truth, class_balanced=True))
 
 
 def single_stack(learners: tuple[str, ...]) -> Stack:

@@ -24,7 +24,8 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from .. import keys
-from ..data import obs_column
+from ..calibration import fit_temperature, scaled_probabilities
+from ..data import atomic_path, obs_column
 from . import train as training
 from .batches import CSRBatches
 from .config import ModuleConfig, TrainConfig
@@ -93,6 +94,9 @@ class GMVAE:
         self.module: GMVAEModule | None = None
         self.history: list[dict] = []
         self.held_out_patients: list[str] = []
+        self.calibration = 1.0
+        """The factor on log q(y|x) that fits the held-out patients' annotated cells (temperature scaling,
+        :mod:`gmvae4p.calibration`): the uncertainty of a call reads q(y|x) with it; 1 without held-out cells."""
 
     def fit(self, output_dir: str | os.PathLike, *, validation_fraction: float = 0.2,
             held_out_patients: list[str] | None = None, n_processes: int | None = None, device: str | None = None,
@@ -126,7 +130,11 @@ class GMVAE:
             launch(trainset, output_dir, n_processes=n_processes, resume=resume, device=device, log=log)
         self._load_module(output_dir / training.MODEL)
         with h5py.File(output_dir / training.EMBEDDING, "r") as f:
-            self._write_keys(self.adata, f["z_mean"][:], f["proba"][:], f["zscore"][:])
+            z_mean, proba, zscore = f["z_mean"][:], f["proba"][:], f["zscore"][:]
+        if self.supervised:
+            self.calibration = _calibration(proba, self._components(self.adata), validation)
+            _store_calibration(output_dir / training.MODEL, self.calibration)
+        self._write_keys(self.adata, z_mean, proba, zscore)
         return self
 
     def embed(self, adata: ad.AnnData | None = None, *, batch_size: int = 2048, device: str | None = None) -> None:
@@ -149,6 +157,7 @@ class GMVAE:
             raise RuntimeError("this GMVAE is not trained: call fit first.")
         training.save_state(path, self.module, self.module_config, self.train_config, genes=self.genes,
                             component_names=self.component_names, history=self.history, complete=True)
+        _store_calibration(path, self.calibration)
         return Path(path)
 
     @classmethod
@@ -163,6 +172,7 @@ class GMVAE:
         model = cls(adata, supervised=supervised, **state["module_config"])
         model.genes, model.component_names = state["genes"], state["component_names"]
         model.train_config = TrainConfig(**state["train_config"])
+        model.calibration = float(state.get(CALIBRATION, 1.0))
         model._load_module(path, state)
         return model
 
@@ -184,7 +194,7 @@ class GMVAE:
         adata.obsm[keys.GMVAE_PROBA] = np.asarray(proba, dtype=np.float32)
         adata.obs[keys.GMVAE_CELL_TYPE] = pd.Categorical.from_codes(np.asarray(proba).argmax(1),
                                                                     categories=self.component_names)
-        adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY] = 1.0 - np.asarray(proba, dtype=np.float32).max(1)
+        adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY] = uncertainty(proba, self.calibration)
         patients = adata.obs[obs_column(adata, "patient")].astype(str)
         adata.obs[keys.GMVAE_HELD_OUT] = patients.isin(self.held_out_patients).to_numpy()
         adata.uns[keys.UNS_GMVAE] = {
@@ -194,6 +204,7 @@ class GMVAE:
             "held_out_patients": list(self.held_out_patients),
             "history": {k: [h[k] for h in self.history] for k in (self.history[0] if self.history else {})},
             "metrics": self.held_out_metrics(adata),
+            CALIBRATION: self.calibration,
         }
 
     def held_out_metrics(self, adata: ad.AnnData) -> dict:
@@ -224,8 +235,8 @@ def transfer_labels(model: str | os.PathLike, query: ad.AnnData, *, max_uncertai
 
     ``query`` needs raw counts in ``layers["counts"]`` for every gene of the model. Writes ``obsm["X_gmvae"]``,
     ``obsm["X_gmvae_zscore"]`` (for the called type), ``obsm["gmvae_proba"]``, ``obs["gmvae_cell_type"]`` (the type
-    of largest q(y|x), ``"unknown"`` where ``obs["gmvae_cell_type_uncertainty"]`` = 1 − max q(y|x) exceeds
-    ``max_uncertainty``) and returns ``query``.
+    of largest q(y|x), ``"unknown"`` where ``obs["gmvae_cell_type_uncertainty"]`` (:func:`uncertainty`, with the
+    model's calibration) exceeds ``max_uncertainty``) and returns ``query``.
     """
     if not 0 <= max_uncertainty <= 1:
         raise ValueError(f"max_uncertainty must be in [0, 1], not {max_uncertainty!r}.")
@@ -245,15 +256,40 @@ def transfer_labels(model: str | os.PathLike, query: ad.AnnData, *, max_uncertai
     unannotated = torch.full((query.n_obs,), UNLABELED, device=device)
     result = training.embed(module.to(device), CSRBatches(counts, device=device), unannotated, batch_size)
     proba = result["proba"].cpu().numpy()
-    uncertainty = 1.0 - proba.max(1)
+    doubt = uncertainty(proba, float(state.get(CALIBRATION, 1.0)))
     names = list(state["component_names"])
-    called = np.where(uncertainty > max_uncertainty, len(names), proba.argmax(1))
+    called = np.where(doubt > max_uncertainty, len(names), proba.argmax(1))
     query.obsm[keys.X_GMVAE] = result["z_mean"].cpu().numpy()
     query.obsm[keys.X_GMVAE_ZSCORE] = result["zscore"].cpu().numpy()
     query.obsm[keys.GMVAE_PROBA] = proba
     query.obs[keys.GMVAE_CELL_TYPE] = pd.Categorical.from_codes(called, categories=[*names, keys.UNKNOWN])
-    query.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY] = uncertainty
+    query.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY] = doubt
     return query
+
+
+CALIBRATION = "calibration"
+"""Key of :attr:`GMVAE.calibration` in a saved GMVAE's ``.pt`` file and in ``uns["gmvae"]``."""
+
+
+def uncertainty(proba: np.ndarray, calibration: float) -> np.ndarray:
+    """Per cell, 1 − the largest class probability of q(y|x) (``proba``) with the ``calibration`` factor."""
+    return (1.0 - scaled_probabilities(np.log(np.maximum(proba, 1e-30)), calibration).max(1)).astype(np.float32)
+
+
+def _calibration(proba: np.ndarray, components: np.ndarray, validation: np.ndarray) -> float:
+    """The calibration factor fitted on held-out (``validation``) cells of a known component; 1 without any."""
+    cells = validation & (components >= 0)
+    if not cells.any():
+        return 1.0
+    return fit_temperature(np.log(np.maximum(proba[cells], 1e-30)), components[cells])
+
+
+def _store_calibration(path: Path, calibration: float) -> None:
+    """Add the calibration factor to a saved GMVAE's ``.pt`` file, written atomically."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state[CALIBRATION] = float(calibration)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _trained_module(path, state=None) -> tuple[GMVAEModule, list[dict]]:
