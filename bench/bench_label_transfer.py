@@ -3,9 +3,10 @@ log-normalized genes (issue 29's comparison), on Kang et al. (four folds of held
 cohort (four donor-grouped folds). The logistic regression trains on every training donor; the GMVAE as stage 02
 trains it, a fifth of them held out (its validation, and the calibration of its uncertainty), then annotates the test
 donors' cells by :func:`gmvae4p.gmvae.model.transfer_labels`, reading no annotation of theirs. Per fold and model:
-balanced accuracy and per-class recall; ``gmvae+lr`` is the mean of the two models' class probabilities; ``latent_knn`` and
-``latent_lr`` call types from the GMVAE's latent means (15 distance-weighted neighbours among the training cells, as
-scArches transfers labels; a class-weighted logistic regression). For the GMVAE's own call also the share of cells
+balanced accuracy and per-class recall; ``gmvae`` is the GMVAE's call (``obs["gmvae_cell_type"]``); ``gmvae+lr``
+the mean of the two models' class probabilities; ``latent_knn`` and ``latent_lr`` call types from the GMVAE's latent
+means of every training donor (15 distance-weighted neighbours, as scArches transfers labels; a class-weighted
+logistic regression, the GMVAE's call without its held-out fifth and calibration). For the GMVAE's own call also the share of cells
 that label transfer calls ``unknown`` (its calibrated uncertainty above the default threshold) and the balanced
 accuracy of the others.
 
@@ -94,7 +95,7 @@ def main() -> None:
                                layers={keys.COUNTS: counts[test]})  # no annotation
             transfer_labels(model.save(Path(folder) / f"{fold[0]}.pt"), query)
             gmvae_s = time.perf_counter() - start
-            calibrations.append(model.calibration)
+            calibrations.append(model.caller.calibration)
             gmvae_proba = pd.DataFrame(query.obsm[keys.GMVAE_PROBA], columns=model.component_names)
             both = (gmvae_proba[list(reference.classes_)].to_numpy() + reference_proba) / 2
             start = time.perf_counter()

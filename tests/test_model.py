@@ -7,7 +7,7 @@ from conftest import COLUMNS
 from gmvae4p import keys
 from gmvae4p.__main__ import main
 from gmvae4p.data import load_cohort
-from gmvae4p.gmvae.model import MAX_UNCERTAINTY, GMVAE, split_settings, summary, transfer_labels, uncertainty
+from gmvae4p.gmvae.model import MAX_UNCERTAINTY, GMVAE, split_settings, summary, transfer_labels
 from gmvae4p.params import GMVAESection
 from gmvae4p.preprocess import qc_normalize_hvg
 
@@ -29,10 +29,10 @@ def test_fit_writes_the_documented_keys(fitted, tmp_path):
     assert adata.obsm[keys.X_GMVAE].shape == adata.obsm[keys.X_GMVAE_ZSCORE].shape == (adata.n_obs, 8)
     np.testing.assert_allclose(adata.obsm[keys.GMVAE_PROBA].sum(1), 1, rtol=1e-5)
     assert list(adata.obs[keys.GMVAE_CELL_TYPE].cat.categories) == model.cell_types
-    # the held-out cells' calibration makes the calls' uncertainty honest: their mean confidence is near accuracy
-    assert model.calibration != 1.0 and adata.uns[keys.UNS_GMVAE]["calibration"] == model.calibration
-    np.testing.assert_allclose(adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY],
-                               uncertainty(adata.obsm[keys.GMVAE_PROBA], model.calibration), rtol=1e-6)
+    # the call: a regression on E[z|x], calibrated on the held-out cells so that its uncertainty is honest there
+    assert model.caller.calibration != 1.0 and adata.uns[keys.UNS_GMVAE]["calibration"] == model.caller.calibration
+    np.testing.assert_allclose(adata.obsm[keys.GMVAE_PROBA], model.caller.probabilities(adata.obsm[keys.X_GMVAE]))
+    np.testing.assert_allclose(adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY], 1 - adata.obsm[keys.GMVAE_PROBA].max(1))
     held = adata.obs[keys.GMVAE_HELD_OUT].to_numpy()
     confidence = 1 - adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY].to_numpy()[held].mean()
     right = (adata.obs[keys.GMVAE_CELL_TYPE].astype(str) == adata.obs["ct_cov"].astype(str)).to_numpy()[held].mean()
@@ -50,7 +50,8 @@ def test_fit_writes_the_documented_keys(fitted, tmp_path):
 def test_saved_model_embeds_new_data_as_it_did_the_training_data(fitted, tmp_path):
     adata, model, _ = fitted
     loaded = GMVAE.load(model.save(tmp_path / "gmvae.pt"), adata)
-    assert loaded.calibration == model.calibration
+    np.testing.assert_array_equal(loaded.caller.weight, model.caller.weight)
+    assert loaded.caller.calibration == model.caller.calibration
     other = adata[:300].copy()
     del other.obsm[keys.X_GMVAE]
     loaded.embed(other)
@@ -66,13 +67,13 @@ def test_label_transfer_names_an_unannotated_querys_cells_and_calls_the_uncertai
     query = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[cells]), var=pd.DataFrame(index=adata.var_names[::-1]),
                        layers={keys.COUNTS: adata.layers[keys.COUNTS][cells][:, ::-1]})  # no annotation, no roles
     uncertainty = adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY].to_numpy()[cells]
-    threshold = float(np.quantile(uncertainty, 0.8))  # about a fifth of the cells are then unknown
+    threshold = float(np.median(uncertainty[uncertainty > 0]))  # half of the cells not called with certainty
     transfer_labels(path, query, max_uncertainty=threshold)
     np.testing.assert_allclose(query.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY], uncertainty, atol=1e-5)
     np.testing.assert_allclose(query.obsm[keys.X_GMVAE], adata.obsm[keys.X_GMVAE][cells], atol=1e-5)
     called = query.obs[keys.GMVAE_CELL_TYPE].astype(str).to_numpy()
     unknown = called == keys.UNKNOWN
-    assert 0.1 < unknown.mean() < 0.3
+    assert 0 < unknown.mean() < 0.5
     np.testing.assert_array_equal(unknown, query.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY].to_numpy() > threshold)
     np.testing.assert_array_equal(called[~unknown], adata.obs[keys.GMVAE_CELL_TYPE].astype(str).to_numpy()[cells][~unknown])
     with pytest.raises(ValueError, match="max_uncertainty must be in"):

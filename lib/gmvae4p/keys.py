@@ -37,15 +37,17 @@ X_GMVAE_MSE_ZSCORE = "X_gmvae_mse_zscore"
 """``adata.obsm[X_GMVAE_MSE_ZSCORE]``: the z-score of a second GMVAE, trained like the first but with ``likelihood:
 mse`` (written when ``gmvae.mse_for_ablation`` is true; stage 05's row "GMVAE trained with mse" reads its states)."""
 GMVAE_CELL_TYPE = "gmvae_cell_type"
-"""``adata.obs[GMVAE_CELL_TYPE]``: argmax of q(y|x), categorical with the components' names; written by label
-transfer (:func:`gmvae4p.gmvae.model.transfer_labels`), :data:`UNKNOWN` where the call is too uncertain."""
+"""``adata.obs[GMVAE_CELL_TYPE]``: the GMVAE's cell-type call, the argmax of :data:`GMVAE_PROBA`, categorical with
+the components' names; label transfer (:func:`gmvae4p.gmvae.model.transfer_labels`) calls :data:`UNKNOWN` where the
+call is too uncertain."""
 GMVAE_CELL_TYPE_UNCERTAINTY = "gmvae_cell_type_uncertainty"
-"""``adata.obs[GMVAE_CELL_TYPE_UNCERTAINTY]``: 1 − max q(y|x), q(y|x) calibrated on the held-out patients' cells
-(temperature scaling, ``uns[UNS_GMVAE]["calibration"]``): the call's uncertainty (0: certain)."""
+"""``adata.obs[GMVAE_CELL_TYPE_UNCERTAINTY]``: 1 − the largest of :data:`GMVAE_PROBA`: the call's uncertainty."""
 UNKNOWN = "unknown"
 """The cell type label transfer calls a cell whose uncertainty exceeds its threshold."""
 GMVAE_PROBA = "gmvae_proba"
-"""``adata.obsm[GMVAE_PROBA]``: q(y|x), one column per component (order in ``uns[UNS_GMVAE]["components"]``)."""
+"""``adata.obsm[GMVAE_PROBA]``: per component, the probability of the cell-type call (a regression on E[z|x],
+calibrated on the held-out patients' cells: :mod:`gmvae4p.gmvae.caller`; q(y|x) when the GMVAE was trained
+without cell types); order in ``uns[UNS_GMVAE]["components"]``."""
 GMVAE_HELD_OUT = "gmvae_held_out"
 """``adata.obs[GMVAE_HELD_OUT]``: the cell's patient was held out of GMVAE training (validation)."""
 UNS_GMVAE = "gmvae"

@@ -24,10 +24,10 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from .. import keys
-from ..calibration import fit_temperature, scaled_probabilities
 from ..data import atomic_path, obs_column
 from . import train as training
 from .batches import CSRBatches
+from .caller import CellTypeCaller, fit_caller
 from .config import ModuleConfig, TrainConfig
 from .launch import launch
 from .module import UNLABELED, GMVAEModule
@@ -94,9 +94,9 @@ class GMVAE:
         self.module: GMVAEModule | None = None
         self.history: list[dict] = []
         self.held_out_patients: list[str] = []
-        self.calibration = 1.0
-        """The factor on log q(y|x) that fits the held-out patients' annotated cells (temperature scaling,
-        :mod:`gmvae4p.calibration`): the uncertainty of a call reads q(y|x) with it; 1 without held-out cells."""
+        self.caller: CellTypeCaller | None = None
+        """The cell-type call (:mod:`gmvae4p.gmvae.caller`), fitted after training (supervised only); without it
+        the call is q(y|x)'s."""
 
     def fit(self, output_dir: str | os.PathLike, *, validation_fraction: float = 0.2,
             held_out_patients: list[str] | None = None, n_processes: int | None = None, device: str | None = None,
@@ -132,8 +132,9 @@ class GMVAE:
         with h5py.File(output_dir / training.EMBEDDING, "r") as f:
             z_mean, proba, zscore = f["z_mean"][:], f["proba"][:], f["zscore"][:]
         if self.supervised:
-            self.calibration = _calibration(proba, self._components(self.adata), validation)
-            _store_calibration(output_dir / training.MODEL, self.calibration)
+            self.caller = fit_caller(z_mean, self._components(self.adata), validation, len(self.component_names),
+                                     seed=seed)
+            _store_caller(output_dir / training.MODEL, self.caller)
         self._write_keys(self.adata, z_mean, proba, zscore)
         return self
 
@@ -157,7 +158,8 @@ class GMVAE:
             raise RuntimeError("this GMVAE is not trained: call fit first.")
         training.save_state(path, self.module, self.module_config, self.train_config, genes=self.genes,
                             component_names=self.component_names, history=self.history, complete=True)
-        _store_calibration(path, self.calibration)
+        if self.caller is not None:
+            _store_caller(path, self.caller)
         return Path(path)
 
     @classmethod
@@ -172,7 +174,7 @@ class GMVAE:
         model = cls(adata, supervised=supervised, **state["module_config"])
         model.genes, model.component_names = state["genes"], state["component_names"]
         model.train_config = TrainConfig(**state["train_config"])
-        model.calibration = float(state.get(CALIBRATION, 1.0))
+        model.caller = CellTypeCaller.from_state(state[CALLER]) if CALLER in state else None
         model._load_module(path, state)
         return model
 
@@ -191,10 +193,11 @@ class GMVAE:
     def _write_keys(self, adata: ad.AnnData, z_mean, proba, zscore) -> None:
         adata.obsm[keys.X_GMVAE] = np.asarray(z_mean, dtype=np.float32)
         adata.obsm[keys.X_GMVAE_ZSCORE] = np.asarray(zscore, dtype=np.float32)
-        adata.obsm[keys.GMVAE_PROBA] = np.asarray(proba, dtype=np.float32)
-        adata.obs[keys.GMVAE_CELL_TYPE] = pd.Categorical.from_codes(np.asarray(proba).argmax(1),
+        probabilities = self.caller.probabilities(z_mean) if self.caller else np.asarray(proba, dtype=np.float32)
+        adata.obsm[keys.GMVAE_PROBA] = probabilities
+        adata.obs[keys.GMVAE_CELL_TYPE] = pd.Categorical.from_codes(probabilities.argmax(1),
                                                                     categories=self.component_names)
-        adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY] = uncertainty(proba, self.calibration)
+        adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY] = 1.0 - probabilities.max(1)
         patients = adata.obs[obs_column(adata, "patient")].astype(str)
         adata.obs[keys.GMVAE_HELD_OUT] = patients.isin(self.held_out_patients).to_numpy()
         adata.uns[keys.UNS_GMVAE] = {
@@ -204,7 +207,7 @@ class GMVAE:
             "held_out_patients": list(self.held_out_patients),
             "history": {k: [h[k] for h in self.history] for k in (self.history[0] if self.history else {})},
             "metrics": self.held_out_metrics(adata),
-            CALIBRATION: self.calibration,
+            "calibration": self.caller.calibration if self.caller else 1.0,
         }
 
     def held_out_metrics(self, adata: ad.AnnData) -> dict:
@@ -224,8 +227,8 @@ class GMVAE:
 
 
 MAX_UNCERTAINTY = 0.5
-"""Label transfer's default: a cell whose q(y|x) gives no type at least half the mass is called :data:`~gmvae4p.keys.
-UNKNOWN` (CellTypist's default probability threshold is the same 0.5)."""
+"""Label transfer's default: a cell whose calibrated call gives no type at least half the probability is called
+:data:`~gmvae4p.keys.UNKNOWN` (CellTypist's default probability threshold is the same 0.5)."""
 
 
 def transfer_labels(model: str | os.PathLike, query: ad.AnnData, *, max_uncertainty: float = MAX_UNCERTAINTY,
@@ -235,15 +238,15 @@ def transfer_labels(model: str | os.PathLike, query: ad.AnnData, *, max_uncertai
 
     ``query`` needs raw counts in ``layers["counts"]`` for every gene of the model. Writes ``obsm["X_gmvae"]``,
     ``obsm["X_gmvae_zscore"]`` (for the called type), ``obsm["gmvae_proba"]``, ``obs["gmvae_cell_type"]`` (the type
-    of largest q(y|x), ``"unknown"`` where ``obs["gmvae_cell_type_uncertainty"]`` (:func:`uncertainty`, with the
-    model's calibration) exceeds ``max_uncertainty``) and returns ``query``.
+    of largest calibrated probability in ``obsm["gmvae_proba"]`` (:mod:`gmvae4p.gmvae.caller`), ``"unknown"`` where
+    ``obs["gmvae_cell_type_uncertainty"]``, 1 − that probability, exceeds ``max_uncertainty``) and returns ``query``.
     """
     if not 0 <= max_uncertainty <= 1:
         raise ValueError(f"max_uncertainty must be in [0, 1], not {max_uncertainty!r}.")
     state = torch.load(model, map_location="cpu", weights_only=True)
-    if not state["train_config"]["supervised"]:
-        raise ValueError(f"{model} was trained without cell types (supervised: false): its components have no "
-                         "names to transfer.")
+    if CALLER not in state:
+        raise ValueError(f"{model} has no cell-type call: it was trained without cell types (supervised: false), "
+                         "so its components have no names to transfer.")
     if keys.COUNTS not in query.layers:
         raise KeyError(f"query.layers[{keys.COUNTS!r}] is missing: label transfer reads raw counts.")
     missing = [g for g in state["genes"] if g not in query.var_names]
@@ -255,39 +258,27 @@ def transfer_labels(model: str | os.PathLike, query: ad.AnnData, *, max_uncertai
     counts = sp.csr_matrix(query[:, state["genes"]].layers[keys.COUNTS], dtype=np.float32)
     unannotated = torch.full((query.n_obs,), UNLABELED, device=device)
     result = training.embed(module.to(device), CSRBatches(counts, device=device), unannotated, batch_size)
-    proba = result["proba"].cpu().numpy()
-    doubt = uncertainty(proba, float(state.get(CALIBRATION, 1.0)))
+    z_mean = result["z_mean"].cpu().numpy()
+    probabilities = CellTypeCaller.from_state(state[CALLER]).probabilities(z_mean)
+    doubt = 1.0 - probabilities.max(1)
     names = list(state["component_names"])
-    called = np.where(doubt > max_uncertainty, len(names), proba.argmax(1))
-    query.obsm[keys.X_GMVAE] = result["z_mean"].cpu().numpy()
+    called = np.where(doubt > max_uncertainty, len(names), probabilities.argmax(1))
+    query.obsm[keys.X_GMVAE] = z_mean
     query.obsm[keys.X_GMVAE_ZSCORE] = result["zscore"].cpu().numpy()
-    query.obsm[keys.GMVAE_PROBA] = proba
+    query.obsm[keys.GMVAE_PROBA] = probabilities
     query.obs[keys.GMVAE_CELL_TYPE] = pd.Categorical.from_codes(called, categories=[*names, keys.UNKNOWN])
     query.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY] = doubt
     return query
 
 
-CALIBRATION = "calibration"
-"""Key of :attr:`GMVAE.calibration` in a saved GMVAE's ``.pt`` file and in ``uns["gmvae"]``."""
+CALLER = "cell_type_caller"
+"""Key of the cell-type call (:meth:`CellTypeCaller.state`) in a saved GMVAE's ``.pt`` file."""
 
 
-def uncertainty(proba: np.ndarray, calibration: float) -> np.ndarray:
-    """Per cell, 1 − the largest class probability of q(y|x) (``proba``) with the ``calibration`` factor."""
-    return (1.0 - scaled_probabilities(np.log(np.maximum(proba, 1e-30)), calibration).max(1)).astype(np.float32)
-
-
-def _calibration(proba: np.ndarray, components: np.ndarray, validation: np.ndarray) -> float:
-    """The calibration factor fitted on held-out (``validation``) cells of a known component; 1 without any."""
-    cells = validation & (components >= 0)
-    if not cells.any():
-        return 1.0
-    return fit_temperature(np.log(np.maximum(proba[cells], 1e-30)), components[cells])
-
-
-def _store_calibration(path: Path, calibration: float) -> None:
-    """Add the calibration factor to a saved GMVAE's ``.pt`` file, written atomically."""
+def _store_caller(path: Path, caller: CellTypeCaller) -> None:
+    """Add the cell-type call to a saved GMVAE's ``.pt`` file, written atomically."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state[CALIBRATION] = float(calibration)
+    state[CALLER] = caller.state()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
