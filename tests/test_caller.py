@@ -16,12 +16,14 @@ def _latent(n=3000, seed=0):
 def test_the_call_learns_the_types_skips_an_absent_one_and_survives_its_state():
     z, components = _latent()
     validation = np.arange(len(z)) % 5 == 0
-    caller = fit_caller(z, components, validation, n_components=4)  # component 3 has no cells
+    caller, held_out = fit_caller(z, components, validation, n_components=4)  # component 3 has no cells
     p = caller.probabilities(z)
     assert p.shape == (len(z), 4) and np.allclose(p.sum(1), 1, atol=1e-5)
-    assert (p.argmax(1) == components)[validation].mean() > 0.8 and p[:, 3].max() < 1e-6
-    # calibrated on the held-out cells: their mean confidence matches how often the call is right
-    confidence, right = p[validation].max(1).mean(), (p.argmax(1) == components)[validation].mean()
+    assert (p.argmax(1) == components).mean() > 0.8 and p[:, 3].max() < 1e-6
+    # the held-out cells, called by the regression that did not see them, calibrate the factor: their mean
+    # confidence matches how often that call is right
+    assert held_out.shape == (validation.sum(), 4) and not np.allclose(held_out, p[validation])
+    confidence, right = held_out.max(1).mean(), (held_out.argmax(1) == components[validation]).mean()
     assert abs(confidence - right) < 0.03
     again = CellTypeCaller.from_state(caller.state())
     np.testing.assert_allclose(again.probabilities(z), p)
@@ -30,6 +32,6 @@ def test_the_call_learns_the_types_skips_an_absent_one_and_survives_its_state():
 def test_two_types_and_no_held_out_cells_give_an_uncalibrated_two_class_call():
     z, components = _latent()
     keep = components < 2
-    caller = fit_caller(z[keep], components[keep], np.zeros(keep.sum(), bool), n_components=2)
+    caller, _ = fit_caller(z[keep], components[keep], np.zeros(keep.sum(), bool), n_components=2)
     assert caller.calibration == 1.0
     assert (caller.probabilities(z[keep]).argmax(1) == components[keep]).mean() > 0.8

@@ -131,11 +131,12 @@ class GMVAE:
         self._load_module(output_dir / training.MODEL)
         with h5py.File(output_dir / training.EMBEDDING, "r") as f:
             z_mean, proba, zscore = f["z_mean"][:], f["proba"][:], f["zscore"][:]
+        held_out_probabilities = None
         if self.supervised:
-            self.caller = fit_caller(z_mean, self._components(self.adata), validation, len(self.component_names),
-                                     seed=seed)
+            self.caller, held_out_probabilities = fit_caller(z_mean, self._components(self.adata), validation,
+                                                             len(self.component_names), seed=seed)
             _store_caller(output_dir / training.MODEL, self.caller)
-        self._write_keys(self.adata, z_mean, proba, zscore)
+        self._write_keys(self.adata, z_mean, proba, zscore, held_out_probabilities)
         return self
 
     def embed(self, adata: ad.AnnData | None = None, *, batch_size: int = 2048, device: str | None = None) -> None:
@@ -190,15 +191,19 @@ class GMVAE:
         types = adata.obs[obs_column(adata, "cell_type")].astype(str)
         return pd.Categorical(types, categories=self.component_names).codes.astype(np.int64)  # −1: unknown
 
-    def _write_keys(self, adata: ad.AnnData, z_mean, proba, zscore) -> None:
+    def _write_keys(self, adata: ad.AnnData, z_mean, proba, zscore, held_out_probabilities=None) -> None:
+        """``held_out_probabilities``: the call's probabilities of the held-out patients' cells from the regression
+        fitted without them (:func:`~gmvae4p.gmvae.caller.fit_caller`), so that their accuracy is out of sample."""
         adata.obsm[keys.X_GMVAE] = np.asarray(z_mean, dtype=np.float32)
         adata.obsm[keys.X_GMVAE_ZSCORE] = np.asarray(zscore, dtype=np.float32)
         probabilities = self.caller.probabilities(z_mean) if self.caller else np.asarray(proba, dtype=np.float32)
+        patients = adata.obs[obs_column(adata, "patient")].astype(str)
+        if held_out_probabilities is not None:
+            probabilities[patients.isin(self.held_out_patients).to_numpy()] = held_out_probabilities
         adata.obsm[keys.GMVAE_PROBA] = probabilities
         adata.obs[keys.GMVAE_CELL_TYPE] = pd.Categorical.from_codes(probabilities.argmax(1),
                                                                     categories=self.component_names)
         adata.obs[keys.GMVAE_CELL_TYPE_UNCERTAINTY] = 1.0 - probabilities.max(1)
-        patients = adata.obs[obs_column(adata, "patient")].astype(str)
         adata.obs[keys.GMVAE_HELD_OUT] = patients.isin(self.held_out_patients).to_numpy()
         adata.uns[keys.UNS_GMVAE] = {
             "settings": {**_plain(dataclasses.asdict(self.module_config)), "supervised": self.supervised},
