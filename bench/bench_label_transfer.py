@@ -8,7 +8,7 @@ the mean of the two models' class probabilities; ``latent_knn`` and ``latent_lr`
 means of every training donor (15 distance-weighted neighbours, as scArches transfers labels; a class-weighted
 logistic regression, the GMVAE's call without its held-out fifth and calibration). For the GMVAE's own call also the share of cells
 that label transfer calls ``unknown`` (its calibrated uncertainty above the default threshold) and the balanced
-accuracy of the others.
+accuracy of the others. Beside ``--out``: the GMVAE's confusion matrix over every fold's test donors.
 
     python bench/bench_label_transfer.py --data kang --out results.json [--epochs 20 --ce-weight 50]
 
@@ -77,7 +77,7 @@ def main() -> None:
     adata.X.data = np.log1p(adata.X.data)
     types = adata.obs[type_key].astype(str).to_numpy()
     patients = adata.obs[patient_key].astype(str).to_numpy()
-    rows, calibrations = [], []
+    rows, calibrations, pooled = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         for fold in donor_folds(args.data, patients):
             test = np.isin(patients, fold)
@@ -111,6 +111,7 @@ def main() -> None:
             train_counts = pd.Series(types[~test]).value_counts()
             gmvae_calls = gmvae_proba.columns.to_numpy()[gmvae_proba.to_numpy().argmax(1)]
             certain = query.obs[keys.GMVAE_CELL_TYPE].astype(str).to_numpy() != keys.UNKNOWN
+            pooled.append(pd.DataFrame({"patient": patients[test], "cell_type": types[test], "called": gmvae_calls}))
             for name, calls, seconds in (
                     ("gmvae", gmvae_calls, gmvae_s),
                     ("logistic_regression", reference.classes_[reference_proba.argmax(1)], reference_s),
@@ -135,10 +136,29 @@ def main() -> None:
     summary = table.groupby("model")[columns].mean()
     print(summary.round(4).to_string())
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    confusion_figure(pd.concat(pooled, ignore_index=True), args.out.parent, f"label_transfer_{args.data}_confusion")
     args.out.write_text(json.dumps({"data": args.data, "machine": platform.node(), "epochs": args.epochs,
                                     "calibration": calibrations,
                                     "ce_weight": args.ce_weight, "batch_size": args.batch_size, "folds": rows,
                                     "mean": summary.to_dict(orient="index")}, indent=1) + "\n")
+
+
+def confusion_figure(pooled: pd.DataFrame, folder: Path, name: str) -> None:
+    """The GMVAE's calls against the annotation on every fold's test donors (stage 02's confusion figure): PNG, PDF
+    and the table of counts, recall and precision, as ``folder/name.*``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from gmvae4p import keys, plots
+
+    types = sorted(pooled["cell_type"].unique())
+    cells = ad.AnnData(obs=pd.DataFrame({"patient": pooled["patient"].to_numpy(),
+                                         "cell_type": pooled["cell_type"].to_numpy(),
+                                         keys.GMVAE_CELL_TYPE: pd.Categorical(pooled["called"], categories=types),
+                                         keys.GMVAE_HELD_OUT: True}, index=pooled.index.astype(str)),
+                       uns={keys.UNS: {"columns": {"patient": "patient", "cell_type": "cell_type"}}})
+    fig, table = plots.cell_type_confusion(cells)
+    plots.save_figure(fig, table, folder, name)
 
 
 if __name__ == "__main__":
