@@ -242,7 +242,7 @@ def transfer_labels(model: str | os.PathLike, query: ad.AnnData, *, max_uncertai
     ``model.pt`` or a GMVAE4P bundle's ``gmvae.pt``), reading no annotation of the query.
 
     ``query`` needs raw counts in ``layers["counts"]`` for every gene of the model. Writes ``obsm["X_gmvae"]``,
-    ``obsm["X_gmvae_zscore"]`` (for the called type), ``obsm["gmvae_proba"]``, ``obs["gmvae_cell_type"]`` (the type
+    ``obsm["X_gmvae_zscore"]`` (for the mixture component q(y|x) assigns), ``obsm["gmvae_proba"]``, ``obs["gmvae_cell_type"]`` (the type
     of largest calibrated probability in ``obsm["gmvae_proba"]`` (:mod:`gmvae4p.gmvae.caller`), ``"unknown"`` where
     ``obs["gmvae_cell_type_uncertainty"]``, 1 − that probability, exceeds ``max_uncertainty``) and returns ``query``.
     """
