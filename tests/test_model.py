@@ -83,6 +83,10 @@ def test_label_transfer_names_an_unannotated_querys_cells_and_calls_the_uncertai
         transfer_labels(path, query, max_uncertainty=2)
     with pytest.raises(ValueError, match="lacks 200 of the model's 200 genes"):
         transfer_labels(path, query[:, ~query.var_names.isin(model.genes)].copy())
+    normalized = query.copy()
+    normalized.layers[keys.COUNTS] = normalized.layers[keys.COUNTS] * 0.5
+    with pytest.raises(ValueError, match=r'query.layers\["counts"\] holds non-integer values'):
+        transfer_labels(path, normalized)
     counts = query.layers.pop(keys.COUNTS)
     with pytest.raises(KeyError, match="label transfer reads raw counts"):
         transfer_labels(path, query)

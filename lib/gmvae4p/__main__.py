@@ -97,7 +97,6 @@ def _predict(args) -> int:
 
 def _annotate(args) -> int:
     import anndata as ad
-    import numpy as np
 
     from . import keys
     from .data import write_h5ad
@@ -105,10 +104,7 @@ def _annotate(args) -> int:
 
     try:
         cells = ad.read_h5ad(args.input)
-        if keys.COUNTS not in cells.layers:
-            values = cells.X.data if hasattr(cells.X, "data") else np.asarray(cells.X)
-            if (values < 0).any() or not np.array_equal(values, np.round(values)):
-                raise ValueError(f"{args.input} has no layers['counts'] and its X is not raw counts.")
+        if keys.COUNTS not in cells.layers:  # raw counts in X, as a count matrix is often shared
             cells.layers[keys.COUNTS] = cells.X
         settings = {} if args.max_uncertainty is None else {"max_uncertainty": args.max_uncertainty}
         transfer_labels(args.model, cells, **settings)

@@ -24,7 +24,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from .. import keys
-from ..data import atomic_path, obs_column
+from ..data import atomic_path, check_counts, obs_column
 from . import train as training
 from .batches import CSRBatches
 from .caller import CellTypeCaller, fit_caller
@@ -158,9 +158,8 @@ class GMVAE:
         if self.module is None:
             raise RuntimeError("this GMVAE is not trained: call fit first.")
         training.save_state(path, self.module, self.module_config, self.train_config, genes=self.genes,
-                            component_names=self.component_names, history=self.history, complete=True)
-        if self.caller is not None:
-            _store_caller(path, self.caller)
+                            component_names=self.component_names, history=self.history, complete=True,
+                            caller=self.caller.state() if self.caller else None)
         return Path(path)
 
     @classmethod
@@ -168,14 +167,11 @@ class GMVAE:
         """A trained GMVAE from :meth:`save` or a training folder's ``model.pt``, for embedding ``adata``."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         supervised = state["train_config"]["supervised"]
-        missing = [g for g in state["genes"] if g not in adata.var_names]
-        if missing:
-            raise ValueError(f"adata lacks {len(missing)} of the model's {len(state['genes'])} genes "
-                             f"(first: {missing[:3]}); embed data measured on the same genes.")
+        _require_genes(state["genes"], adata, "adata")
         model = cls(adata, supervised=supervised, **state["module_config"])
         model.genes, model.component_names = state["genes"], state["component_names"]
         model.train_config = TrainConfig(**state["train_config"])
-        model.caller = CellTypeCaller.from_state(state[CALLER]) if CALLER in state else None
+        model.caller = CellTypeCaller.from_state(state[training.CALLER]) if training.CALLER in state else None
         model._load_module(path, state)
         return model
 
@@ -249,22 +245,20 @@ def transfer_labels(model: str | os.PathLike, query: ad.AnnData, *, max_uncertai
     if not 0 <= max_uncertainty <= 1:
         raise ValueError(f"max_uncertainty must be in [0, 1], not {max_uncertainty!r}.")
     state = torch.load(model, map_location="cpu", weights_only=True)
-    if CALLER not in state:
+    if training.CALLER not in state:
         raise ValueError(f"{model} has no cell-type call: it was trained without cell types (supervised: false), "
                          "so its components have no names to transfer.")
     if keys.COUNTS not in query.layers:
         raise KeyError(f"query.layers[{keys.COUNTS!r}] is missing: label transfer reads raw counts.")
-    missing = [g for g in state["genes"] if g not in query.var_names]
-    if missing:
-        raise ValueError(f"the query lacks {len(missing)} of the model's {len(state['genes'])} genes (first: "
-                         f"{missing[:3]}).")
+    check_counts(query.layers[keys.COUNTS], where='query.layers["counts"]')
+    _require_genes(state["genes"], query, "the query")
     module, _ = _trained_module(model, state)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     counts = sp.csr_matrix(query[:, state["genes"]].layers[keys.COUNTS], dtype=np.float32)
     unannotated = torch.full((query.n_obs,), UNLABELED, device=device)
     result = training.embed(module.to(device), CSRBatches(counts, device=device), unannotated, batch_size)
     z_mean = result["z_mean"].cpu().numpy()
-    probabilities = CellTypeCaller.from_state(state[CALLER]).probabilities(z_mean)
+    probabilities = CellTypeCaller.from_state(state[training.CALLER]).probabilities(z_mean)
     doubt = 1.0 - probabilities.max(1)
     names = list(state["component_names"])
     called = np.where(doubt > max_uncertainty, len(names), probabilities.argmax(1))
@@ -276,14 +270,17 @@ def transfer_labels(model: str | os.PathLike, query: ad.AnnData, *, max_uncertai
     return query
 
 
-CALLER = "cell_type_caller"
-"""Key of the cell-type call (:meth:`CellTypeCaller.state`) in a saved GMVAE's ``.pt`` file."""
+def _require_genes(genes: list[str], adata: ad.AnnData, name: str) -> None:
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing:
+        raise ValueError(f"{name} lacks {len(missing)} of the model's {len(genes)} genes (first: {missing[:3]}); "
+                         "embed data measured on the same genes.")
 
 
 def _store_caller(path: Path, caller: CellTypeCaller) -> None:
-    """Add the cell-type call to a saved GMVAE's ``.pt`` file, written atomically."""
+    """Add the cell-type call to the ``.pt`` file the training entry wrote, atomically."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    state[CALLER] = caller.state()
+    state[training.CALLER] = caller.state()
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

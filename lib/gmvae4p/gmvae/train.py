@@ -389,11 +389,18 @@ def build_module(n_genes: int, n_components: int, config: ModuleConfig, backend:
     return (ReferenceGMVAE if backend == "reference" else GMVAEModule)(n_genes, n_components, **module_kwargs(config))
 
 
+CALLER = "cell_type_caller"
+"""Key of the cell-type call (:meth:`gmvae4p.gmvae.caller.CellTypeCaller.state`) in a saved GMVAE's ``.pt`` file:
+fitted after training (``GMVAE.fit`` adds it to ``model.pt``)."""
+
+
 def save_state(path: str | os.PathLike, module: GMVAEModule, module_config: ModuleConfig, config: TrainConfig, *,
                genes: list[str], component_names: list[str], history: list[dict], complete: bool,
-               optimizer: torch.optim.Optimizer | None = None, ranks: list[dict] | None = None) -> None:
+               optimizer: torch.optim.Optimizer | None = None, ranks: list[dict] | None = None,
+               caller: dict | None = None) -> None:
     """The one layout of every ``.pt`` file (checkpoint, ``model.pt``, ``GMVAE.save``), written atomically.
-    ``ranks``: the entry's record of each rank (shard size, peak GPU and host memory)."""
+    ``ranks``: the entry's record of each rank (shard size, peak GPU and host memory); ``caller``: the cell-type
+    call's state."""
     state = {"module": module.state_dict(), "module_config": dataclasses.asdict(module_config),
              "train_config": dataclasses.asdict(config), "history": history, "genes": genes,
              "component_names": component_names, "complete": complete}
@@ -401,6 +408,8 @@ def save_state(path: str | os.PathLike, module: GMVAEModule, module_config: Modu
         state["optimizer"] = optimizer.state_dict()
     if ranks is not None:
         state["ranks"] = ranks
+    if caller is not None:
+        state[CALLER] = caller
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
