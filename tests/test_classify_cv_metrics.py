@@ -1,9 +1,11 @@
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from gmvae4p.classify.cv import FoldError, folds_table, most_variable, patient_folds, read_folds
+from gmvae4p import keys
+from gmvae4p.classify.cv import FoldError, folds_table, most_variable, patient_folds, read_folds, unit_table
 from gmvae4p.classify.metrics import (auc_with_ci, binary_metrics, expected_calibration_error, paired_auc_difference,
                                      patient_draws, unit_probabilities)
 
@@ -28,6 +30,42 @@ def test_folds_keep_each_patient_on_one_side_and_test_every_unit_once(samples_pe
         assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
         assert set(fold.train) | set(fold.validation) | set(fold.test) == set(units["unit"])
     assert [list(f.test) for f in folds] == [list(f.test) for f in patient_folds(units, n_folds=5, seed=3)]
+
+
+def test_folds_spread_each_label_and_batch_stratum_evenly_over_the_test_folds():
+    # 60 patients, 30 of each label, batches 13/17 and 17/13 (a null cohort of the benchmark): stratified by label
+    # only, some fold seed puts one label's test patients in one batch and the other's in the other
+    label = np.repeat(["SLE", "healthy"], 30)
+    batch = np.where(np.r_[np.arange(30) < 17, np.arange(30) < 13], "b1", "b2")
+    units = pd.DataFrame({"unit": [f"P{i:02d}" for i in range(60)], "patient": [f"P{i:02d}" for i in range(60)],
+                          "label": label, "batch": batch})
+    stratum = units["label"] + units["batch"]
+    for seed in range(10):
+        for fold in patient_folds(units, n_folds=5, seed=seed):
+            per_stratum = stratum[units["unit"].isin(fold.test)].value_counts()
+            expected = stratum.value_counts() / 5
+            assert (per_stratum.reindex(expected.index, fill_value=0) - expected).abs().max() < 1, (seed, fold)
+    confounded = []
+    for seed in range(10):
+        for fold in patient_folds(units.drop(columns="batch"), n_folds=5, seed=seed):
+            test = units[units["unit"].isin(fold.test)]
+            share = test.groupby("label")["batch"].apply(lambda b: (b == "b1").mean())
+            confounded.append(abs(share["SLE"] - share["healthy"]))
+    assert max(confounded) >= 0.5  # what the batch strata prevent
+
+
+def test_a_units_batch_is_the_batch_of_most_of_its_cells():
+    samples = ad.AnnData(np.zeros((3, 1)), obs=pd.DataFrame({"unit": ["s1", "s2", "s3"], "patient": ["a", "a", "b"],
+                                                             "label": ["x", "y", "y"]}, index=["0", "1", "2"]))
+    obs = pd.DataFrame({"donor": ["a"] * 5 + ["b"] * 2, "sample": ["s1", "s1", "s1", "s2", "s2", "s3", "s3"],
+                        "run": ["B1", "B1", "B2", "B2", "B2", "B3", "B3"]}, index=[f"c{i}" for i in range(7)])
+    cells = ad.AnnData(np.zeros((7, 1)), obs=obs)
+    cells.uns[keys.UNS] = {"columns": {"patient": "donor", "sample": "sample"}}
+    assert "batch" not in unit_table(samples, "y", cells=cells)  # no batch key: stratified by label only
+    cells.uns[keys.UNS]["columns"]["batch"] = "run"
+    assert unit_table(samples, "y", cells=cells)["batch"].tolist() == ["B1", "B2", "B3"]
+    with pytest.raises(FoldError, match=r"units \['s3'\] of the samples have no cells"):
+        unit_table(samples, "y", cells=cells[:5])
 
 
 def test_the_folds_table_that_stage_04_writes_gives_back_the_same_units_and_folds(tmp_path):

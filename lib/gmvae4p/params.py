@@ -147,7 +147,7 @@ class ClassifySection(ClassifierConfig):
     positive_label: str | None = None
     """The label scored as positive; ``None`` takes the simulator's (real data must name it)."""
     n_folds: int = 5
-    """Outer folds, stratified by label and grouped by patient."""
+    """Outer folds, grouped by patient, stratified by label and (with ``data.batch_key``) batch."""
     validation_fraction: float = 0.2
     """Share of a training fold's patients held out for early stopping."""
     n_top_genes: int = N_TOP_GENES

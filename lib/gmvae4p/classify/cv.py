@@ -1,7 +1,10 @@
 """Patient-grouped cross-validation folds.
 
-Outer folds are stratified by label and grouped by patient, so no patient's units (its pseudobulk samples, or its
-samples when units are samples) fall on both sides. Inside each outer training fold, a validation split, grouped by
+Outer folds are grouped by patient, so no patient's units (its pseudobulk samples, or its samples when units are
+samples) fall on both sides, and stratified by label and, where the cohort names a processing batch, by each
+patient's batch too: a test fold whose positives all come from one batch and negatives from the other leaves a
+training fold where the batch leans the other way, and a learner that reads the batch effect then scores the test
+fold below chance (anti-learning), which a null cohort shows as intervals below 0.5. Inside each outer training fold, a validation split, grouped by
 patient too, is what early stopping and learning-rate changes may look at; the outer test fold is used once, to
 score.
 """
@@ -15,6 +18,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
+
+from ..data.io import obs_column
 
 
 class FoldError(ValueError):
@@ -31,9 +36,11 @@ class Fold:
     test: np.ndarray
 
 
-def unit_table(samples: ad.AnnData, positive_label: str) -> pd.DataFrame:
+def unit_table(samples: ad.AnnData, positive_label: str, *, cells: ad.AnnData | None = None) -> pd.DataFrame:
     """One row per unit of a pseudobulk AnnData: ``unit``, ``patient``, ``label`` (its name) and ``y`` (1 for
-    ``positive_label``, else 0). Classification is binary: a cohort with another number of labels is refused."""
+    ``positive_label``, else 0); with ``cells`` (stage 02's AnnData) whose cohort names a batch key, also ``batch``:
+    the processing batch of most of the unit's cells, which :func:`patient_folds` stratifies by.
+    Classification is binary: a cohort with another number of labels is refused."""
     if "label" not in samples.obs:
         raise FoldError("the samples have no label: set data.label_key to classify.")
     units = samples.obs[["unit", "patient", "label"]].astype(str).drop_duplicates("unit").reset_index(drop=True)
@@ -43,7 +50,17 @@ def unit_table(samples: ad.AnnData, positive_label: str) -> pd.DataFrame:
     if len(present) != 2 or positive_label not in present:
         raise FoldError(f"classification is binary: positive_label {positive_label!r} must be one of exactly two "
                         f"labels, and the samples have {present}.")
-    return units.assign(y=(units["label"] == positive_label).astype(int))
+    units = units.assign(y=(units["label"] == positive_label).astype(int))
+    batch_column = None if cells is None else obs_column(cells, "batch")
+    if batch_column is None:
+        return units
+    unit_column = obs_column(cells, "sample") or obs_column(cells, "patient")
+    batch = (cells.obs[[unit_column, batch_column]].astype(str).value_counts()  # most frequent first
+             .reset_index().drop_duplicates(unit_column).set_index(unit_column)[batch_column])
+    missing = sorted(set(units["unit"]) - set(batch.index))
+    if missing:
+        raise FoldError(f"units {missing[:5]} of the samples have no cells in stage 02's AnnData.")
+    return units.assign(batch=units["unit"].map(batch).to_numpy())
 
 
 def sample_labels(samples: ad.AnnData, units: pd.DataFrame) -> np.ndarray:
@@ -69,7 +86,8 @@ def permute_labels(units: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 def patient_folds(units: pd.DataFrame, *, n_folds: int = 5, validation_fraction: float = 0.2,
                   seed: int = 0) -> list[Fold]:
-    """Outer folds over ``units`` (one row per unit with columns ``unit``, ``patient``, ``label``).
+    """Outer folds over ``units`` (one row per unit with columns ``unit``, ``patient``, ``label``, and optionally
+    ``batch``: then stratified by label × batch, else by label).
 
     Each unit is in exactly one test fold. The validation split takes about ``validation_fraction`` of a training
     fold's patients (stratified); with fewer than two training patients, or ``validation_fraction`` 0, it is empty
@@ -85,11 +103,12 @@ def patient_folds(units: pd.DataFrame, *, n_folds: int = 5, validation_fraction:
         raise FoldError(f"validation_fraction must be in [0, 1), not {validation_fraction!r}.")
     names, patients = units["unit"].to_numpy(), units["patient"].to_numpy()
     labels = units["label"].to_numpy()
+    strata = units["label"].astype(str) + ("|" + units["batch"].astype(str) if "batch" in units else "")
     outer = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = []
     with warnings.catch_warnings():  # a class with fewer patients than folds is allowed (checked before stage 01)
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        for index, (train, test) in enumerate(outer.split(names, labels, groups=patients)):
+        for index, (train, test) in enumerate(outer.split(names, strata.to_numpy(), groups=patients)):
             validation = _validation_split(train, labels, patients, validation_fraction, seed + index)
             train = np.setdiff1d(train, validation)
             folds.append(Fold(index, names[train], names[validation], names[test]))
