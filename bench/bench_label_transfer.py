@@ -136,11 +136,11 @@ def main() -> None:
     summary = table.groupby("model")[columns].mean()
     print(summary.round(4).to_string())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    confusion_figure(pd.concat(pooled, ignore_index=True), args.out.parent, f"label_transfer_{args.data}_confusion")
     args.out.write_text(json.dumps({"data": args.data, "machine": platform.node(), "epochs": args.epochs,
                                     "calibration": calibrations,
                                     "ce_weight": args.ce_weight, "batch_size": args.batch_size, "folds": rows,
                                     "mean": summary.to_dict(orient="index")}, indent=1) + "\n")
+    confusion_figure(pd.concat(pooled, ignore_index=True), args.out.parent, f"label_transfer_{args.data}_confusion")
 
 
 def confusion_figure(pooled: pd.DataFrame, folder: Path, name: str) -> None:
