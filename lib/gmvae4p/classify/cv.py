@@ -1,12 +1,12 @@
 """Patient-grouped cross-validation folds.
 
 Outer folds are grouped by patient, so no patient's units (its pseudobulk samples, or its samples when units are
-samples) fall on both sides, and stratified by label and, where the cohort names a processing batch, by each
-patient's batch too: a test fold whose positives all come from one batch and negatives from the other leaves a
-training fold where the batch leans the other way, and a learner that reads the batch effect then scores the test
-fold below chance (anti-learning), which a null cohort shows as intervals below 0.5. Inside each outer training fold, a validation split, grouped by
-patient too, is what early stopping and learning-rate changes may look at; the outer test fold is used once, to
-score.
+samples) fall on both sides, and stratified by label and, where the cohort names a processing batch, by each unit's
+batch too: a test fold whose positives all come from one batch and negatives from the other leaves a training fold
+where the batch leans the other way, and a learner that reads the batch effect then scores the test fold below chance
+(anti-learning), which a null cohort shows as intervals below 0.5. Inside each outer training fold, a validation split,
+grouped by patient too, is what early stopping and learning-rate changes may look at; the outer test fold is used
+once, to score.
 """
 
 from __future__ import annotations
