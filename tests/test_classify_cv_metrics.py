@@ -4,7 +4,6 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from gmvae4p import keys
 from gmvae4p.classify.cv import FoldError, folds_table, most_variable, patient_folds, read_folds, unit_table
 from gmvae4p.classify.metrics import (auc_with_ci, binary_metrics, expected_calibration_error, paired_auc_difference,
                                      patient_draws, unit_probabilities)
@@ -54,18 +53,13 @@ def test_folds_spread_each_label_and_batch_stratum_evenly_over_the_test_folds():
     assert max(confounded) >= 0.5  # what the batch strata prevent
 
 
-def test_a_units_batch_is_the_batch_of_most_of_its_cells():
-    samples = ad.AnnData(np.zeros((3, 1)), obs=pd.DataFrame({"unit": ["s1", "s2", "s3"], "patient": ["a", "a", "b"],
-                                                             "label": ["x", "y", "y"]}, index=["0", "1", "2"]))
-    obs = pd.DataFrame({"donor": ["a"] * 5 + ["b"] * 2, "sample": ["s1", "s1", "s1", "s2", "s2", "s3", "s3"],
-                        "run": ["B1", "B1", "B2", "B2", "B2", "B3", "B3"]}, index=[f"c{i}" for i in range(7)])
-    cells = ad.AnnData(np.zeros((7, 1)), obs=obs)
-    cells.uns[keys.UNS] = {"columns": {"patient": "donor", "sample": "sample"}}
-    assert "batch" not in unit_table(samples, "y", cells=cells)  # no batch key: stratified by label only
-    cells.uns[keys.UNS]["columns"]["batch"] = "run"
-    assert unit_table(samples, "y", cells=cells)["batch"].tolist() == ["B1", "B2", "B3"]
-    with pytest.raises(FoldError, match=r"units \['s3'\] of the samples have no cells"):
-        unit_table(samples, "y", cells=cells[:5])
+def test_units_carry_the_batch_their_samples_carry():
+    obs = pd.DataFrame({"unit": ["s1", "s1", "s2", "s3"], "patient": ["a", "a", "a", "b"],
+                        "label": ["x", "x", "y", "y"]}, index=["0", "1", "2", "3"])
+    samples = ad.AnnData(np.zeros((4, 1)), obs=obs)
+    assert "batch" not in unit_table(samples, "y")  # no batch: stratified by label only
+    samples.obs["batch"] = pd.Categorical(["B1", "B1", "B2", "B3"])
+    assert unit_table(samples, "y")[["unit", "batch"]].values.tolist() == [["s1", "B1"], ["s2", "B2"], ["s3", "B3"]]
 
 
 def test_the_folds_table_that_stage_04_writes_gives_back_the_same_units_and_folds(tmp_path):

@@ -184,3 +184,16 @@ def test_with_a_sample_column_units_are_samples_and_keep_their_patient():
     plan = plan_mixtures(adata, n_samples=2, n_cells=20, progress=False)
     assert plan.obs["unit"].nunique() == 6 and (plan.obs["sample"] == plan.obs["unit"]).all()
     assert (plan.obs["unit"].astype(str).str[:2] == plan.obs["patient"].astype(str)).all()
+
+
+def test_each_sample_carries_the_batch_of_most_of_its_units_cells():
+    adata = _cohort()
+    assert "batch" not in plan_mixtures(adata, n_samples=2, n_cells=20, progress=False).obs  # no batch key
+    patient = adata.obs["ind_cov"].to_numpy()
+    # P1 mostly in run B, P2 wholly in A, P3 mostly in A
+    adata.obs["run"] = np.where(patient == "P2", "A", np.where(np.arange(adata.n_obs) % 5 == 0, "A", "B"))
+    adata.obs.loc[patient == "P3", "run"] = np.where(np.arange((patient == "P3").sum()) % 5 == 0, "B", "A")
+    adata.uns[keys.UNS]["columns"]["batch"] = "run"
+    plan = plan_mixtures(adata, n_samples=2, n_cells=20, progress=False)
+    assert plan.obs.groupby("unit", observed=True)["batch"].agg(set).map(sorted).to_dict() == {
+        "P1": ["B"], "P2": ["A"], "P3": ["A"]}

@@ -114,3 +114,19 @@ def test_one_learner_is_taken_as_it_is_and_the_network_is_class_balanced_like_th
         np.testing.assert_allclose(predicted.probability, predicted.learners[learner], rtol=1e-6, atol=1e-6)
         called = predicted.probability > 0.5  # the training rows: balanced errors with one positive in four
         assert called[y[rows] == 1].mean() > 0.75 and (~called[y[rows] == 0]).mean() > 0.75
+
+
+def test_inner_folds_are_stratified_by_batch_where_the_samples_carry_one():
+    samples = _samples(n_patients=24, n_samples=2)
+    patient_index = samples.obs["patient"].astype(str).str.extract(r"(\d+)")[0].astype(int).to_numpy()
+    samples.obs["batch"] = np.where(patient_index % 4 < 2, "B1", "B2")  # each batch holds both labels
+    units = unit_table(samples, "SLE")
+    y = sample_labels(samples, units)
+    rows = np.arange(samples.n_obs)
+    model = GMVAE4P(dataclasses.replace(FAST, stack_folds=3), device="cpu")
+    batch = samples.obs["batch"].to_numpy()
+    for _, _, test in model._inner_folds(samples, y, rows):
+        strata = [(label, b) for label in (0, 1) for b in ("B1", "B2")]
+        counts = [len(set(samples.obs["unit"].to_numpy()[test][(y[test] == label) & (batch[test] == b)]))
+                  for label, b in strata]
+        assert max(counts) - min(counts) <= 1, counts  # 24 patients, 6 per stratum: 2 of each in each fold

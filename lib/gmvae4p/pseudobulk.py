@@ -45,7 +45,7 @@ class MixturePlan:
     """Which cells make each pseudobulk sample.
 
     ``weights``: samples × cells CSR of draw counts. ``obs``: per sample ``sample_id``, ``unit``, ``patient``,
-    ``sample`` and ``label`` (when the cohort has them), ``n_cells``, ``kind``. ``cell_type_codes``: per cell, its index in
+    ``sample``, ``label`` and ``batch`` (the unit's, when the cohort has them), ``n_cells``, ``kind``. ``cell_type_codes``: per cell, its index in
     ``cell_types`` (−1 for a cell without one; such cells enter whole-unit rows only).
     """
 
@@ -74,7 +74,7 @@ def plan_mixtures(adata: ad.AnnData, *, n_samples: int = N_SAMPLES, n_cells: int
     exactly; cells drawn with replacement from the unit's cells of each type. Then one whole-unit row per unit.
     """
     _check_settings(n_samples=n_samples, n_cells=n_cells, proportions=proportions, sparse_prob=sparse_prob)
-    unit_of_cell, units, patient_of_unit, label_of_unit = _units(adata)
+    unit_of_cell, units, patient_of_unit, label_of_unit, batch_of_unit = _units(adata)
     type_column = obs_column(adata, "cell_type")
     types = pd.Categorical(adata.obs[type_column])
     codes = np.asarray(types.codes, dtype=np.int64)
@@ -94,24 +94,25 @@ def plan_mixtures(adata: ad.AnnData, *, n_samples: int = N_SAMPLES, n_cells: int
             drawn = by_type[k][rng.integers(0, len(by_type[k]), counts[:, j].sum())]
             rows.append(np.repeat(first_row + np.arange(n_samples), counts[:, j]))
             cols.append(drawn)
-        obs += [(f"{units[u]}_mix{i}", units[u], patient_of_unit[u], label_of_unit[u], n_cells, keys.MIXTURE)
-                for i in range(n_samples)]
+        obs += [(f"{units[u]}_mix{i}", units[u], patient_of_unit[u], label_of_unit[u], batch_of_unit[u], n_cells,
+                 keys.MIXTURE) for i in range(n_samples)]
     for u in range(len(units)):
         cells = order[bounds[u]:bounds[u + 1]]
         rows.append(np.full(len(cells), len(obs)))
         cols.append(cells)
-        obs.append((f"{units[u]}_whole", units[u], patient_of_unit[u], label_of_unit[u], len(cells), keys.WHOLE))
+        obs.append((f"{units[u]}_whole", units[u], patient_of_unit[u], label_of_unit[u], batch_of_unit[u], len(cells),
+                    keys.WHOLE))
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     weights = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(obs), adata.n_obs))
     weights.sum_duplicates()
-    frame = pd.DataFrame(obs, columns=["sample_id", "unit", "patient", "label", "n_cells", "kind"])
+    frame = pd.DataFrame(obs, columns=["sample_id", "unit", "patient", "label", "batch", "n_cells", "kind"])
     frame["n_cells"] = np.asarray(weights.sum(1)).ravel().astype(np.int64)  # as drawn, so checks can trust it
-    if label_of_unit[0] is None:
-        frame = frame.drop(columns="label")
+    frame = frame.drop(columns=[c for c, per_unit in (("label", label_of_unit), ("batch", batch_of_unit))
+                                if per_unit[0] is None])
     if obs_column(adata, "sample"):  # units are the cohort's samples
         frame.insert(3, "sample", frame["unit"])
     frame.index = frame["sample_id"].to_numpy()
-    for column in ("unit", "patient", "kind") + tuple(c for c in ("sample", "label") if c in frame):
+    for column in ("unit", "patient", "kind") + tuple(c for c in ("sample", "label", "batch") if c in frame):
         frame[column] = frame[column].astype("category")
     return MixturePlan(weights=weights, obs=frame, cell_types=list(types.categories), cell_type_codes=codes)
 
@@ -204,7 +205,8 @@ def log_cpm(counts: sp.spmatrix | np.ndarray) -> np.ndarray:
 
 
 def _units(adata):
-    """Per cell, its unit's index; unit names; and per unit its patient and label (None without a label)."""
+    """Per cell, its unit's index; unit names; and per unit its patient, label (None without a label) and batch,
+    the processing batch of most of its cells (None where the cohort names no batch key)."""
     patient_column = obs_column(adata, "patient")
     unit_column = obs_column(adata, "sample") or patient_column
     label_column = obs_column(adata, "label")
@@ -217,7 +219,14 @@ def _units(adata):
     first = pd.Series(np.arange(adata.n_obs)).groupby(np.asarray(unit.codes)).first().to_numpy()
     patients = adata.obs[patient_column].astype(str).to_numpy()[first]
     labels = adata.obs[label_column].astype(str).to_numpy()[first] if label_column else [None] * len(first)
-    return np.asarray(unit.codes, dtype=np.int64), list(unit.categories), list(patients), list(labels)
+    batch_column = obs_column(adata, "batch")
+    batches = [None] * len(first)
+    if batch_column:
+        batch = pd.Categorical(adata.obs[batch_column].astype(str))
+        cells_per_batch = sp.csr_matrix((np.ones(adata.n_obs), (unit.codes, batch.codes)),
+                                        shape=(len(first), len(batch.categories))).toarray()
+        batches = list(np.asarray(batch.categories)[cells_per_batch.argmax(1)])
+    return np.asarray(unit.codes, dtype=np.int64), list(unit.categories), list(patients), list(labels), batches
 
 
 def _check_units_have_typed_cells(unit_of_cell, codes, units, type_column):

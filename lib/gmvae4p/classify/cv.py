@@ -19,8 +19,6 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from ..data.io import obs_column
-
 
 class FoldError(ValueError):
     """Folds that the cohort cannot give; the message names the parameter."""
@@ -36,31 +34,22 @@ class Fold:
     test: np.ndarray
 
 
-def unit_table(samples: ad.AnnData, positive_label: str, *, cells: ad.AnnData | None = None) -> pd.DataFrame:
+def unit_table(samples: ad.AnnData, positive_label: str) -> pd.DataFrame:
     """One row per unit of a pseudobulk AnnData: ``unit``, ``patient``, ``label`` (its name) and ``y`` (1 for
-    ``positive_label``, else 0); with ``cells`` (stage 02's AnnData) whose cohort names a batch key, also ``batch``:
-    the processing batch of most of the unit's cells, which :func:`patient_folds` stratifies by.
-    Classification is binary: a cohort with another number of labels is refused."""
+    ``positive_label``, else 0); where the samples carry a ``batch`` (stage 03 writes the processing batch of most
+    of each unit's cells when the cohort names a batch key), also ``batch``, which :func:`patient_folds` stratifies
+    by. Classification is binary: a cohort with another number of labels is refused."""
     if "label" not in samples.obs:
         raise FoldError("the samples have no label: set data.label_key to classify.")
-    units = samples.obs[["unit", "patient", "label"]].astype(str).drop_duplicates("unit").reset_index(drop=True)
+    columns = ["unit", "patient", "label"] + (["batch"] if "batch" in samples.obs else [])
+    units = samples.obs[columns].astype(str).drop_duplicates("unit").reset_index(drop=True)
     if samples.obs.groupby("unit", observed=True)["label"].nunique().max() > 1:
         raise FoldError("a unit's samples carry different labels.")
     present = sorted(set(units["label"]))
     if len(present) != 2 or positive_label not in present:
         raise FoldError(f"classification is binary: positive_label {positive_label!r} must be one of exactly two "
                         f"labels, and the samples have {present}.")
-    units = units.assign(y=(units["label"] == positive_label).astype(int))
-    batch_column = None if cells is None else obs_column(cells, "batch")
-    if batch_column is None:
-        return units
-    unit_column = obs_column(cells, "sample") or obs_column(cells, "patient")
-    batch = (cells.obs[[unit_column, batch_column]].astype(str).value_counts()  # most frequent first
-             .reset_index().drop_duplicates(unit_column).set_index(unit_column)[batch_column])
-    missing = sorted(set(units["unit"]) - set(batch.index))
-    if missing:
-        raise FoldError(f"units {missing[:5]} of the samples have no cells in stage 02's AnnData.")
-    return units.assign(batch=units["unit"].map(batch).to_numpy())
+    return units.assign(y=(units["label"] == positive_label).astype(int))
 
 
 def sample_labels(samples: ad.AnnData, units: pd.DataFrame) -> np.ndarray:

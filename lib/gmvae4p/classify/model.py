@@ -311,11 +311,14 @@ class GMVAE4P:
         return _Learners(tuple(c.learners), linear, program, network)
 
     def _inner_folds(self, samples, y, rows):
-        """(train, validation, test) sample rows of each inner fold over the patients of ``rows``, or ``None``
-        when they are too few for every inner fold to train on both labels."""
+        """(train, validation, test) sample rows of each inner fold over the patients of ``rows`` (stratified like
+        the outer folds: by label, and by batch where the samples carry one), or ``None`` when they are too few for
+        every inner fold to train on both labels."""
         obs = samples.obs.iloc[rows]
         units = pd.DataFrame({"unit": obs["unit"].astype(str).to_numpy(), "patient": obs["patient"].astype(str)
-                              .to_numpy(), "label": y[rows]}).drop_duplicates("unit")
+                              .to_numpy(), "label": y[rows]}
+                             | ({"batch": obs["batch"].astype(str).to_numpy()} if "batch" in obs else {}))
+        units = units.drop_duplicates("unit")
         try:
             folds = patient_folds(units, n_folds=self.config.stack_folds, seed=self.seed)
         except (FoldError, ValueError):
