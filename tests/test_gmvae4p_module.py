@@ -56,3 +56,16 @@ def test_a_few_steps_fit_a_separable_toy_problem():
         optimizer.step()
     accuracy = (module.eval()(bulk)["logits"].argmax(-1) == labels).float().mean()
     assert accuracy > 0.95
+
+
+def test_training_reads_both_paths_from_one_bulk_encoding_with_forwards_outputs():
+    torch.manual_seed(2)
+    module = GMVAE4PModule(30, DIMS, hidden_dim=32, embed_dim=8).eval()  # no dropout: both ways give the same
+    bulk, labels, modalities = _batch()
+    out, true_out = module.forward_both(bulk, modalities)
+    for mine, theirs in ((out, module(bulk)), (true_out, module(bulk, modalities, use_true=True))):
+        assert mine.keys() == theirs.keys()
+        for key in mine:
+            torch.testing.assert_close(mine[key], theirs[key])
+    plain = GMVAE4PModule(30, {}, hidden_dim=32, embed_dim=8)
+    assert plain.forward_both(bulk, {})[1] is None

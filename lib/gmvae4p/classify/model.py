@@ -169,8 +169,7 @@ class ModalityNetwork:
         def batch_loss(rows):
             rows = rows.to(self.device)
             bulk, modalities = data[BULK][rows], {m: data[m][rows] for m in self.modalities}
-            out = self.module(bulk)
-            true_out = self.module(bulk, modalities, use_true=True) if self.modalities else None
+            out, true_out = self.module.forward_both(bulk, modalities)
             return self.module.loss(out, labels[rows], modalities, true_out=true_out, nll_weight=c.nll_weight,
                                     contrastive_weight=c.contrastive_weight, class_weight=class_weight)["loss"]
 

@@ -7,8 +7,10 @@ log-variance → that modality's encoder → fusion weighted by each modality's 
 the true modalities under the predicted ones + a contrastive term that aligns the encoding of each predicted modality
 with the encoding of the true one of the same sample (InfoNCE over the batch); each term has its weight. With
 ``use_true=True`` the modality encoders read the true modalities instead (scRNA mode); training gives that path its
-own cross-entropy, so both deployments are trained models. Missing entries of a true modality (NaN: a cell type not
-drawn) are left out of the NLL and read as 0 (the standardized mean) by the encoders.
+own cross-entropy, so both deployments are trained models. Training runs both paths from one bulk encoding
+(:meth:`GMVAE4PModule.forward_both`) and the contrastive term reads the encodings they made. Missing entries of a
+true modality (NaN: a cell type not drawn) are left out of the NLL and read as 0 (the standardized mean) by the
+encoders.
 
 The cell-level baselines' networks are here too: :class:`PrototypeModule` (ProtoCell4P-style) and
 :class:`PerTypeModule` (singleDeep-style).
@@ -67,12 +69,33 @@ class GMVAE4PModule(nn.Module):
             fused = self.bulk_projection(hidden)
             return {"logits": self.classifier(fused), "fusion_weights": hidden.new_zeros(len(bulk), 0),
                     "fused": fused}
-        out, embeddings, certainty = {}, [], []
+        return self._fuse(self._heads(hidden), modalities if use_true else None)
+
+    def forward_both(self, bulk: torch.Tensor, modalities: dict[str, torch.Tensor]
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """What training reads: :meth:`forward`'s outputs from bulk alone and with the true ``modalities``
+        (``None`` without auxiliary modalities), both from one bulk encoding and one pass of the heads."""
+        if not self.modalities:
+            return self(bulk), None
+        heads = self._heads(self.bulk_encoder(bulk))
+        return self._fuse(heads, None), self._fuse(heads, modalities)
+
+    def _heads(self, hidden: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Each modality's predicted mean and (clamped) log-variance."""
+        heads = {}
         for m in self.modalities:
             mean, log_var = self.heads[m](hidden).chunk(2, dim=-1)
-            log_var = log_var.clamp(-8.0, 8.0)
-            read = torch.nan_to_num(modalities[m], nan=0.0) if use_true else mean
-            embedding = self.encoders[m](read)
+            heads[m] = mean, log_var.clamp(-8.0, 8.0)
+        return heads
+
+    def _fuse(self, heads: dict[str, tuple[torch.Tensor, torch.Tensor]],
+              true: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """The encoders read the predicted means, or the ``true`` modalities; the certainty weights always come
+        from the predicted log-variances."""
+        out, embeddings, certainty = {}, [], []
+        for m in self.modalities:
+            mean, log_var = heads[m]
+            embedding = self.encoders[m](mean if true is None else torch.nan_to_num(true[m], nan=0.0))
             out[f"mean/{m}"], out[f"log_var/{m}"], out[f"embedding/{m}"] = mean, log_var, embedding
             embeddings.append(embedding)
             certainty.append(-log_var.mean(-1))
@@ -101,9 +124,10 @@ class GMVAE4PModule(nn.Module):
             mean, log_var = out[f"mean/{m}"], out[f"log_var/{m}"]
             per_entry = 0.5 * (log_var + (torch.nan_to_num(target) - mean) ** 2 / log_var.exp())
             nll = nll + (per_entry * known).sum() / known.sum().clamp_min(1)
-            if contrastive_weight:
-                predicted = F.normalize(self.encoders[m](mean), dim=-1)
-                true = F.normalize(self.encoders[m](torch.nan_to_num(target)), dim=-1)
+            if contrastive_weight:  # the encodings the forward passes made, where they made them
+                predicted = F.normalize(out[f"embedding/{m}"], dim=-1)
+                true = F.normalize(true_out[f"embedding/{m}"] if true_out is not None
+                                   else self.encoders[m](torch.nan_to_num(target)), dim=-1)
                 similarity = predicted @ true.T / temperature
                 contrastive = contrastive + F.cross_entropy(similarity, torch.arange(len(similarity),
                                                                                     device=similarity.device))
