@@ -49,7 +49,9 @@ class CrossValidation:
     :class:`~gmvae4p.classify.workers.FoldWorkers`). ``histories``: GMVAE4P's epochs per fold. ``program``: the genes
     of the disease program GMVAE4P learned in each fold (fold, gene, loading, seed: whether it seeded the program;
     empty with ``bulk_input: genes``). ``stack``: per fold and learner of GMVAE4P, its stack weight (bulk input and
-    scRNA mode) and its out-of-fold AUC on the inner folds (:meth:`~gmvae4p.classify.model.GMVAE4P.stack_table`).
+    scRNA mode), scale and out-of-fold AUC on the inner folds (:meth:`~gmvae4p.classify.model.GMVAE4P.stack_table`).
+    ``learners``: per test mixture sample (fold, sample, unit, label) each of GMVAE4P's learners' own probability
+    from bulk, what its stack combined.
     """
 
     predictions: pd.DataFrame
@@ -60,6 +62,7 @@ class CrossValidation:
     histories: dict[int, list[dict]]
     program: pd.DataFrame
     stack: pd.DataFrame
+    learners: pd.DataFrame
 
 
 def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, cells: CellData | None = None,
@@ -92,7 +95,8 @@ class PendingCrossValidation:
     seconds: dict[str, float]
 
     def result(self, *, progress: bool = True) -> CrossValidation:
-        parts, fusion, fused, deployment, program, stack, histories = list(self.done), [], [], [], [], [], {}
+        parts, fusion, fused, deployment, program, stack, learners = list(self.done), [], [], [], [], [], []
+        histories = {}
         seconds = dict(self.seconds)
         for method, fold, task in tqdm(self.tasks, desc="Folds", disable=not progress or not self.tasks):
             value, elapsed = task.result()
@@ -106,6 +110,7 @@ class PendingCrossValidation:
             deployment.append(value["deployment"])
             program.append(value["program"])
             stack.append(value["stack"])
+            learners.append(value["learners"])
             histories[fold] = value["history"]
         concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         names = [n for m in self.methods for n in ([m, SCRNA_NAME] if m == GMVAE4P_NAME else [m])]
@@ -114,7 +119,8 @@ class PendingCrossValidation:
         predictions = predictions.sort_values(["method", "fold"], key=lambda c: c.map(order) if c.name == "method"
                                               else c, kind="stable").reset_index(drop=True)
         return CrossValidation(predictions, concat(fusion), concat(fused), concat(deployment),
-                               {m: seconds[m] for m in self.methods}, histories, concat(program), concat(stack))
+                               {m: seconds[m] for m in self.methods}, histories, concat(program), concat(stack),
+                               concat(learners))
 
 
 def start_cross_validation(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *,
@@ -200,7 +206,10 @@ def _gmvae4p_fold(shared, y, fold: Fold, config, n_top_genes, n_top_interactions
         if learned is not None else pd.DataFrame()
     return {"predictions": pd.concat(predictions, ignore_index=True), "fusion": frame(weights),
             "fused": frame(embedding), "deployment": deployment, "program": program,
-            "stack": model.stack_table().assign(fold=fold.index), "history": model.history}
+            "stack": model.stack_table().assign(fold=fold.index), "history": model.history,
+            "learners": pd.concat([pd.DataFrame({"fold": fold.index, "sample": samples.obs_names[test],
+                                                 "unit": unit[test], "label": y[test]}),
+                                   predicted.learners.reset_index(drop=True)], axis=1)}
 
 
 def program_table(program: pd.DataFrame, *, n_folds: int, disease_genes=None) -> pd.DataFrame:

@@ -285,9 +285,11 @@ class GMVAE4P:
                            stack.probability(logits, calibrated=True))
 
     def stack_table(self) -> pd.DataFrame:
-        """One row per learner: its stack weight for bulk input and for the scRNA mode, and its inner AUC."""
+        """One row per learner: its stack weight for bulk input and for the scRNA mode, the scale its logit is
+        divided by (:class:`~gmvae4p.classify.stack.Stack`), and its inner AUC."""
         return pd.DataFrame({"learner": list(self.config.learners), "weight": self.stack[False].weights,
-                             "weight_scrna": self.stack[True].weights,
+                             "weight_scrna": self.stack[True].weights, "scale": self.stack[False].scale,
+                             "scale_scrna": self.stack[True].scale,
                              "inner_auc": [self.stack[False].inner_auc.get(name, np.nan)
                                            for name in self.config.learners],
                              "stacked_on": self.stack[False].inner})
