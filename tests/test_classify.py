@@ -1,6 +1,12 @@
 """GMVAE4P on pseudobulk samples, the cell-level baselines, the shared training loop and the stage's tables."""
 
 import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -402,3 +408,44 @@ def test_every_method_name_has_its_code():
         evaluate.cross_validate(_samples(), unit_table(_samples(), "SLE"), [], methods=["svm"])
     with pytest.raises(ValueError, match="need the cells"):
         evaluate.cross_validate(_samples(), unit_table(_samples(), "SLE"), [], methods=["prototype_cells"])
+
+
+def _sleep_and_report(shared, seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_worker_processes_end_when_their_parent_is_killed_mid_task(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import time
+        import anndata as ad, numpy as np
+        from gmvae4p.classify.workers import FoldWorkers
+        from test_classify import _sleep_and_report
+
+        if __name__ == "__main__":  # spawned workers import this file again
+            workers = FoldWorkers(ad.AnnData(np.zeros((2, 2))), n_jobs=2)
+            pids = {task.result()[0] for task in [workers.submit(_sleep_and_report, 0.5) for _ in range(4)]}
+            for _ in range(2):
+                workers.submit(_sleep_and_report, 600)
+            print(" ".join(map(str, pids)), flush=True)
+            time.sleep(600)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).parent, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    pids = [int(p) for p in parent.stdout.readline().split()]
+    assert pids and all(_alive(p) for p in pids)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in pids)  # not left training (here: sleeping) for ten minutes
+
+
+def _alive(pid):
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+    return status != "Z"

@@ -14,8 +14,11 @@ order they were submitted. With ``n_jobs`` 1 (the default) a task runs in this p
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -29,7 +32,8 @@ class FoldWorkers:
     """Runs ``function(shared, *args)`` for submitted tasks, where ``shared`` is ``{"samples": samples, "cells":
     cells}``; ``n_jobs`` worker processes (spawned: CUDA cannot be forked), or this process when ``n_jobs`` is 1.
 
-    Use as a context manager, or call :meth:`close` when done (the workers also end with this process).
+    Use as a context manager, or call :meth:`close` when done. The workers also end with this process, even when it
+    is killed mid-task (a stopped kernel leaves no worker training on; Linux).
     """
 
     def __init__(self, samples: ad.AnnData, cells=None, *, n_jobs: int = 1):
@@ -42,7 +46,7 @@ class FoldWorkers:
             threads = max(1, (os.cpu_count() or 1) // n_jobs)
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                initargs=({"samples": samples, "cells": cells}, threads))
+                initargs=({"samples": samples, "cells": cells}, threads, os.getpid()))
 
     def submit(self, function: Callable, *args):
         """``function(shared, *args)`` (a module-level function) with its wall time: the returned object's
@@ -81,7 +85,11 @@ class _Deferred:
         return self._value
 
 
-def _start_worker(shared: dict, threads: int) -> None:
+def _start_worker(shared: dict, threads: int, parent: int) -> None:
+    if sys.platform.startswith("linux"):  # killed with its parent: a pool only notices between tasks
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
     import torch
 
     torch.set_num_threads(threads)
