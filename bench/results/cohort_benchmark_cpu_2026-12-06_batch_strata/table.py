@@ -1,9 +1,11 @@
-"""Prints the README's table (one row per cohort) and every method's mean AUC from this folder's benchmark.csv."""
+"""Prints the README's table (one row per cohort) and every method's mean AUC from the benchmark.csv of this folder,
+or of the folder given as the argument."""
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-table = pd.read_csv(Path(__file__).parent / "benchmark.csv")
+table = pd.read_csv(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent) / "benchmark.csv")
 t = table[table["status"] == "complete"]
 print("| cohort | GMVAE4P | GMVAE4P, scRNA modalities given | logistic regression | best baseline | GMVAE4P − best | "
       "GMVAE4P bal. acc. | oracle |")
