@@ -45,8 +45,9 @@ class MixturePlan:
     """Which cells make each pseudobulk sample.
 
     ``weights``: samples × cells CSR of draw counts. ``obs``: per sample ``sample_id``, ``unit``, ``patient``,
-    ``sample``, ``label`` and ``batch`` (the unit's, when the cohort has them), ``n_cells``, ``kind``. ``cell_type_codes``: per cell, its index in
-    ``cell_types`` (−1 for a cell without one; such cells enter whole-unit rows only).
+    ``sample``, ``label`` and ``batch`` (the unit's, when the cohort has them), ``n_cells``, ``kind``.
+    ``cell_type_codes``: per cell, its index in ``cell_types`` (−1 for a cell without one; such cells enter
+    whole-unit rows only).
     """
 
     weights: sp.csr_matrix

@@ -316,10 +316,8 @@ class GMVAE4P:
         the outer folds: by label, and by batch where the samples carry one), or ``None`` when they are too few for
         every inner fold to train on both labels."""
         obs = samples.obs.iloc[rows]
-        units = pd.DataFrame({"unit": obs["unit"].astype(str).to_numpy(), "patient": obs["patient"].astype(str)
-                              .to_numpy(), "label": y[rows]}
-                             | ({"batch": obs["batch"].astype(str).to_numpy()} if "batch" in obs else {}))
-        units = units.drop_duplicates("unit")
+        columns = ["unit", "patient"] + (["batch"] if "batch" in obs else [])
+        units = obs[columns].astype(str).assign(label=y[rows]).drop_duplicates("unit")
         try:
             folds = patient_folds(units, n_folds=self.config.stack_folds, seed=self.seed)
         except (FoldError, ValueError):
