@@ -264,3 +264,15 @@ def test_a_rank_killed_by_a_signal_is_named_even_when_torchrun_blames_the_rank_i
     assert launch_module._failure_message(1, {}, stopped).startswith("GMVAE training failed on rank 1;")
     without_signal = summary.replace("Signal 9 (SIGKILL) received by PID 11", "ValueError: bad")
     assert launch_module._failure_message(1, {}, without_signal).startswith("GMVAE training failed on rank 0;")
+
+
+def test_ranks_share_the_cores_left_by_busy_work_unless_the_user_set_the_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(launch_module.os, "cpu_count", lambda: 16)
+    assert launch_module.rank_threads(2) == 8
+    assert launch_module.rank_threads(2, busy_cores=1) == 7
+    monkeypatch.setattr(launch_module.os, "cpu_count", lambda: 2)
+    assert launch_module.rank_threads(1, busy_cores=1) == 1
+    assert launch_module.rank_threads(4) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert launch_module.rank_threads(1, busy_cores=1) == 3

@@ -22,6 +22,9 @@ class UMAPProcess:
     compilation; :func:`latent_umaps` then embeds in it. Results are those of UMAP in this process (same inputs, same
     ``random_state``)."""
 
+    BUSY_CORES = 1
+    """Cores the compilation keeps busy: work meanwhile should leave them free (``GMVAE.fit``'s ``busy_cores``)."""
+
     EXACT_NEIGHBOURS_BELOW = 4_096
     """umap-learn finds the neighbours of fewer points exactly, of more by NN-descent (far longer to compile)."""
 

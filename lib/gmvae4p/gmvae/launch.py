@@ -35,13 +35,24 @@ def torchrun_command(trainset: str | os.PathLike, output_dir: str | os.PathLike,
     return command
 
 
+def rank_threads(n_processes: int, busy_cores: int = 0) -> int:
+    """Torch threads per rank: ``OMP_NUM_THREADS`` where the user set it, else the cores that ``busy_cores`` leave,
+    shared between the ranks (torchrun alone would give each rank one thread)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return int(os.environ["OMP_NUM_THREADS"])
+    return max(1, ((os.cpu_count() or 1) - busy_cores) // n_processes)
+
+
 def launch(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, n_processes: int = 1,
-           resume: bool = False, device: str | None = None, log: Callable[[str], None] = print) -> None:
-    """Run the training entry under torchrun; pass rank 0's lines to ``log``; raise :class:`TrainingFailed`."""
+           resume: bool = False, device: str | None = None, busy_cores: int = 0,
+           log: Callable[[str], None] = print) -> None:
+    """Run the training entry under torchrun; pass rank 0's lines to ``log``; raise :class:`TrainingFailed`.
+
+    The ranks share the cores that ``busy_cores`` (other work running meanwhile) leaves, one torch thread or more
+    each: OpenMP threads that outnumber the free cores wait on each other at every parallel region, and a step then
+    takes many times longer."""
     command = torchrun_command(trainset, output_dir, n_processes=n_processes, resume=resume, device=device)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           # torchrun would set 1 thread per rank with a warning; share the cores instead
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_processes)))}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(rank_threads(n_processes, busy_cores))}
     rank_tail = collections.defaultdict(lambda: collections.deque(maxlen=TAIL_LINES))
     launcher_lines = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,

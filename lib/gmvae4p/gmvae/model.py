@@ -101,13 +101,14 @@ class GMVAE:
     def fit(self, output_dir: str | os.PathLike, *, validation_fraction: float = 0.2,
             held_out_patients: list[str] | None = None, n_processes: int | None = None, device: str | None = None,
             resume: bool = False, seed: int = 0, log: Callable[[str], None] = print,
-            trainset: str | os.PathLike | None = None, **train_settings) -> GMVAE:
+            trainset: str | os.PathLike | None = None, busy_cores: int = 0, **train_settings) -> GMVAE:
         """Train, then write the embedding into ``adata``.
 
         ``held_out_patients`` (or a ``validation_fraction`` of patients drawn with ``seed``) are left out of
         training and give ``val_acc``. ``n_processes=None`` trains in this process; an integer starts torchrun with
         that many ranks. ``trainset``: a training-set file this fit would write identically (another fit's on the same
-        cells, genes, held-out patients and seed), read instead of written again. ``train_settings``:
+        cells, genes, held-out patients and seed), read instead of written again. ``busy_cores``: cores that other
+        work keeps busy meanwhile (stage 02's UMAP compile), left out of the ranks' threads. ``train_settings``:
         :class:`gmvae4p.gmvae.config.TrainConfig` fields.
         """
         config = self.train_config = TrainConfig(supervised=self.supervised, **train_settings)
@@ -127,7 +128,8 @@ class GMVAE:
         if n_processes is None:
             training.run(trainset, output_dir, resume=resume, device=device, log=log)
         else:
-            launch(trainset, output_dir, n_processes=n_processes, resume=resume, device=device, log=log)
+            launch(trainset, output_dir, n_processes=n_processes, resume=resume, device=device, busy_cores=busy_cores,
+                   log=log)
         self._load_module(output_dir / training.MODEL)
         with h5py.File(output_dir / training.EMBEDDING, "r") as f:
             z_mean, proba, zscore = f["z_mean"][:], f["proba"][:], f["zscore"][:]
