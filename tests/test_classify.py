@@ -23,7 +23,7 @@ from gmvae4p.classify.cv import FoldError, patient_folds, permute_labels, sample
 from gmvae4p.classify.model import BULK, GMVAE4P, FoldFeatures
 from gmvae4p.classify.module import PerTypeModule, PrototypeModule
 from gmvae4p.classify.training import fit
-from gmvae4p.classify.workers import FoldWorkers
+from gmvae4p.classify.workers import FoldWorkers, task_threads
 
 FAST = ClassifierConfig(hidden_dim=32, embed_dim=16, batch_size=32, max_epochs=60, patience=8, lr=3e-3, stack_folds=2)
 PATIENT = ClassifierConfig(hidden_dim=32, embed_dim=16, max_epochs=100, patience=40, lr=3e-3)
@@ -218,7 +218,7 @@ def test_worker_processes_give_the_results_of_one_process():
     cells, _ = _cells(n_units=24)  # unit i is positive when i is even, as in _samples
     cells.units = [f"P{i:02d}" for i in range(24)]
     folds = patient_folds(units, n_folds=3, seed=1)
-    methods = ["gmvae4p", "logistic_regression", "prototype_cells"]  # a fold task of each kind, and one here
+    methods = ["gmvae4p", "logistic_regression", "prototype_cells"]  # a fold task of each kind
     settings = dict(cells=cells, methods=methods, config=dataclasses.replace(FAST, max_epochs=15), n_top_genes=20,
                     n_top_interactions=10, device="cpu", progress=False)
     alone = evaluate.cross_validate(samples, units, folds, **settings)
@@ -413,6 +413,19 @@ def test_every_method_name_has_its_code():
 def _sleep_and_report(shared, seconds):
     time.sleep(seconds)
     return os.getpid()
+
+
+def _report_threads(shared):
+    from threadpoolctl import threadpool_info
+
+    return task_threads(), max(pool["num_threads"] for pool in threadpool_info())
+
+
+def test_a_worker_s_tasks_and_their_libraries_take_the_worker_s_share_of_the_cores():
+    share = max(1, (os.cpu_count() or 1) // 2)
+    with FoldWorkers(ad.AnnData(np.zeros((2, 2))), n_jobs=2) as workers:
+        assert workers.submit(_report_threads).result()[0] == (share, share)
+    assert task_threads() == os.cpu_count()  # in this process a task may take every core
 
 
 def test_worker_processes_end_when_their_parent_is_killed_mid_task(tmp_path):

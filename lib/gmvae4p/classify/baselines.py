@@ -24,6 +24,7 @@ from .. import keys
 from .config import N_TOP_GENES
 from .cv import Fold, most_variable
 from .metrics import unit_probabilities
+from .workers import task_threads
 
 EXPRESSION, COMPOSITION = "expression", "composition"
 
@@ -31,11 +32,11 @@ BASELINES: dict[str, tuple[str, Callable[[int], ClassifierMixin]]] = {
     "logistic_regression": (EXPRESSION, lambda seed: make_pipeline(
         StandardScaler(), LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000))),
     "random_forest": (EXPRESSION, lambda seed: RandomForestClassifier(
-        n_estimators=300, min_samples_leaf=2, class_weight="balanced", n_jobs=-1, random_state=seed)),
+        n_estimators=300, min_samples_leaf=2, class_weight="balanced", n_jobs=task_threads(), random_state=seed)),
     # 32 histogram bins: training sets are hundreds of samples, and 256 bins make each fit several times slower
     "xgboost": (EXPRESSION, lambda seed: _xgboost()(
         n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8, colsample_bytree=0.5, max_bin=32,
-        random_state=seed, n_jobs=-1)),
+        random_state=seed, n_jobs=task_threads())),
     "composition_logistic_regression": (COMPOSITION, lambda seed: make_pipeline(
         StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000))),
 }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import resource
 import sys
-import time
 
 import anndata as ad
 import numpy as np
@@ -31,9 +30,7 @@ GMVAE4P_NAME = METHODS[0]
 SCRNA_NAME = "gmvae4p_scrna"
 """Table 1's row of GMVAE4P given each test unit's true single-cell modalities (the scRNA mode), made beside
 ``gmvae4p`` whenever its network reads modalities."""
-FOLD_TASK_METHODS = (GMVAE4P_NAME, "prototype_cells", "per_type_networks")
-"""The torch methods, each fold one task on the workers; the others run in the calling process."""
-COSTLY_METHODS = (*FOLD_TASK_METHODS, "random_forest", "xgboost")
+COSTLY_METHODS = (GMVAE4P_NAME, "prototype_cells", "per_type_networks", "random_forest", "xgboost")
 """Methods whose refits take far longer: fewer permutations in the null (``null_permutations_costly``)."""
 PREDICTION_COLUMNS = ["method", "fold", "unit", "label", "probability"]
 
@@ -75,8 +72,8 @@ def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], 
     (:func:`~gmvae4p.classify.cv.unit_table`, or its permutation for the null control). The cell-level baselines
     need ``cells``; ``modalities`` and ``sources`` are GMVAE4P's (:class:`~gmvae4p.classify.model.GMVAE4P`).
 
-    The torch methods' folds run on ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` made from the same
-    ``samples`` and ``cells``; default: in this process), the scikit-learn methods here meanwhile."""
+    Every method's folds run on ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` made from the same
+    ``samples`` and ``cells``; default: in this process)."""
     return start_cross_validation(samples, units, folds, cells=cells, methods=methods, config=config,
                                   n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
                                   modalities=modalities, sources=sources, device=device, seed=seed,
@@ -85,19 +82,15 @@ def cross_validate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], 
 
 @dataclasses.dataclass
 class PendingCrossValidation:
-    """A cross-validation whose torch folds may still be running (:func:`start_cross_validation`)."""
+    """A cross-validation whose folds may still be running (:func:`start_cross_validation`)."""
 
     methods: list[str]
     tasks: list[tuple[str, int, object]]
     """(method, fold index, handle of that fold's task) in submission order."""
-    done: list[pd.DataFrame]
-    """Predictions of the methods that ran in the calling process, with their ``seconds``."""
-    seconds: dict[str, float]
 
     def result(self, *, progress: bool = True) -> CrossValidation:
-        parts, fusion, fused, deployment, program, stack, learners = list(self.done), [], [], [], [], [], []
-        histories = {}
-        seconds = dict(self.seconds)
+        parts, fusion, fused, deployment, program, stack, learners = [], [], [], [], [], [], []
+        histories, seconds = {}, {}
         for method, fold, task in tqdm(self.tasks, desc="Folds", disable=not progress or not self.tasks):
             value, elapsed = task.result()
             seconds[method] = seconds.get(method, 0.0) + elapsed
@@ -129,9 +122,9 @@ def start_cross_validation(samples: ad.AnnData, units: pd.DataFrame, folds: list
                            n_top_interactions: int = N_TOP_INTERACTIONS, modalities: tuple[str, ...] = MODALITIES,
                            sources: dict[str, str] | None = None, device: str | None = None, seed: int = 0,
                            workers: FoldWorkers | None = None) -> PendingCrossValidation:
-    """:func:`cross_validate` in two steps: submits the torch methods' folds to ``workers``, runs the scikit-learn
-    methods, and returns; ``.result()`` waits for the folds. Starting several before collecting any keeps every
-    worker busy (Tables 2 and 4)."""
+    """:func:`cross_validate` in two steps: submits every method's folds to ``workers`` and returns; ``.result()``
+    waits for them. Starting several before collecting any keeps every worker busy (Tables 2 and 4). The
+    scikit-learn methods are tasks too: run here beside the workers, their threads would outnumber the cores."""
     methods = list(METHODS) if methods is None else list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -144,25 +137,21 @@ def start_cross_validation(samples: ad.AnnData, units: pd.DataFrame, folds: list
     y = sample_labels(samples, units)
     y_unit = units.set_index("unit")["y"]
     tasks = []
-    for method in (m for m in methods if m in FOLD_TASK_METHODS):
+    for method in methods:
         for fold in folds:
             if method == GMVAE4P_NAME:
                 task = workers.submit(_gmvae4p_fold, y, fold, config, n_top_genes, n_top_interactions, modalities,
                                       sources, device, seed)
+            elif method in BASELINES:
+                task = workers.submit(_baseline_fold, method, y, fold, n_top_genes, seed)
             else:
                 task = workers.submit(_cell_baseline_fold, method, y_unit, fold, config, n_top_genes, device, seed)
             tasks.append((method, fold.index, task))
-    done, seconds = [], {}
-    for method in (m for m in methods if m not in FOLD_TASK_METHODS):
-        start = time.perf_counter()
-        if method in BASELINES:
-            done.append(fit_predict_baselines(samples, y, folds, methods=[method], n_top_genes=n_top_genes,
-                                              seed=seed))
-        else:
-            done.append(fit_predict_cell_baselines(cells, y_unit, folds, methods=[method], config=config,
-                                                   n_top_genes=n_top_genes, device=device, seed=seed))
-        seconds[method] = time.perf_counter() - start
-    return PendingCrossValidation(methods, tasks, done, seconds)
+    return PendingCrossValidation(methods, tasks)
+
+
+def _baseline_fold(shared, method, y, fold: Fold, n_top_genes, seed) -> pd.DataFrame:
+    return fit_predict_baselines(shared["samples"], y, [fold], methods=[method], n_top_genes=n_top_genes, seed=seed)
 
 
 def _cell_baseline_fold(shared, method, y_unit, fold: Fold, config, n_top_genes, device, seed) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Fold trainings run side by side in worker processes.
 
-Every fold of every torch classifier (GMVAE4P, the prototype and per-type baselines) is an independent training with
-its own seed, so the folds of Table 1, of the null control, of Table 2's draws and of Table 4's configurations can run
+Every fold of every method (GMVAE4P, the prototype and per-type baselines, the scikit-learn baselines) is an
+independent fit with its own seed, so the folds of Table 1, of the null control, of Table 2's draws and of Table 4's configurations can run
 at the same time. Each one is a few thousand small steps whose cost is Python and kernel launches, not arithmetic:
 one process keeps a GPU mostly idle, and several processes share it well. A :class:`FoldWorkers` holds the stage's
 data (the pseudobulk samples, and the cells' inputs when a cell-level baseline runs); with ``n_jobs > 1`` each worker
@@ -23,9 +23,18 @@ import time
 from collections.abc import Callable
 
 import anndata as ad
+from threadpoolctl import threadpool_limits
 
 _SHARED: dict = {}
 """A worker process's copy of the data (set once by :func:`_start_worker`)."""
+_THREADS: int | None = None
+"""A worker process's share of the cores (set once by :func:`_start_worker`)."""
+
+
+def task_threads() -> int:
+    """Threads a task may take: its worker's share of the cores, or every core when it runs in this process.
+    Libraries that start their own threads (XGBoost, the random forest's joblib) are told this number."""
+    return _THREADS or os.cpu_count() or 1
 
 
 class FoldWorkers:
@@ -92,11 +101,17 @@ def _start_worker(shared: dict, threads: int, parent: int) -> None:
             os._exit(1)
     import torch
 
+    global _THREADS
+    _THREADS = threads
     torch.set_num_threads(threads)
     _SHARED.update(shared)
 
 
 def _timed(function: Callable, shared: dict | None, *args):
     start = time.perf_counter()
-    value = function(_SHARED if shared is None else shared, *args)
+    if shared is None:  # in a worker: BLAS and OpenMP pools too, those of libraries the task's module loaded
+        with threadpool_limits(_THREADS):
+            value = function(_SHARED, *args)
+    else:
+        value = function(shared, *args)
     return value, time.perf_counter() - start
