@@ -1,9 +1,9 @@
 """Fold trainings run side by side in worker processes.
 
 Every fold of every method (GMVAE4P, the prototype and per-type baselines, the scikit-learn baselines) is an
-independent fit with its own seed, so the folds of Table 1, of the null control, of Table 2's draws and of Table 4's configurations can run
-at the same time. Each one is a few thousand small steps whose cost is Python and kernel launches, not arithmetic:
-one process keeps a GPU mostly idle, and several processes share it well. A :class:`FoldWorkers` holds the stage's
+independent fit with its own seed, so the folds of Table 1, of the null control, of Table 2's draws and of Table 4's
+configurations can run at the same time. A torch fold is a few thousand small steps whose cost is Python and kernel
+launches, not arithmetic: one process keeps a GPU mostly idle, and several processes share it well. A :class:`FoldWorkers` holds the stage's
 data (the pseudobulk samples, and the cells' inputs when a cell-level baseline runs); with ``n_jobs > 1`` each worker
 process receives that data once, when it starts, and then only small task descriptions.
 
