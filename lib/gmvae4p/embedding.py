@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+from collections.abc import Callable
 
 import anndata as ad
 import numpy as np
@@ -19,7 +20,7 @@ MAX_CELLS = 20_000
 class UMAPProcess:
     """A worker process that starts compiling UMAP's numba functions as soon as it is made (by embedding random points
     through the code path that ``n_cells`` cells will take), so that the caller's work meanwhile hides the
-    compilation; :func:`latent_umaps` then embeds in it. Results are those of UMAP in this process (same inputs, same
+    compilation; :func:`start_latent_umaps` then embeds in it. Results are those of UMAP in this process (same inputs, same
     ``random_state``)."""
 
     BUSY_CORES = 1
@@ -35,31 +36,46 @@ class UMAPProcess:
         points = np.random.default_rng(0).normal(size=(max(n_points, 20), 8)).astype(np.float32)
         self._warmup = self._pool.submit(_umap, points, 0, 5)
 
-    def embed(self, values: np.ndarray, seed: int) -> np.ndarray:
-        self._warmup.result()
-        return self._pool.submit(_umap, values, seed).result()
+    def submit(self, values: np.ndarray, seed: int) -> concurrent.futures.Future:
+        """Embed ``values`` once the compilation is done (tasks run in order); the future's result is the UMAP."""
+        return self._pool.submit(_umap, values, seed)
 
     def close(self) -> None:
         self._pool.shutdown()
 
 
-def latent_umaps(adata: ad.AnnData, *, bases: tuple[str, ...] = (keys.X_GMVAE, keys.X_GMVAE_ZSCORE),
-                 max_cells: int = MAX_CELLS, seed: int = 0, process: UMAPProcess | None = None) -> None:
+def start_latent_umaps(adata: ad.AnnData, *, bases: tuple[str, ...] = (keys.X_GMVAE, keys.X_GMVAE_ZSCORE),
+                       max_cells: int = MAX_CELLS, seed: int = 0,
+                       process: UMAPProcess | None = None) -> Callable[[], None]:
     """UMAP (15 neighbours) of ``obsm[basis]`` for each of ``bases`` on the same random subsample of at most
-    ``max_cells`` cells; writes ``uns["gmvae_umap"]``. ``process``: a :class:`UMAPProcess` made earlier (it is
-    closed here); default: a new one."""
+    ``max_cells`` cells, started in ``process`` (a :class:`UMAPProcess` made earlier; default: a new one) so that
+    other work can run meanwhile (it keeps :attr:`UMAPProcess.BUSY_CORES` busy). Calling the returned function waits
+    for them, writes ``uns["gmvae_umap"]`` and closes the process."""
     try:
         missing = [b for b in bases if b not in adata.obsm]
         if missing:
             raise KeyError(f"adata.obsm lacks {missing}: train the GMVAE (stage 02) first.")
         process = process or UMAPProcess(adata.n_obs)
         cells = subsample(adata.n_obs, max_cells, seed)
-        adata.uns[keys.UNS_GMVAE_UMAP] = {
-            "cells": cells, "seed": seed,
-            **{basis: process.embed(np.asarray(adata.obsm[basis])[cells], seed) for basis in bases}}
-    finally:
+        pending = {basis: process.submit(np.asarray(adata.obsm[basis])[cells], seed) for basis in bases}
+    except BaseException:
         if process is not None:
             process.close()
+        raise
+
+    def write() -> None:
+        try:
+            adata.uns[keys.UNS_GMVAE_UMAP] = {"cells": cells, "seed": seed,
+                                              **{basis: task.result() for basis, task in pending.items()}}
+        finally:
+            process.close()
+
+    return write
+
+
+def latent_umaps(adata: ad.AnnData, **settings) -> None:
+    """:func:`start_latent_umaps` (same ``settings``), waited for: ``uns["gmvae_umap"]`` is written on return."""
+    start_latent_umaps(adata, **settings)()
 
 
 def _umap(values: np.ndarray, seed: int, n_epochs: int | None = None) -> np.ndarray:

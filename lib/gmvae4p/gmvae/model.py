@@ -48,15 +48,16 @@ def split_settings(settings: dict) -> tuple[dict, dict]:
 
 
 def fit_zscore(adata: ad.AnnData, settings: dict, output_dir: str | os.PathLike, *,
-               trainset: str | os.PathLike | None = None, seed: int = 0) -> np.ndarray:
+               trainset: str | os.PathLike | None = None, seed: int = 0, busy_cores: int = 0) -> np.ndarray:
     """The per-component z-score (cells × latent dims) of another GMVAE trained on ``adata`` with ``settings`` (a
     ``gmvae`` parameters section) and the same held-out patients, without touching ``adata``'s own GMVAE keys: stage
     02 trains the ablation's ``mse`` GMVAE this way, its model under ``output_dir``, reading the first fit's
-    ``trainset`` (:meth:`GMVAE.fit`)."""
+    ``trainset`` (:meth:`GMVAE.fit`, as ``busy_cores``)."""
     shared = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy(), layers={keys.COUNTS: adata.layers[keys.COUNTS]},
                         uns={keys.UNS: adata.uns[keys.UNS]})  # the counts are shared, not copied
     model_settings, fit_settings = split_settings(settings)
-    GMVAE(shared, **model_settings).fit(output_dir, seed=seed, trainset=trainset, **fit_settings)
+    GMVAE(shared, **model_settings).fit(output_dir, seed=seed, trainset=trainset, busy_cores=busy_cores,
+                                        **fit_settings)
     return shared.obsm[keys.X_GMVAE_ZSCORE]
 
 
