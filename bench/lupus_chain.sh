@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole chain on parameters/lupus_sim.yaml (834,096 simulated cells × 24,205 genes, 169 patients) on the device
 # machine, whose image has torch, numpy, scipy, pandas, scikit-learn, h5py, matplotlib and numba but not anndata,
-# scanpy, papermill or the Jupyter kernel: those travel as wheels in .whl/ (BENCHMARKS.md lists them).
+# scanpy, papermill or the Jupyter kernel: those travel as wheels in .whl/ (bench/lupus_chain_wheels.txt lists them).
 #
 # A device command runs at most 10 minutes, so the chain runs detached and later calls follow it:
 #   bash bench/lupus_chain.sh start            # installs the wheels, starts the chain (setsid), returns
