@@ -276,3 +276,5 @@ def test_ranks_share_the_cores_left_by_busy_work_unless_the_user_set_the_threads
     assert launch_module.rank_threads(4) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert launch_module.rank_threads(1, busy_cores=1) == 3
+    with pytest.raises(ValueError, match="busy_cores must be at least 0"):
+        launch_module.rank_threads(1, busy_cores=-1)

@@ -20,8 +20,8 @@ MAX_CELLS = 20_000
 class UMAPProcess:
     """A worker process that starts compiling UMAP's numba functions as soon as it is made (by embedding random points
     through the code path that ``n_cells`` cells will take), so that the caller's work meanwhile hides the
-    compilation; :func:`start_latent_umaps` then embeds in it. Results are those of UMAP in this process (same inputs, same
-    ``random_state``)."""
+    compilation; :func:`start_latent_umaps` then embeds in it. Results are those of UMAP in this process (same
+    inputs, same ``random_state``)."""
 
     BUSY_CORES = 1
     """Cores the compilation keeps busy: work meanwhile should leave them free (``GMVAE.fit``'s ``busy_cores``)."""

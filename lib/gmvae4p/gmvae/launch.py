@@ -38,6 +38,8 @@ def torchrun_command(trainset: str | os.PathLike, output_dir: str | os.PathLike,
 def rank_threads(n_processes: int, busy_cores: int = 0) -> int:
     """Torch threads per rank: ``OMP_NUM_THREADS`` where the user set it, else the cores that ``busy_cores`` leave,
     shared between the ranks (torchrun alone would give each rank one thread)."""
+    if busy_cores < 0:
+        raise ValueError(f"busy_cores must be at least 0, not {busy_cores!r}.")
     if os.environ.get("OMP_NUM_THREADS"):
         return int(os.environ["OMP_NUM_THREADS"])
     return max(1, ((os.cpu_count() or 1) - busy_cores) // n_processes)

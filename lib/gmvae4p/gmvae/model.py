@@ -52,7 +52,7 @@ def fit_zscore(adata: ad.AnnData, settings: dict, output_dir: str | os.PathLike,
     """The per-component z-score (cells × latent dims) of another GMVAE trained on ``adata`` with ``settings`` (a
     ``gmvae`` parameters section) and the same held-out patients, without touching ``adata``'s own GMVAE keys: stage
     02 trains the ablation's ``mse`` GMVAE this way, its model under ``output_dir``, reading the first fit's
-    ``trainset`` (:meth:`GMVAE.fit`, as ``busy_cores``)."""
+    ``trainset``; ``trainset`` and ``busy_cores`` as :meth:`GMVAE.fit` takes them."""
     shared = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy(), layers={keys.COUNTS: adata.layers[keys.COUNTS]},
                         uns={keys.UNS: adata.uns[keys.UNS]})  # the counts are shared, not copied
     model_settings, fit_settings = split_settings(settings)
