@@ -1,9 +1,11 @@
-"""Resident memory over stage 01's calls (simulate, QC metrics, QC + normalize + log1p, write) at a fraction of the
-lupus cohort's shape, sampled every 20 ms from /proc/self/statm in one process (Linux):
+"""Resident memory over stage 01's calls, as its notebook makes them, at a fraction of the lupus cohort's shape,
+sampled every 20 ms from /proc/self/statm (Linux). Two commands, each one process:
 
-    PYTHONPATH=lib python bench/bench_stage01_memory.py 0.25
+    PYTHONPATH=lib python bench/bench_stage01_memory.py simulate 0.25 cohort.h5ad   # simulate once, write the file
+    PYTHONPATH=lib python bench/bench_stage01_memory.py preprocess cohort.h5ad      # stage 01 on that file
 
-Prints per call its seconds, the resident memory after it and the peak while it ran, and the CSR size of the counts.
+Prints per call its seconds, the resident memory after it and the peak while it ran, each also as a multiple of the
+counts' CSR size.
 """
 
 import os
@@ -18,6 +20,7 @@ import gmvae4p.preprocess
 LUPUS_SIMULATION = dict(n_patients=169, n_cells=834_096, n_genes=24_205, n_cell_types=8, library_size=1_100.0,
                         n_marker_genes=50, n_disease_genes=100)
 COLUMNS = dict(patient_key="ind_cov", cell_type_key="ct_cov", label_key="disease_cov", batch_key="batch_cov")
+QC = dict(min_genes=200, min_cells=10, max_pct_mito=20.0, mito_prefix="MT-")
 
 
 def resident_gb() -> float:
@@ -27,7 +30,7 @@ def resident_gb() -> float:
 
 class PeakSampler:
     def __init__(self):
-        self.peak = resident_gb()
+        self.peak, self.csr_gb = resident_gb(), None
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self):
@@ -38,25 +41,37 @@ class PeakSampler:
     def step(self, name: str, call):
         self.peak, start = resident_gb(), time.perf_counter()
         result = call()
-        seconds = time.perf_counter() - start
-        print(f"{name:18s} {seconds:7.1f} s   resident after {resident_gb():6.2f} GB   peak during {self.peak:6.2f} GB",
+        seconds, after = time.perf_counter() - start, resident_gb()
+        ratio = f"   ({after / self.csr_gb:4.2f}× / {self.peak / self.csr_gb:4.2f}× the CSR)" if self.csr_gb else ""
+        print(f"{name:20s} {seconds:7.1f} s   resident after {after:6.2f} GB   peak during {self.peak:6.2f} GB{ratio}",
               flush=True)
         return result
 
+    def set_csr(self, x) -> None:
+        self.csr_gb = (x.data.nbytes + x.indices.nbytes + x.indptr.nbytes) / 2**30
+        print(f"counts CSR {self.csr_gb:.2f} GB, {x.shape[0]:,} cells × {x.shape[1]:,} genes", flush=True)
 
-def main(fraction: float) -> None:
+
+def simulate(fraction: float, path: str) -> None:
     sampler = PeakSampler()
-    simulate = {**LUPUS_SIMULATION, "n_cells": int(LUPUS_SIMULATION["n_cells"] * fraction)}
-    adata = sampler.step("simulate", lambda: gmvae4p.data.load_cohort(None, **COLUMNS, simulate=simulate, seed=0))
-    x = adata.X
-    print(f"counts CSR {(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes) / 2**30:.2f} GB, "
-          f"{x.shape[0]:,} cells", flush=True)
+    shape = {**LUPUS_SIMULATION, "n_cells": int(LUPUS_SIMULATION["n_cells"] * fraction)}
+    adata = sampler.step("simulate", lambda: gmvae4p.data.load_cohort(None, **COLUMNS, simulate=shape, seed=0))
+    sampler.set_csr(adata.X)
+    sampler.step("write_h5ad", lambda: gmvae4p.data.write_h5ad(adata, path))
+
+
+def preprocess(path: str) -> None:
+    sampler = PeakSampler()
+    adata = sampler.step("load_cohort", lambda: gmvae4p.data.load_cohort(path, **COLUMNS))
+    sampler.set_csr(adata.X)
     sampler.step("qc_metrics", lambda: gmvae4p.preprocess.qc_metrics(adata))
-    adata = sampler.step("qc_normalize_hvg", lambda: gmvae4p.preprocess.qc_normalize_hvg(
-        adata, min_genes=200, min_cells=10, max_pct_mito=20.0, n_top_genes=None))
+    adata = sampler.step("filter_cells_genes", lambda: gmvae4p.preprocess.filter_cells_genes(adata, **QC))
+    sampler.step("normalize_log1p_hvg", lambda: gmvae4p.preprocess.normalize_log1p_hvg(adata, n_top_genes=2_000))
     with tempfile.TemporaryDirectory() as folder:
         sampler.step("write_h5ad", lambda: gmvae4p.data.write_h5ad(adata, os.path.join(folder, "cells.h5ad")))
 
 
 if __name__ == "__main__":
-    main(float(sys.argv[1]) if len(sys.argv) > 1 else 0.25)
+    command, *arguments = sys.argv[1:]
+    {"simulate": lambda: simulate(float(arguments[0]), arguments[1]), "preprocess": lambda: preprocess(arguments[0])}[
+        command]()

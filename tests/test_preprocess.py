@@ -6,7 +6,8 @@ import scipy.sparse as sp
 
 from gmvae4p import keys
 from gmvae4p.data import CohortError, load_cohort
-from gmvae4p.preprocess import _normalize_total_in_place, qc_normalize_hvg, qc_summary
+from gmvae4p.preprocess import (_normalize_total_in_place, _subset_csr, filter_cells_genes, normalize_log1p_hvg,
+                                qc_metrics, qc_normalize_hvg, qc_summary)
 
 from conftest import COLUMNS, KANG, TINY, real_data
 
@@ -78,3 +79,43 @@ def test_in_place_normalization_equals_scanpys_across_row_blocks():
     mine = counts.copy()
     _normalize_total_in_place(mine, 1e4, block_rows=8)
     np.testing.assert_allclose(mine.toarray(), expected.X.toarray(), rtol=1e-6)
+
+
+def test_qc_metrics_are_scanpys_columns_and_values(loaded):
+    loaded.X[3] = 0  # a cell without counts
+    loaded.X.data[:5] = 0  # explicit zeros are not detected genes
+    mine, scanpys = loaded.copy(), loaded.copy()
+    qc_metrics(mine)
+    scanpys.var[keys.MITO] = mine.var[keys.MITO]
+    sc.pp.calculate_qc_metrics(scanpys, qc_vars=[keys.MITO], percent_top=None, log1p=False, inplace=True)
+    for ours, theirs in ((mine.obs, scanpys.obs), (mine.var, scanpys.var)):
+        assert list(ours.columns) == list(theirs.columns)
+        for column in ours.select_dtypes("number").columns:
+            np.testing.assert_allclose(ours[column], theirs[column], rtol=1e-5, err_msg=column)
+    assert mine.var[keys.MITO].sum() > 0 and np.isnan(mine.obs[keys.PCT_MITO].iloc[3])
+
+
+def test_subset_of_rows_and_columns_equals_scipys_across_row_blocks():
+    rng = np.random.default_rng(0)
+    x = sp.random(300, 50, density=0.2, format="csr", dtype=np.float32, random_state=0)
+    for block_rows in (7, 64, 1000):
+        rows, cols = rng.random(300) < 0.7, rng.random(50) < 0.6
+        mine, expected = _subset_csr(x, rows, cols, block_rows=block_rows), x[rows][:, cols]
+        assert mine.shape == expected.shape and (mine != expected).nnz == 0 and mine.has_sorted_indices
+
+
+def test_the_two_steps_give_qc_normalize_hvg_and_keep_an_untouched_cohort_as_it_is(loaded):
+    settings = dict(min_genes=50, min_cells=3, max_pct_mito=20.0, n_top_genes=100)
+    one = qc_normalize_hvg(loaded.copy(), **settings)
+    two = filter_cells_genes(loaded, min_genes=50, min_cells=3, max_pct_mito=20.0)
+    normalize_log1p_hvg(two, n_top_genes=100)
+    assert (one.X != two.X).nnz == 0 and one.var[keys.HIGHLY_VARIABLE].equals(two.var[keys.HIGHLY_VARIABLE])
+    assert one.uns[keys.UNS_PREPROCESS] == two.uns[keys.UNS_PREPROCESS]
+    clean = loaded[~loaded.obs[keys.LOW_QUALITY]].copy()
+    assert filter_cells_genes(clean, min_genes=0, min_cells=0) is clean  # nothing removed: no copy
+
+
+def test_bad_settings_are_refused_before_the_cohort_is_touched(loaded):
+    with pytest.raises(ValueError, match="n_top_genes must be positive"):
+        qc_normalize_hvg(loaded, n_top_genes=0)
+    assert keys.N_GENES not in loaded.obs and keys.UNS_PREPROCESS not in loaded.uns

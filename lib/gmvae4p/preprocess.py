@@ -1,14 +1,15 @@
 """Stage 01: cell and gene QC, normalization, log1p and highly variable genes, with scanpy.
 
-After :func:`qc_normalize_hvg`, ``layers["counts"]`` holds the raw counts of the kept cells and genes, ``X`` holds
-log1p of counts normalized to ``target_sum`` per cell, ``var["highly_variable"]`` flags the genes later stages model,
-and ``uns["preprocess"]`` records the parameters and what QC removed. The matrix is never densified: peak memory
-is the caller's matrix, the filtered counts and their normalized copy (normalized in place, a block of rows at a
-time: ``sc.pp.normalize_total`` holds one more copy of the matrix while it runs).
+After :func:`filter_cells_genes` and :func:`normalize_log1p_hvg` (or :func:`qc_normalize_hvg`, both in one call),
+``layers["counts"]`` holds the raw counts of the kept cells and genes, ``X`` holds log1p of counts normalized to
+``target_sum`` per cell, ``var["highly_variable"]`` flags the genes later stages model, and ``uns["preprocess"]``
+records the parameters and what QC removed. The matrix is never densified, and no step holds more than two copies
+of it.
 """
 
 from __future__ import annotations
 
+import gc
 import anndata as ad
 import numpy as np
 import scanpy as sc
@@ -17,24 +18,64 @@ import scipy.sparse as sp
 from . import keys
 from .data import CohortError, obs_column
 
+BLOCK_ROWS = 16_384  # rows per block where the CSR is walked in blocks: temporaries stay small beside the matrix
+
 
 def qc_metrics(adata: ad.AnnData, *, mito_prefix: str = "MT-") -> None:
-    """Add scanpy's QC metrics: ``obs`` genes per cell, total counts, % mitochondrial; ``var["mt"]``."""
-    adata.var[keys.MITO] = _is_mito(adata, mito_prefix)
-    sc.pp.calculate_qc_metrics(adata, qc_vars=[keys.MITO], percent_top=None, log1p=False, inplace=True)
+    """Add scanpy's QC metrics, as ``sc.pp.calculate_qc_metrics(adata, qc_vars=["mt"], percent_top=None,
+    log1p=False)`` names them: ``obs`` genes per cell, total and mitochondrial counts, % mitochondrial; ``var``
+    cells per gene, mean and total counts, % dropout; ``var["mt"]``.
+
+    On a CSR matrix they are read off its arrays a block of rows at a time (scanpy's function holds one more copy of
+    the matrix while it runs).
+    """
+    mito = _is_mito(adata, mito_prefix)
+    adata.var[keys.MITO] = mito
+    x = adata.X
+    if not (sp.issparse(x) and x.format == "csr"):
+        sc.pp.calculate_qc_metrics(adata, qc_vars=[keys.MITO], percent_top=None, log1p=False, inplace=True)
+        return
+    genes_per_cell, cells_per_gene = _detected(x)
+    total = np.asarray(x.sum(axis=1)).ravel()
+    total_mito = x @ np.asarray(mito, dtype=x.dtype)
+    gene_total = x.T @ np.ones(x.shape[0], dtype=x.dtype)
+    adata.obs[keys.N_GENES] = genes_per_cell
+    adata.obs[keys.TOTAL_COUNTS] = total
+    adata.obs[f"total_counts_{keys.MITO}"] = total_mito
+    adata.obs[keys.PCT_MITO] = np.divide(100 * total_mito, total, out=np.full_like(total, np.nan), where=total > 0)
+    adata.var["n_cells_by_counts"] = cells_per_gene
+    adata.var["mean_counts"] = gene_total / x.shape[0]
+    adata.var["pct_dropout_by_counts"] = 100 * (1 - cells_per_gene / x.shape[0])
+    adata.var[keys.TOTAL_COUNTS] = gene_total
 
 
-def qc_normalize_hvg(
+def qc_normalize_hvg(adata: ad.AnnData, **settings) -> ad.AnnData:
+    """:func:`filter_cells_genes`, then :func:`normalize_log1p_hvg` on what it kept; returns the filtered AnnData.
+
+    ``settings`` are the keys of either (the ``preprocess`` section of a parameters file). The caller's matrix stays
+    alive until this returns, so the peak is three copies of the counts; the stage 01 notebook calls the two steps
+    apart, so that the loaded matrix is freed before its normalized copy is made (two copies).
+    """
+    normalize = {k: settings.pop(k) for k in _NORMALIZE_SETTINGS if k in settings}
+    _check_settings(**settings, **normalize)
+    adata = filter_cells_genes(adata, **settings)
+    normalize_log1p_hvg(adata, **normalize)
+    return adata
+
+
+def filter_cells_genes(
     adata: ad.AnnData,
     *,
     min_genes: int = 100,
     min_cells: int = 3,
     max_pct_mito: float | None = 20.0,
     mito_prefix: str = "MT-",
-    target_sum: float = 1e4,
-    n_top_genes: int | None = 1_000,
 ) -> ad.AnnData:
-    """Filter cells and genes, normalize and log-transform, flag highly variable genes; return the filtered AnnData.
+    """Keep cells with enough genes and few mitochondrial counts, then genes seen in enough of the kept cells.
+
+    Returns a new AnnData of the kept cells and genes (``adata`` itself when QC removes nothing) and records what
+    was removed in ``uns["preprocess"]``. The kept counts are gathered in one pass over the CSR into arrays of their
+    final size: the input and the result are the only copies of the matrix.
 
     Parameters
     ----------
@@ -48,21 +89,10 @@ def qc_normalize_hvg(
         Keep cells with at most this percentage of mitochondrial counts; None turns the filter off.
     mito_prefix
         Gene-name prefix of mitochondrial genes (case-insensitive).
-    target_sum
-        Counts per cell after normalization.
-    n_top_genes
-        Highly variable genes (scanpy's ``seurat_v3`` on raw counts, per batch when the batch role is set);
-        None flags every gene.
     """
+    _check_settings(min_genes=min_genes, min_cells=min_cells, max_pct_mito=max_pct_mito)
     if keys.COUNTS in adata.layers:
         raise CohortError(f"adata.layers[{keys.COUNTS!r}] exists already: this AnnData has been preprocessed.")
-    if min_genes < 0 or min_cells < 0 or target_sum <= 0:
-        raise ValueError("min_genes and min_cells must not be negative and target_sum must be positive.")
-    if max_pct_mito is not None and not 0 <= max_pct_mito <= 100:
-        raise ValueError(f"max_pct_mito must lie in [0, 100], not {max_pct_mito}.")
-    if n_top_genes is not None and n_top_genes < 1:
-        raise ValueError(f"n_top_genes must be positive or null, not {n_top_genes}.")
-
     if not _has_qc_metrics(adata, mito_prefix):
         qc_metrics(adata, mito_prefix=mito_prefix)
     few_genes = adata.obs[keys.N_GENES].to_numpy() < min_genes
@@ -77,16 +107,47 @@ def qc_normalize_hvg(
         raise CohortError(f"gene QC removed every gene (min_cells={min_cells}); lower min_cells.")
     record = {
         "parameters": {"min_genes": min_genes, "min_cells": min_cells, "max_pct_mito": max_pct_mito,
-                       "mito_prefix": mito_prefix, "target_sum": target_sum, "n_top_genes": n_top_genes},
+                       "mito_prefix": mito_prefix},
         "n_cells_in": adata.n_obs,
         "n_genes_in": adata.n_vars,
         "n_cells_removed_min_genes": int(few_genes.sum()),
         "n_cells_removed_mito": int((high_mito & ~few_genes).sum()),
         "n_genes_removed_min_cells": int((~keep_genes).sum()),
     }
-    adata = adata[keep_cells, keep_genes].copy()
+    if not (keep_cells.all() and keep_genes.all()):
+        adata = _subset(adata, keep_cells, keep_genes)
     _check_classes_survive(adata)
+    adata.uns[keys.UNS_PREPROCESS] = record
+    return adata
 
+
+def normalize_log1p_hvg(adata: ad.AnnData, *, target_sum: float = 1e4, n_top_genes: int | None = 1_000) -> None:
+    """In place: flag highly variable genes, move the counts to ``layers["counts"]`` and put log1p of the counts
+    normalized to ``target_sum`` per cell in ``X``.
+
+    The genes are chosen first, while ``X`` is the only copy of the counts (scanpy gathers each batch's rows); the
+    normalized copy is then scaled in place a block of rows at a time (``sc.pp.normalize_total`` holds one more copy
+    of the matrix while it runs).
+
+    Parameters
+    ----------
+    adata
+        Raw counts in ``X``, after :func:`filter_cells_genes`.
+    target_sum
+        Counts per cell after normalization.
+    n_top_genes
+        Highly variable genes (scanpy's ``seurat_v3`` on raw counts, per batch when the batch role is set);
+        None flags every gene.
+    """
+    _check_settings(target_sum=target_sum, n_top_genes=n_top_genes)
+    gc.collect()  # an AnnData the caller has just let go of (the unfiltered one) is freed by the cycle collector only
+    if keys.COUNTS in adata.layers:
+        raise CohortError(f"adata.layers[{keys.COUNTS!r}] exists already: this AnnData has been preprocessed.")
+    if n_top_genes is None or n_top_genes >= adata.n_vars:
+        adata.var[keys.HIGHLY_VARIABLE] = True
+    else:
+        sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=n_top_genes,
+                                    batch_key=obs_column(adata, "batch"))
     adata.layers[keys.COUNTS] = adata.X
     adata.X = adata.X.copy()
     if sp.issparse(adata.X) and adata.X.format == "csr" and np.issubdtype(adata.X.dtype, np.floating):
@@ -94,17 +155,11 @@ def qc_normalize_hvg(
     else:
         sc.pp.normalize_total(adata, target_sum=target_sum)
     sc.pp.log1p(adata)
-    if n_top_genes is None or n_top_genes >= adata.n_vars:
-        adata.var[keys.HIGHLY_VARIABLE] = True
-    else:
-        batch = obs_column(adata, "batch")
-        sc.pp.highly_variable_genes(adata, layer=keys.COUNTS, flavor="seurat_v3", n_top_genes=n_top_genes,
-                                    batch_key=batch)
+    record = adata.uns.setdefault(keys.UNS_PREPROCESS, {"parameters": {}})
+    record["parameters"].update(target_sum=target_sum, n_top_genes=n_top_genes)
+    record["parameters"] = {k: v for k, v in record["parameters"].items() if v is not None}  # h5ad has no None
     record.update(n_cells_out=adata.n_obs, n_genes_out=adata.n_vars,
                   n_highly_variable=int(adata.var[keys.HIGHLY_VARIABLE].sum()))
-    record["parameters"] = {k: v for k, v in record["parameters"].items() if v is not None}  # h5ad has no None
-    adata.uns[keys.UNS_PREPROCESS] = record
-    return adata
 
 
 def qc_summary(adata: ad.AnnData) -> dict:
@@ -118,7 +173,7 @@ def qc_summary(adata: ad.AnnData) -> dict:
     return summary
 
 
-def _normalize_total_in_place(x: sp.csr_matrix, target_sum: float, *, block_rows: int = 65_536) -> None:
+def _normalize_total_in_place(x: sp.csr_matrix, target_sum: float, *, block_rows: int = BLOCK_ROWS) -> None:
     """``sc.pp.normalize_total(adata, target_sum=target_sum)`` on a float CSR in place: each cell's counts scaled to
     sum to ``target_sum`` (cells without counts stay zero), one block of rows at a time."""
     totals = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
@@ -127,6 +182,60 @@ def _normalize_total_in_place(x: sp.csr_matrix, target_sum: float, *, block_rows
         end = min(start + block_rows, x.shape[0])
         lo, hi = x.indptr[start], x.indptr[end]
         x.data[lo:hi] *= np.repeat(scale[start:end], np.diff(x.indptr[start:end + 1]))
+
+
+_NORMALIZE_SETTINGS = ("target_sum", "n_top_genes")
+
+
+def _check_settings(*, min_genes=0, min_cells=0, max_pct_mito=None, target_sum=1.0, n_top_genes=None,
+                    mito_prefix=None) -> None:
+    """The ``preprocess`` settings' ranges, checked before anything is computed."""
+    if min_genes < 0 or min_cells < 0 or target_sum <= 0:
+        raise ValueError("min_genes and min_cells must not be negative and target_sum must be positive.")
+    if max_pct_mito is not None and not 0 <= max_pct_mito <= 100:
+        raise ValueError(f"max_pct_mito must lie in [0, 100], not {max_pct_mito}.")
+    if n_top_genes is not None and n_top_genes < 1:
+        raise ValueError(f"n_top_genes must be positive or null, not {n_top_genes}.")
+
+
+def _subset(adata: ad.AnnData, keep_cells: np.ndarray, keep_genes: np.ndarray) -> ad.AnnData:
+    """The kept cells and genes as a new AnnData; a CSR ``X`` is gathered without intermediate copies."""
+    x = adata.X
+    if not (sp.issparse(x) and x.format == "csr"):
+        return adata[keep_cells, keep_genes].copy()
+    rest = ad.AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=dict(adata.obsm), varm=dict(adata.varm),
+                      layers=dict(adata.layers))[keep_cells, keep_genes].copy()
+    rest.X = _subset_csr(x, keep_cells, keep_genes)
+    return rest
+
+
+def _subset_csr(x: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, *, block_rows: int = BLOCK_ROWS) -> sp.csr_matrix:
+    """``x[rows][:, cols]`` for boolean masks, written into arrays of the result's size (scipy makes the row subset
+    and then the column subset: one more copy of the matrix), one block of rows at a time."""
+    new_column = (np.cumsum(cols) - 1).astype(x.indices.dtype)
+    blocks = [(start, min(start + block_rows, x.shape[0])) for start in range(0, x.shape[0], block_rows)]
+
+    def kept_entries(start, end):  # the block's first entry, which of its entries stay, nnz per kept row
+        per_row = np.diff(x.indptr[start:end + 1])
+        lo, hi = x.indptr[start], x.indptr[end]
+        keep = np.repeat(rows[start:end], per_row) & cols[x.indices[lo:hi]]
+        per_kept_row = np.bincount(np.repeat(np.arange(end - start), per_row)[keep], minlength=end - start)
+        return lo, keep, per_kept_row[rows[start:end]]
+
+    indptr = np.zeros(int(rows.sum()) + 1, dtype=np.int64)
+    np.cumsum(np.concatenate([kept_entries(start, end)[2] for start, end in blocks]), out=indptr[1:])
+    data = np.empty(indptr[-1], dtype=x.data.dtype)
+    indices = np.empty(indptr[-1], dtype=x.indices.dtype)
+    filled = 0
+    for start, end in blocks:
+        lo, keep, per_kept_row = kept_entries(start, end)
+        n = int(per_kept_row.sum())
+        data[filled:filled + n] = x.data[lo:lo + keep.size][keep]
+        indices[filled:filled + n] = new_column[x.indices[lo:lo + keep.size][keep]]
+        filled += n
+    if indptr[-1] < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)
+    return sp.csr_matrix((data, indices, indptr), shape=(indptr.size - 1, int(cols.sum())))
 
 
 def _is_mito(adata: ad.AnnData, mito_prefix: str):
@@ -141,11 +250,28 @@ def _has_qc_metrics(adata: ad.AnnData, mito_prefix: str) -> bool:
 
 
 def _cells_detected(counts, rows: np.ndarray) -> np.ndarray:
-    """Per gene, how many of the cells in the boolean ``rows`` have a non-zero count (no copy of the matrix)."""
+    """Per gene, how many of the cells in the boolean ``rows`` have a non-zero count."""
     if sp.issparse(counts) and counts.format == "csr":
-        in_rows = np.repeat(rows, np.diff(counts.indptr))
-        return np.bincount(counts.indices[in_rows & (counts.data > 0)], minlength=counts.shape[1])
+        return _detected(counts, rows)[1]
     return np.asarray((counts[rows] > 0).sum(axis=0)).ravel()
+
+
+def _detected(x: sp.csr_matrix, rows: np.ndarray | None = None, *, block_rows: int = BLOCK_ROWS):
+    """Non-zero genes per cell, and per gene the cells among ``rows`` (all when None) where it is non-zero, one
+    block of rows at a time (explicit zeros do not count; temporaries stay a block's size)."""
+    genes_per_cell = np.zeros(x.shape[0], dtype=np.int64)
+    cells_per_gene = np.zeros(x.shape[1], dtype=np.int64)
+    for start in range(0, x.shape[0], block_rows):
+        end = min(start + block_rows, x.shape[0])
+        per_row = np.diff(x.indptr[start:end + 1])
+        lo, hi = x.indptr[start], x.indptr[end]
+        positive = x.data[lo:hi] > 0
+        row_of = np.repeat(np.arange(end - start), per_row)
+        genes_per_cell[start:end] = np.bincount(row_of[positive], minlength=end - start)
+        if rows is not None:
+            positive &= rows[start:end][row_of]
+        cells_per_gene += np.bincount(x.indices[lo:hi][positive], minlength=x.shape[1])
+    return genes_per_cell, cells_per_gene
 
 
 def _check_classes_survive(adata: ad.AnnData) -> None:
