@@ -1,11 +1,15 @@
 """UMAPs of the GMVAE latent space, computed once (stage 02) and stored in the AnnData for every figure that shows
-them: a UMAP's numba compilation alone takes most of half a minute, so no figure recomputes one, and stage 02 has it
-compiled in a :class:`UMAPProcess` while the GMVAE trains."""
+them: compiling umap-learn's numba code takes longer than embedding 20,000 cells, so no figure recomputes one, stage
+02 has it compiled in a :class:`UMAPProcess` while the GMVAE trains, and the compiled code is cached on disk for the
+next run. The neighbours are found exactly (the subsample is small), not by NN-descent, whose numba code cannot be
+cached and takes longest to compile."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import sys
+import warnings
 from collections.abc import Callable
 
 import anndata as ad
@@ -13,32 +17,28 @@ import numpy as np
 
 from . import keys
 
+N_NEIGHBOURS = 15
+
 MAX_CELLS = 20_000
 """Cells embedded at most; the figures say when they show a subsample."""
 
 
 class UMAPProcess:
-    """A worker process that starts compiling UMAP's numba functions as soon as it is made (by embedding random points
-    through the code path that ``n_cells`` cells will take), so that the caller's work meanwhile hides the
-    compilation; :func:`start_latent_umaps` then embeds in it. Results are those of UMAP in this process (same
-    inputs, same ``random_state``)."""
+    """A worker process that starts compiling UMAP's numba functions as soon as it is made (by embedding random points),
+    so that the caller's work meanwhile hides the compilation; :func:`start_latent_umaps` then embeds in it. Results
+    are those of :func:`umap_embedding` in this process (same inputs, same seed)."""
 
     BUSY_CORES = 1
     """Cores the compilation keeps busy: work meanwhile should leave them free (``GMVAE.fit``'s ``busy_cores``)."""
 
-    EXACT_NEIGHBOURS_BELOW = 4_096
-    """umap-learn finds the neighbours of fewer points exactly, of more by NN-descent (far longer to compile)."""
-
-    def __init__(self, n_cells: int = MAX_CELLS):
+    def __init__(self):
         self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        n_embedded = min(n_cells, MAX_CELLS)
-        n_points = n_embedded if n_embedded < self.EXACT_NEIGHBOURS_BELOW else self.EXACT_NEIGHBOURS_BELOW + 100
-        points = np.random.default_rng(0).normal(size=(max(n_points, 20), 8)).astype(np.float32)
-        self._warmup = self._pool.submit(_umap, points, 0, 5)
+        points = np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32)
+        self._warmup = self._pool.submit(umap_embedding, points, 0, n_epochs=5)
 
     def submit(self, values: np.ndarray, seed: int) -> concurrent.futures.Future:
         """Embed ``values`` once the compilation is done (tasks run in order); the future's result is the UMAP."""
-        return self._pool.submit(_umap, values, seed)
+        return self._pool.submit(umap_embedding, values, seed)
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -47,7 +47,7 @@ class UMAPProcess:
 def start_latent_umaps(adata: ad.AnnData, *, bases: tuple[str, ...] = (keys.X_GMVAE, keys.X_GMVAE_ZSCORE),
                        max_cells: int = MAX_CELLS, seed: int = 0,
                        process: UMAPProcess | None = None) -> Callable[[], None]:
-    """UMAP (15 neighbours) of ``obsm[basis]`` for each of ``bases`` on the same random subsample of at most
+    """UMAP (:func:`umap_embedding`) of ``obsm[basis]`` for each of ``bases`` on the same random subsample of at most
     ``max_cells`` cells, started in ``process`` (a :class:`UMAPProcess` made earlier; default: a new one) so that
     other work can run meanwhile (it keeps :attr:`UMAPProcess.BUSY_CORES` busy). Calling the returned function waits
     for them, writes ``uns["gmvae_umap"]`` and closes the process."""
@@ -55,7 +55,7 @@ def start_latent_umaps(adata: ad.AnnData, *, bases: tuple[str, ...] = (keys.X_GM
         missing = [b for b in bases if b not in adata.obsm]
         if missing:
             raise KeyError(f"adata.obsm lacks {missing}: train the GMVAE (stage 02) first.")
-        process = process or UMAPProcess(adata.n_obs)
+        process = process or UMAPProcess()
         cells = subsample(adata.n_obs, max_cells, seed)
         pending = {basis: process.submit(np.asarray(adata.obsm[basis])[cells], seed) for basis in bases}
     except BaseException:
@@ -78,12 +78,39 @@ def latent_umaps(adata: ad.AnnData, **settings) -> None:
     start_latent_umaps(adata, **settings)()
 
 
-def _umap(values: np.ndarray, seed: int, n_epochs: int | None = None) -> np.ndarray:
+def umap_embedding(values: np.ndarray, seed: int, *, n_epochs: int | None = None,
+                   threads: int = UMAPProcess.BUSY_CORES) -> np.ndarray:
+    """UMAP of ``values`` (rows are points) over their ``N_NEIGHBOURS`` exact nearest neighbours, on ``threads``
+    cores; umap-learn's numba code is compiled once per machine and read from its on-disk cache afterwards."""
     import umap  # umap-learn directly: scanpy 1.11's neighbors calls csr_array.getnnz, which scipy 1.17 removed
+    from sklearn.neighbors import NearestNeighbors
+    from threadpoolctl import threadpool_limits
 
-    # n_jobs=1: a seeded UMAP runs on one thread anyway (asked for more, umap-learn says so in a warning)
-    return umap.UMAP(n_neighbors=15, random_state=seed, n_epochs=n_epochs, n_jobs=1).fit_transform(values).astype(
-        np.float32)
+    _cache_compiled_code(umap)
+    with threadpool_limits(threads):
+        distances, neighbours = NearestNeighbors(n_neighbors=min(N_NEIGHBOURS, len(values)) - 1).fit(values).kneighbors()
+    # kneighbors() leaves each point out; umap-learn's own neighbour lists start with the point itself
+    own = np.arange(len(values))[:, None]
+    neighbours, distances = np.hstack([own, neighbours]), np.hstack([np.zeros_like(own, float), distances])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="precomputed_knn")  # only `transform` would need a search index
+        model = umap.UMAP(n_neighbors=N_NEIGHBOURS, random_state=seed, n_epochs=n_epochs, n_jobs=threads,
+                          precomputed_knn=(neighbours, distances.astype(np.float32)))
+        return model.fit_transform(values).astype(np.float32)
+
+
+def _cache_compiled_code(package) -> None:
+    """Turn on numba's on-disk cache for the compiled functions of ``package``'s loaded modules (umap-learn does not
+    declare them ``cache=True``), so that a later process loads them instead of compiling them again; functions numba
+    cannot cache are compiled as before."""
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith(f"{package.__name__}."):
+            for function in vars(module).values():
+                if isinstance(function, Dispatcher) and isinstance(function._cache, NullCache):
+                    function.enable_caching()
 
 
 def subsample(n: int, max_n: int, seed: int) -> np.ndarray:

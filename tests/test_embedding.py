@@ -1,0 +1,27 @@
+import numpy as np
+
+from gmvae4p import keys
+from gmvae4p.embedding import UMAPProcess, start_latent_umaps, umap_embedding
+
+
+def test_umap_embedding_is_seeded_and_keeps_separate_groups_apart():
+    rng = np.random.default_rng(0)
+    points = np.vstack([rng.normal(0, 1, (150, 8)), rng.normal(6, 1, (150, 8))]).astype(np.float32)
+    first, again = umap_embedding(points, 3), umap_embedding(points, 3)
+    assert first.shape == (300, 2) and first.dtype == np.float32 and np.array_equal(first, again)
+    group = np.repeat([0, 1], 150)
+    centres = np.stack([first[group == g].mean(0) for g in (0, 1)])
+    nearest = np.argmin(((first[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == group).all()
+
+
+def test_latent_umaps_run_in_the_process_and_are_stored_for_a_subsample(tiny_cohort):
+    cells = tiny_cohort.copy()
+    rng = np.random.default_rng(1)
+    for basis in (keys.X_GMVAE, keys.X_GMVAE_ZSCORE):
+        cells.obsm[basis] = rng.normal(size=(cells.n_obs, 4)).astype(np.float32)
+    start_latent_umaps(cells, max_cells=200, seed=2, process=UMAPProcess())()
+    stored = cells.uns[keys.UNS_GMVAE_UMAP]
+    assert len(stored["cells"]) == 200 and np.all(np.diff(stored["cells"]) > 0)
+    expected = umap_embedding(cells.obsm[keys.X_GMVAE][stored["cells"]], 2)
+    np.testing.assert_array_equal(stored[keys.X_GMVAE], expected)  # as in this process
