@@ -6,7 +6,7 @@ import anndata as ad
 
 from gmvae4p import keys
 from gmvae4p.data import write_h5ad
-from gmvae4p.modalities import communication, ligand_receptor_pairs, make_pseudobulk, states
+from gmvae4p.modalities import communication, expression_states, ligand_receptor_pairs, make_pseudobulk, states
 from gmvae4p.keys import MIXTURE, WHOLE
 from gmvae4p.pseudobulk import PseudobulkError, plan_mixtures, pseudobulk_counts
 
@@ -98,6 +98,24 @@ def test_states_are_mean_zscores_of_the_drawn_cells_per_type_and_missing_types_a
                 np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
             else:
                 assert np.isnan(got).all()
+
+
+def test_expression_states_read_the_ranked_genes_or_else_the_most_variable_ones_of_x():
+    adata = _cohort()
+    plan = plan_mixtures(adata, n_samples=5, n_cells=40, progress=False)
+    dense = adata.X.toarray()
+    expected = adata.var_names[np.sort(np.argsort(-dense.var(0), kind="stable")[:4])]
+    _, names = expression_states(adata, plan, n_genes=4)
+    assert [n.split("|")[1] for n in names[:4]] == list(expected) and names[0].startswith("B|")
+    adata.var["highly_variable_rank"] = np.r_[[np.nan] * 30, np.arange(6.0)]  # the last six genes, ranked
+    values, names = expression_states(adata, plan, n_genes=4)
+    assert [n.split("|")[1] for n in names[:4]] == list(adata.var_names[30:34])
+    b_cells = adata.obs["ct_cov"].to_numpy() == "B"
+    sample = next(i for i in range(len(plan.obs)) if b_cells[plan.weights[i].indices].any())
+    row = plan.weights[sample]
+    mine = b_cells[row.indices]
+    np.testing.assert_allclose(values[sample, :4], np.average(dense[row.indices[mine]][:, 30:34], axis=0,
+                                                              weights=row.data[mine]), rtol=1e-5)
 
 
 def test_communication_matches_a_direct_computation_for_a_pair_with_a_receptor_complex():

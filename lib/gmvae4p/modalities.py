@@ -74,14 +74,25 @@ def expression_states(adata: ad.AnnData, plan: MixturePlan, *,
     if "highly_variable_rank" in adata.var and adata.var["highly_variable_rank"].notna().any():
         genes = np.argsort(adata.var["highly_variable_rank"].fillna(np.inf).to_numpy(), kind="stable")[:n_genes]
     else:
-        x = adata.X
-        mean = np.asarray(x.mean(0)).ravel()
-        square = np.asarray(x.multiply(x).mean(0) if sp.issparse(x) else (x ** 2).mean(0)).ravel()
-        genes = np.argsort(-(square - mean ** 2), kind="stable")[:n_genes]
+        genes = np.argsort(-_column_variance(adata.X), kind="stable")[:n_genes]
     genes = np.sort(genes)
     means = _means(plan, weighted_sums(plan, adata.X, columns=genes))
     names = [f"{t}|{g}" for t in plan.cell_types for g in adata.var_names[genes]]
     return means.reshape(len(means), -1).astype(np.float32), names
+
+
+def _column_variance(x, *, block: int = 1 << 22) -> np.ndarray:
+    """Variance of each column; a sparse matrix's squares are summed a block of entries at a time (``x.multiply(x)``
+    would be one more copy of the cells' matrix)."""
+    if not sp.issparse(x):
+        return np.asarray(x, dtype=np.float64).var(0)
+    x = x if x.format == "csr" else sp.csr_matrix(x)
+    square = np.zeros(x.shape[1])
+    for start in range(0, x.nnz, block):
+        values = x.data[start:start + block].astype(np.float64)
+        square += np.bincount(x.indices[start:start + block], weights=values * values, minlength=x.shape[1])
+    mean = np.asarray(x.sum(0), dtype=np.float64).ravel() / x.shape[0]
+    return square / x.shape[0] - mean ** 2
 
 
 def ligand_receptor_pairs(genes, *, resource: str = "consensus") -> pd.DataFrame:
