@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from gmvae4p import keys
-from gmvae4p.data import CohortError, load_cohort, obs_column, validate_cohort, write_h5ad
+from gmvae4p.data import CohortError, load_cohort, obs_column, read_h5ad, validate_cohort, write_h5ad
 
 from conftest import COLUMNS, KANG, KANG_PAIRED, TINY, real_data
 
@@ -160,6 +160,24 @@ def test_write_is_atomic_and_a_failed_write_keeps_the_old_file(tmp_path, tiny_co
         write_h5ad(tiny_cohort, path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["out.h5ad"]  # no temporary left behind
+
+
+def test_cells_read_without_x_are_written_with_the_x_of_their_source_file(tmp_path, tiny_cohort):
+    source = tiny_cohort.copy()
+    source.layers[keys.COUNTS] = source.X.copy()
+    source.X = source.X.multiply(0.5).tocsr()
+    write_h5ad(source, tmp_path / "source.h5ad")
+    cells = read_h5ad(tmp_path / "source.h5ad", x=False)
+    assert cells.X is None and (cells.layers[keys.COUNTS] != source.layers[keys.COUNTS]).nnz == 0
+    cells.obsm["added"] = np.ones((cells.n_obs, 2))
+    with pytest.raises(ValueError, match="x_from is for an AnnData read without X"):
+        write_h5ad(source, tmp_path / "out.h5ad", x_from=tmp_path / "source.h5ad")
+    with pytest.raises(ValueError, match=r"X of .* is \(800, 300\), not \(10, 300\)"):
+        write_h5ad(cells[:10].copy(), tmp_path / "out.h5ad", x_from=tmp_path / "source.h5ad")
+    assert not (tmp_path / "out.h5ad").exists()
+    write_h5ad(cells, tmp_path / "out.h5ad", x_from=tmp_path / "source.h5ad")
+    back = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert (back.X != source.X).nnz == 0 and "added" in back.obsm and back.obs.equals(source.obs)
 
 
 def test_real_kang_data_loads_without_labels():

@@ -8,7 +8,7 @@ import importlib
 _WHERE = {
     "SimulatedCohort": "simulate", "simulate_cohort": "simulate",
     "CohortError": "io", "atomic_path": "atomic", "check_counts": "io", "load_cohort": "io", "obs_column": "io",
-    "validate_cohort": "io", "write_csv": "io", "write_h5ad": "io",
+    "read_h5ad": "io", "validate_cohort": "io", "write_csv": "io", "write_h5ad": "io",
     "ligand_receptor_genes": "ligand_receptor", "ligand_receptor_table": "ligand_receptor",
 }
 __all__ = sorted(_WHERE)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -140,13 +141,42 @@ def obs_column(adata: ad.AnnData, role: str) -> str | None:
     return columns.get(role)
 
 
-def write_h5ad(adata: ad.AnnData, path: str | os.PathLike) -> Path:
-    """Write ``adata`` to ``path`` through a temporary file in the same folder, so a reader never sees half a file."""
+def read_h5ad(path: str | os.PathLike, *, x: bool = True) -> ad.AnnData:
+    """``anndata.read_h5ad``; with ``x=False`` every element but ``X``, which stays on disk (a stage that reads only
+    the counts layer then holds one copy of the cells' matrix, not two; :func:`write_h5ad`'s ``x_from`` copies it
+    into the stage's output file)."""
+    if x:
+        return ad.read_h5ad(path)
+    with h5py.File(path, "r") as f:
+        elements = {name: ad.io.read_elem(f[name]) for name in f if name not in ("X", "raw")}
+    return ad.AnnData(**elements)
+
+
+def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, x_from: str | os.PathLike | None = None) -> Path:
+    """Write ``adata`` to ``path`` through a temporary file in the same folder, so a reader never sees half a file.
+
+    ``x_from``: an ``.h5ad`` of the same cells and genes whose ``X`` is copied into the file, for an ``adata`` read
+    without it (:func:`read_h5ad`); HDF5 copies it a chunk at a time.
+    """
     path = Path(path)
+    if x_from is not None:
+        if adata.X is not None:
+            raise ValueError("write_h5ad: x_from is for an AnnData read without X, and this one has X.")
+        with h5py.File(x_from, "r") as source:
+            if _shape(source["X"]) != adata.shape:
+                raise ValueError(f"write_h5ad: X of {x_from} is {_shape(source['X'])}, not {adata.shape}.")
     # pandas ≥ 3 makes every text column a nullable string array, which anndata writes only when allowed
     with atomic_path(path) as tmp, ad.settings.override(allow_write_nullable_strings=True):
         adata.write_h5ad(tmp)
+        if x_from is not None:
+            with h5py.File(x_from, "r") as source, h5py.File(tmp, "a") as target:
+                source.copy(source["X"], target, "X")
     return path
+
+
+def _shape(element) -> tuple:
+    """Rows and columns of an ``.h5ad`` element: a sparse matrix's group records them, a dense dataset has them."""
+    return tuple(int(n) for n in (element.attrs["shape"] if isinstance(element, h5py.Group) else element.shape))
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike, *, index: bool = False) -> Path:
