@@ -1,7 +1,7 @@
 import numpy as np
 
 from gmvae4p import keys
-from gmvae4p.embedding import UMAPProcess, start_latent_umaps, umap_embedding
+from gmvae4p.embedding import start_latent_umaps, umap_embedding
 
 
 def test_umap_embedding_is_seeded_and_keeps_separate_groups_apart():
@@ -15,12 +15,12 @@ def test_umap_embedding_is_seeded_and_keeps_separate_groups_apart():
     assert (nearest == group).all()
 
 
-def test_latent_umaps_run_in_the_process_and_are_stored_for_a_subsample(tiny_cohort):
+def test_latent_umaps_run_in_the_background_and_are_stored_for_a_subsample(tiny_cohort):
     cells = tiny_cohort.copy()
     rng = np.random.default_rng(1)
     for basis in (keys.X_GMVAE, keys.X_GMVAE_ZSCORE):
         cells.obsm[basis] = rng.normal(size=(cells.n_obs, 4)).astype(np.float32)
-    start_latent_umaps(cells, max_cells=200, seed=2, process=UMAPProcess())()
+    start_latent_umaps(cells, max_cells=200, seed=2)()
     stored = cells.uns[keys.UNS_GMVAE_UMAP]
     assert len(stored["cells"]) == 200 and np.all(np.diff(stored["cells"]) > 0)
     expected = umap_embedding(cells.obsm[keys.X_GMVAE][stored["cells"]], 2)

@@ -1,8 +1,8 @@
-"""UMAPs of the GMVAE latent space, computed once (stage 02) and stored in the AnnData for every figure that shows
-them: compiling umap-learn's numba code takes longer than embedding 20,000 cells, so no figure recomputes one, stage
-02 has it compiled in a :class:`UMAPProcess` while the GMVAE trains, and the compiled code is cached on disk for the
-next run. The neighbours are found exactly (the subsample is small), not by NN-descent, whose numba code cannot be
-cached and takes longest to compile."""
+"""UMAPs of the GMVAE latent space, computed once (stage 02, in a background process while its second GMVAE trains)
+and stored in the AnnData for every figure that shows them. umap-learn's numba code takes longer to compile than
+20,000 cells take to embed: it is cached on disk, so only a machine's first run compiles it. The neighbours are
+found exactly (the subsample is small), not by NN-descent, whose numba code cannot be cached and takes longest to
+compile."""
 
 from __future__ import annotations
 
@@ -23,52 +23,29 @@ MAX_CELLS = 20_000
 """Cells embedded at most; the figures say when they show a subsample."""
 
 
-class UMAPProcess:
-    """A worker process that starts compiling UMAP's numba functions as soon as it is made (by embedding random points),
-    so that the caller's work meanwhile hides the compilation; :func:`start_latent_umaps` then embeds in it. Results
-    are those of :func:`umap_embedding` in this process (same inputs, same seed)."""
-
-    BUSY_CORES = 1
-    """Cores the compilation keeps busy: work meanwhile should leave them free (``GMVAE.fit``'s ``busy_cores``)."""
-
-    def __init__(self):
-        self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        points = np.random.default_rng(0).normal(size=(100, 8)).astype(np.float32)
-        self._warmup = self._pool.submit(umap_embedding, points, 0, n_epochs=5)
-
-    def submit(self, values: np.ndarray, seed: int) -> concurrent.futures.Future:
-        """Embed ``values`` once the compilation is done (tasks run in order); the future's result is the UMAP."""
-        return self._pool.submit(umap_embedding, values, seed)
-
-    def close(self) -> None:
-        self._pool.shutdown()
+BUSY_CORES = 1
+"""Cores the UMAPs keep busy while :func:`start_latent_umaps` computes them: work meanwhile should leave them free
+(``GMVAE.fit``'s ``busy_cores``)."""
 
 
 def start_latent_umaps(adata: ad.AnnData, *, bases: tuple[str, ...] = (keys.X_GMVAE, keys.X_GMVAE_ZSCORE),
-                       max_cells: int = MAX_CELLS, seed: int = 0,
-                       process: UMAPProcess | None = None) -> Callable[[], None]:
+                       max_cells: int = MAX_CELLS, seed: int = 0) -> Callable[[], None]:
     """UMAP (:func:`umap_embedding`) of ``obsm[basis]`` for each of ``bases`` on the same random subsample of at most
-    ``max_cells`` cells, started in ``process`` (a :class:`UMAPProcess` made earlier; default: a new one) so that
-    other work can run meanwhile (it keeps :attr:`UMAPProcess.BUSY_CORES` busy). Calling the returned function waits
-    for them, writes ``uns["gmvae_umap"]`` and closes the process."""
-    try:
-        missing = [b for b in bases if b not in adata.obsm]
-        if missing:
-            raise KeyError(f"adata.obsm lacks {missing}: train the GMVAE (stage 02) first.")
-        process = process or UMAPProcess()
-        cells = subsample(adata.n_obs, max_cells, seed)
-        pending = {basis: process.submit(np.asarray(adata.obsm[basis])[cells], seed) for basis in bases}
-    except BaseException:
-        if process is not None:
-            process.close()
-        raise
+    ``max_cells`` cells, started in a background process so that other work can run meanwhile (on all but
+    :data:`BUSY_CORES` cores). Calling the returned function waits for them and writes ``uns["gmvae_umap"]``."""
+    missing = [b for b in bases if b not in adata.obsm]
+    if missing:
+        raise KeyError(f"adata.obsm lacks {missing}: train the GMVAE (stage 02) first.")
+    cells = subsample(adata.n_obs, max_cells, seed)
+    process = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pending = {basis: process.submit(umap_embedding, np.asarray(adata.obsm[basis])[cells], seed) for basis in bases}
 
     def write() -> None:
         try:
             adata.uns[keys.UNS_GMVAE_UMAP] = {"cells": cells, "seed": seed,
                                               **{basis: task.result() for basis, task in pending.items()}}
         finally:
-            process.close()
+            process.shutdown()
 
     return write
 
@@ -79,7 +56,7 @@ def latent_umaps(adata: ad.AnnData, **settings) -> None:
 
 
 def umap_embedding(values: np.ndarray, seed: int, *, n_epochs: int | None = None,
-                   threads: int = UMAPProcess.BUSY_CORES) -> np.ndarray:
+                   threads: int = BUSY_CORES) -> np.ndarray:
     """UMAP of ``values`` (rows are points) over their ``N_NEIGHBOURS`` exact nearest neighbours, on ``threads``
     cores; umap-learn's numba code is compiled once per machine and read from its on-disk cache afterwards."""
     import umap  # umap-learn directly: scanpy 1.11's neighbors calls csr_array.getnnz, which scipy 1.17 removed
