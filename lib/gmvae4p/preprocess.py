@@ -210,32 +210,27 @@ def _subset(adata: ad.AnnData, keep_cells: np.ndarray, keep_genes: np.ndarray) -
 
 
 def _subset_csr(x: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, *, block_rows: int = BLOCK_ROWS) -> sp.csr_matrix:
-    """``x[rows][:, cols]`` for boolean masks, written into arrays of the result's size (scipy makes the row subset
-    and then the column subset: one more copy of the matrix), one block of rows at a time."""
-    new_column = (np.cumsum(cols) - 1).astype(x.indices.dtype)
-    blocks = [(start, min(start + block_rows, x.shape[0])) for start in range(0, x.shape[0], block_rows)]
-
-    def kept_entries(start, end):  # the block's first entry, which of its entries stay, nnz per kept row
-        per_row = np.diff(x.indptr[start:end + 1])
-        lo, hi = x.indptr[start], x.indptr[end]
-        keep = np.repeat(rows[start:end], per_row) & cols[x.indices[lo:hi]]
-        per_kept_row = np.bincount(np.repeat(np.arange(end - start), per_row)[keep], minlength=end - start)
-        return lo, keep, per_kept_row[rows[start:end]]
-
-    indptr = np.zeros(int(rows.sum()) + 1, dtype=np.int64)
-    np.cumsum(np.concatenate([kept_entries(start, end)[2] for start, end in blocks]), out=indptr[1:])
-    data = np.empty(indptr[-1], dtype=x.data.dtype)
-    indices = np.empty(indptr[-1], dtype=x.indices.dtype)
-    filled = 0
-    for start, end in blocks:
-        lo, keep, per_kept_row = kept_entries(start, end)
-        n = int(per_kept_row.sum())
-        data[filled:filled + n] = x.data[lo:lo + keep.size][keep]
-        indices[filled:filled + n] = new_column[x.indices[lo:lo + keep.size][keep]]
-        filled += n
-    if indptr[-1] < np.iinfo(np.int32).max:
-        indptr = indptr.astype(np.int32)
-    return sp.csr_matrix((data, indices, indptr), shape=(indptr.size - 1, int(cols.sum())))
+    """``x[rows][:, cols]`` for boolean masks with one new copy of the kept part: scipy gathers the rows, then the
+    dropped columns' entries are squeezed out of that copy in place, a block of rows at a time (scipy's column subset
+    would make one more copy of the matrix)."""
+    out = x[np.flatnonzero(rows)] if not rows.all() else x.copy()
+    if cols.all():
+        return out
+    new_column = (np.cumsum(cols) - 1).astype(out.indices.dtype)
+    indptr = np.zeros_like(out.indptr)
+    written = 0
+    for start in range(0, out.shape[0], block_rows):
+        end = min(start + block_rows, out.shape[0])
+        lo, hi = out.indptr[start], out.indptr[end]
+        keep = cols[out.indices[lo:hi]]
+        n = int(keep.sum())
+        # the right-hand sides are copies and written ≤ lo: squeezing in place never overwrites unread entries
+        out.data[written:written + n] = out.data[lo:hi][keep]
+        out.indices[written:written + n] = new_column[out.indices[lo:hi][keep]]
+        row_of = np.repeat(np.arange(end - start), np.diff(out.indptr[start:end + 1]))
+        indptr[start + 1:end + 1] = written + np.cumsum(np.bincount(row_of[keep], minlength=end - start))
+        written += n
+    return sp.csr_matrix((out.data[:written], out.indices[:written], indptr), shape=(out.shape[0], int(cols.sum())))
 
 
 def _is_mito(adata: ad.AnnData, mito_prefix: str):
