@@ -174,11 +174,12 @@ def test_index_lists_what_the_run_wrote_with_table1s_numbers(tmp_path):
     (layout.figures / "figure1_modality_weighting.png").write_bytes(b"png")
     record = {"run_name": "demo", "status": "complete", "started": "t0", "finished": "t1",
               "parameters_file": "parameters/demo.yaml",
-              "stages": [{"stage": "04_classify", "status": "complete", "wall_s": 12.5, "peak_rss_gb": 1.1}]}
+              "stages": [{"stage": "04_classify", "status": "complete", "wall_s": 12.5, "peak_rss_gb": 1.1,
+                          "peak_pss_gb": 0.9}]}
     write_index(layout, record)
     text = (layout.root / "index.md").read_text()
     assert f"- xgboost: {table1.loc[1, 'auc']:.3f} [{table1.loc[1, 'auc_low']:.3f}" in text
-    assert "| 04_classify | complete | 12.5 | 1.1 | – |" in text
+    assert "| 04_classify | complete | 12.5 | 1.1, 0.9 | – |" in text
     assert "[figure1_modality_weighting.png](figures/figure1_modality_weighting.png)" in text
     assert "Table 4" not in text  # a table the run did not reach is left out
 

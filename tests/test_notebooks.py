@@ -48,6 +48,8 @@ def test_chain_writes_notebooks_artifacts_and_run_record(ci_run):
     stages = {s["stage"]: s for s in record["stages"]}
     assert stages["01_preprocess"]["status"] == "complete"
     assert stages["01_preprocess"]["wall_s"] > 0 and stages["01_preprocess"]["peak_rss_gb"] > 0
+    # shared pages counted once: at most the summed resident memory (Linux reports it)
+    assert 0 < stages["01_preprocess"]["peak_pss_gb"] <= stages["01_preprocess"]["peak_rss_gb"]
     assert (ci_run / "notebooks" / "01_preprocess.ipynb").is_file()
     for suffix in ("png", "pdf", "csv"):
         assert (ci_run / "figures" / f"01_qc.{suffix}").stat().st_size > 0

@@ -88,6 +88,7 @@ def run(parameters_file: str | os.PathLike, *, output_dir: str | os.PathLike | N
                 entry["status"] = "complete" if completed else "failed"
                 entry["wall_s"] = round(time.perf_counter() - start, 3)
                 entry["peak_rss_gb"] = round(memory.peak / 2**30, 3)
+                entry["peak_pss_gb"] = round(memory.peak_pss / 2**30, 3) if memory.peak_pss else None
                 entry["peak_gpu_gb"] = None if memory.peak_gpu is None else round(memory.peak_gpu / 2**30, 3)
                 record["status"] = "running" if entry["status"] == "complete" else "failed"
                 _write_record(layout, record)
@@ -157,14 +158,16 @@ def _hardware() -> dict:
 
 
 class _PeakMemory:
-    """Samples the summed resident memory of this process's children (the kernel and what it spawns) and, where
+    """Samples the summed resident memory of this process's children (the kernel and what it spawns: ``peak``, and
+    where Linux reports it ``peak_pss``, the proportional set size, which counts a page that processes share once, as
+    libraries and forked workers' untouched memory are) and, where
     NVML answers (``nvidia-ml-py``, an NVIDIA driver), the GPU memory in use on all GPUs above what was in use when
     sampling began; ``peak_gpu`` stays None without NVML."""
 
     INTERVAL_S = 0.2
 
     def __enter__(self):
-        self.peak, self.peak_gpu = 0, None
+        self.peak, self.peak_pss, self.peak_gpu = 0, 0, None
         self._gpus = _nvml_handles()
         self._gpu_baseline = _gpu_used(self._gpus)
         self._stop = threading.Event()
@@ -179,13 +182,14 @@ class _PeakMemory:
     def _sample(self):
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
+            rss = pss = 0
             for child in me.children(recursive=True):
                 try:
-                    total += child.memory_info().rss
+                    rss += child.memory_info().rss
+                    pss += getattr(child.memory_full_info(), "pss", 0)
                 except psutil.Error:
                     pass
-            self.peak = max(self.peak, total)
+            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
             if self._gpus:
                 self.peak_gpu = max(self.peak_gpu or 0, _gpu_used(self._gpus) - self._gpu_baseline)
             self._stop.wait(self.INTERVAL_S)

@@ -18,10 +18,10 @@ def write_index(layout: RunLayout, record: dict) -> None:
              f"Status **{record['status']}**; started {record['started']}"
              + (f", finished {record['finished']}" if record.get("finished") else "")
              + f"; parameters `{record['parameters_file']}`.", "",
-             "| stage | status | wall time (s) | peak host memory (GB) | peak GPU memory (GB) |",
+             "| stage | status | wall time (s) | peak host memory (GB): RSS, PSS | peak GPU memory (GB) |",
              "|---|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {s['status']} | {s.get('wall_s', '')} | {s.get('peak_rss_gb', '')} | "
-              f"{_or_dash(s.get('peak_gpu_gb'))} |" for s in record["stages"]]
+    lines += [f"| {s['stage']} | {s['status']} | {s.get('wall_s', '')} | {s.get('peak_rss_gb', '')}, "
+              f"{_or_dash(s.get('peak_pss_gb'))} | {_or_dash(s.get('peak_gpu_gb'))} |" for s in record["stages"]]
     headlines = _headlines(layout)
     if headlines:
         lines += ["", "## Headline numbers", "", *headlines[:-1]]
