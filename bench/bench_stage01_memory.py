@@ -1,5 +1,6 @@
-"""Resident memory over stage 01's calls, as its notebook makes them, at a fraction of the lupus cohort's shape,
-sampled every 20 ms from /proc/self/statm (Linux). Two commands, each one process:
+"""Resident memory over stage 01's calls, as its notebook makes them, on a fraction of the lupus-shape cohort
+(parameters/lupus_sim.yaml's simulation and preprocessing settings), sampled every 20 ms from /proc/self/statm
+(Linux). Two commands, each one process:
 
     PYTHONPATH=lib python bench/bench_stage01_memory.py simulate 0.25 cohort.h5ad   # simulate once, write the file
     PYTHONPATH=lib python bench/bench_stage01_memory.py preprocess cohort.h5ad      # stage 01 on that file
@@ -14,13 +15,17 @@ import tempfile
 import threading
 import time
 
+from pathlib import Path
+
+import yaml
+
 import gmvae4p.data
 import gmvae4p.preprocess
 
-LUPUS_SIMULATION = dict(n_patients=169, n_cells=834_096, n_genes=24_205, n_cell_types=8, library_size=1_100.0,
-                        n_marker_genes=50, n_disease_genes=100)
-COLUMNS = dict(patient_key="ind_cov", cell_type_key="ct_cov", label_key="disease_cov", batch_key="batch_cov")
-QC = dict(min_genes=200, min_cells=10, max_pct_mito=20.0, mito_prefix="MT-")
+LUPUS = yaml.safe_load((Path(__file__).resolve().parents[1] / "parameters" / "lupus_sim.yaml").read_text())
+COLUMNS = {k: v for k, v in LUPUS["data"].items() if k.endswith("_key")}
+QC = {k: LUPUS["preprocess"][k] for k in ("min_genes", "min_cells", "max_pct_mito", "mito_prefix")}
+NORMALIZE = {k: LUPUS["preprocess"][k] for k in ("target_sum", "n_top_genes")}
 
 
 def resident_gb() -> float:
@@ -54,8 +59,9 @@ class PeakSampler:
 
 def simulate(fraction: float, path: str) -> None:
     sampler = PeakSampler()
-    shape = {**LUPUS_SIMULATION, "n_cells": int(LUPUS_SIMULATION["n_cells"] * fraction)}
-    adata = sampler.step("simulate", lambda: gmvae4p.data.load_cohort(None, **COLUMNS, simulate=shape, seed=0))
+    shape = {**LUPUS["simulate"], "n_cells": int(LUPUS["simulate"]["n_cells"] * fraction)}
+    adata = sampler.step("simulate", lambda: gmvae4p.data.load_cohort(None, **COLUMNS, simulate=shape,
+                                                                      seed=LUPUS["seed"]))
     sampler.set_csr(adata.X)
     sampler.step("write_h5ad", lambda: gmvae4p.data.write_h5ad(adata, path))
 
@@ -66,7 +72,7 @@ def preprocess(path: str) -> None:
     sampler.set_csr(adata.X)
     sampler.step("qc_metrics", lambda: gmvae4p.preprocess.qc_metrics(adata))
     adata = sampler.step("filter_cells_genes", lambda: gmvae4p.preprocess.filter_cells_genes(adata, **QC))
-    sampler.step("normalize_log1p_hvg", lambda: gmvae4p.preprocess.normalize_log1p_hvg(adata, n_top_genes=2_000))
+    sampler.step("normalize_log1p_hvg", lambda: gmvae4p.preprocess.normalize_log1p_hvg(adata, **NORMALIZE))
     with tempfile.TemporaryDirectory() as folder:
         sampler.step("write_h5ad", lambda: gmvae4p.data.write_h5ad(adata, os.path.join(folder, "cells.h5ad")))
 

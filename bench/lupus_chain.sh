@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole chain on parameters/lupus_sim.yaml (834,096 simulated cells × 24,205 genes, 169 patients) on the device
+# The whole chain on parameters/lupus_sim.yaml's cohort (834,096 simulated cells × 24,205 genes, 169 patients) on the device
 # machine, whose image has torch, numpy, scipy, pandas, scikit-learn, h5py, matplotlib and numba but not anndata,
 # scanpy, papermill or the Jupyter kernel: those travel as wheels in .whl/ (bench/lupus_chain_wheels.txt lists them).
 #
@@ -8,11 +8,16 @@
 #   bash bench/lupus_chain.sh follow 540       # waits up to 540 s for the chain, then packs what it wrote into $OUT
 # Each call names .whl in `carry`; `follow` is made right after the previous call returns (the machine is given back
 # when idle). Results: $OUT/lupus_sim.tar.gz (run.json, index.md, tables, figures, executed notebooks), $OUT/chain.log.
+# The cohort is simulated into an .h5ad first (bench/bench_stage01_memory.py, which prints the simulation's memory)
+# and the chain reads that file, as it would a real cohort's: stage 01's time and memory are then those of reading
+# and preprocessing, not of the simulator.
 set -euo pipefail
 
 RUN=/tmp/lupus_sim
 SITE=/tmp/site
 LOG=/tmp/lupus_chain.log
+CELLS=/tmp/lupus_cells.h5ad
+PARAMETERS=/tmp/lupus_sim_file.yaml
 export PYTHONPATH="$SITE:$PWD/lib" PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 
@@ -30,13 +35,20 @@ start)
     python3 -c "import anndata, scanpy, papermill, ipykernel, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     rm -rf "$RUN"
-    setsid nohup python3 -m gmvae4p run parameters/lupus_sim.yaml --output-dir "$RUN" >"$LOG" 2>&1 < /dev/null &
+    python3 bench/bench_stage01_memory.py simulate 1.0 "$CELLS"
+    python3 -c "
+import yaml
+settings = yaml.safe_load(open('parameters/lupus_sim.yaml'))
+del settings['simulate']
+settings['data']['path'] = '$CELLS'
+yaml.safe_dump(settings, open('$PARAMETERS', 'w'), sort_keys=False)"
+    setsid nohup python3 -m gmvae4p run "$PARAMETERS" --output-dir "$RUN" >"$LOG" 2>&1 < /dev/null &
     sleep 60
     tail -c 2000 "$LOG"
     ;;
 follow)
     deadline=$((SECONDS + ${2:-540}))
-    while [ $SECONDS -lt $deadline ] && pgrep -f "gmvae4p run parameters/lupus_sim.yaml" >/dev/null; do
+    while [ $SECONDS -lt $deadline ] && pgrep -f "gmvae4p run $PARAMETERS" >/dev/null; do
         sleep 10
     done
     python3 -c "
@@ -44,7 +56,8 @@ import json, sys
 record = json.load(open('$RUN/run.json'))
 print('status', record['status'], 'total_wall_s', record.get('total_wall_s'))
 for s in record['stages']:
-    print(s['stage'], s['status'], s.get('wall_s'), 'rss', s.get('peak_rss_gb'), 'gpu', s.get('peak_gpu_gb'), s.get('error', ''))
+    print(s['stage'], s['status'], s.get('wall_s'), 'rss', s.get('peak_rss_gb'), 'pss', s.get('peak_pss_gb'),
+          'gpu', s.get('peak_gpu_gb'), s.get('error', ''))
 " || true
     python3 -c "
 import json, pathlib
