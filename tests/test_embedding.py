@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 
 from gmvae4p import keys
@@ -25,3 +27,24 @@ def test_latent_umaps_run_in_the_background_and_are_stored_for_a_subsample(tiny_
     assert len(stored["cells"]) == 200 and np.all(np.diff(stored["cells"]) > 0)
     expected = umap_embedding(cells.obsm[keys.X_GMVAE][stored["cells"]], 2)
     np.testing.assert_array_equal(stored[keys.X_GMVAE], expected)  # as in this process
+
+
+def test_without_a_writable_cache_folder_umap_code_is_compiled_as_before(monkeypatch):
+    import types
+
+    import numba
+    from numba.core.dispatcher import Dispatcher
+
+    from gmvae4p.embedding import _cache_compiled_code
+
+    package, module = types.ModuleType("uncachable"), types.ModuleType("uncachable.kernels")
+    module.double = numba.njit(lambda x: 2 * x)
+    monkeypatch.setitem(sys.modules, "uncachable", package)
+    monkeypatch.setitem(sys.modules, "uncachable.kernels", module)
+
+    def no_locator(self):
+        raise RuntimeError("cannot cache function: no locator available")
+
+    monkeypatch.setattr(Dispatcher, "enable_caching", no_locator)
+    _cache_compiled_code(package)
+    assert module.double(3) == 6

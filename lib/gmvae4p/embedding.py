@@ -87,7 +87,10 @@ def _cache_compiled_code(package) -> None:
         if name.startswith(f"{package.__name__}."):
             for function in vars(module).values():
                 if isinstance(function, Dispatcher) and isinstance(function._cache, NullCache):
-                    function.enable_caching()
+                    try:
+                        function.enable_caching()
+                    except RuntimeError:  # no writable cache folder: numba compiles as it would have
+                        return
 
 
 def subsample(n: int, max_n: int, seed: int) -> np.ndarray:
