@@ -166,6 +166,7 @@ def test_cells_read_without_x_are_written_with_the_x_of_their_source_file(tmp_pa
     source = tiny_cohort.copy()
     source.layers[keys.COUNTS] = source.X.copy()
     source.X = source.X.multiply(0.5).tocsr()
+    source.raw = source.copy()  # a user's raw stays in the file as it was
     write_h5ad(source, tmp_path / "source.h5ad")
     cells = read_h5ad(tmp_path / "source.h5ad", x=False)
     assert cells.X is None and (cells.layers[keys.COUNTS] != source.layers[keys.COUNTS]).nnz == 0
@@ -178,6 +179,7 @@ def test_cells_read_without_x_are_written_with_the_x_of_their_source_file(tmp_pa
     write_h5ad(cells, tmp_path / "out.h5ad", x_from=tmp_path / "source.h5ad")
     back = ad.read_h5ad(tmp_path / "out.h5ad")
     assert (back.X != source.X).nnz == 0 and "added" in back.obsm and back.obs.equals(source.obs)
+    assert back.raw is not None and (back.raw.X != source.raw.X).nnz == 0
 
 
 def test_real_kang_data_loads_without_labels():

@@ -142,9 +142,9 @@ def obs_column(adata: ad.AnnData, role: str) -> str | None:
 
 
 def read_h5ad(path: str | os.PathLike, *, x: bool = True) -> ad.AnnData:
-    """``anndata.read_h5ad``; with ``x=False`` every element but ``X``, which stays on disk (a stage that reads only
-    the counts layer then holds one copy of the cells' matrix, not two; :func:`write_h5ad`'s ``x_from`` copies it
-    into the stage's output file)."""
+    """``anndata.read_h5ad``; with ``x=False`` every element but ``X`` and ``raw``, which stay on disk (a stage that
+    reads only the counts layer then holds one copy of the cells' matrix, not two; :func:`write_h5ad`'s ``x_from``
+    copies them into the stage's output file)."""
     if x:
         return ad.read_h5ad(path)
     with h5py.File(path, "r") as f:
@@ -155,8 +155,8 @@ def read_h5ad(path: str | os.PathLike, *, x: bool = True) -> ad.AnnData:
 def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, x_from: str | os.PathLike | None = None) -> Path:
     """Write ``adata`` to ``path`` through a temporary file in the same folder, so a reader never sees half a file.
 
-    ``x_from``: an ``.h5ad`` of the same cells and genes whose ``X`` is copied into the file, for an ``adata`` read
-    without it (:func:`read_h5ad`); HDF5 copies it a chunk at a time.
+    ``x_from``: an ``.h5ad`` of the same cells and genes whose ``X`` (and ``raw``, where it has one) is copied into the
+    file, for an ``adata`` read without them (:func:`read_h5ad`); HDF5 copies them a chunk at a time.
     """
     path = Path(path)
     if x_from is not None:
@@ -170,7 +170,9 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, x_from: str | os.P
         adata.write_h5ad(tmp)
         if x_from is not None:
             with h5py.File(x_from, "r") as source, h5py.File(tmp, "a") as target:
-                source.copy(source["X"], target, "X")
+                for name in ("X", "raw"):
+                    if name in source:
+                        source.copy(source[name], target, name)
     return path
 
 
