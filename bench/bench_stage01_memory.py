@@ -24,8 +24,7 @@ import gmvae4p.preprocess
 
 LUPUS = yaml.safe_load((Path(__file__).resolve().parents[1] / "parameters" / "lupus_sim.yaml").read_text())
 COLUMNS = {k: v for k, v in LUPUS["data"].items() if k.endswith("_key")}
-QC = {k: LUPUS["preprocess"][k] for k in ("min_genes", "min_cells", "max_pct_mito", "mito_prefix")}
-NORMALIZE = {k: LUPUS["preprocess"][k] for k in ("target_sum", "n_top_genes")}
+QC, NORMALIZE = gmvae4p.preprocess.split_settings(LUPUS["preprocess"])
 
 
 def resident_gb() -> float:

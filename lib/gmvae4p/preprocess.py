@@ -56,11 +56,17 @@ def qc_normalize_hvg(adata: ad.AnnData, **settings) -> ad.AnnData:
     alive until this returns, so the peak is three copies of the counts; the stage 01 notebook calls the two steps
     apart, so that the loaded matrix is freed before its normalized copy is made (two copies).
     """
-    normalize = {k: settings.pop(k) for k in _NORMALIZE_SETTINGS if k in settings}
-    _check_settings(**settings, **normalize)
-    adata = filter_cells_genes(adata, **settings)
+    _check_settings(**settings)
+    qc, normalize = split_settings(settings)
+    adata = filter_cells_genes(adata, **qc)
     normalize_log1p_hvg(adata, **normalize)
     return adata
+
+
+def split_settings(settings: dict) -> tuple[dict, dict]:
+    """The ``preprocess`` section split into :func:`filter_cells_genes`'s settings and :func:`normalize_log1p_hvg`'s."""
+    normalize = {k: v for k, v in settings.items() if k in _NORMALIZE_SETTINGS}
+    return {k: v for k, v in settings.items() if k not in _NORMALIZE_SETTINGS}, normalize
 
 
 def filter_cells_genes(
@@ -74,8 +80,8 @@ def filter_cells_genes(
     """Keep cells with enough genes and few mitochondrial counts, then genes seen in enough of the kept cells.
 
     Returns a new AnnData of the kept cells and genes (``adata`` itself when QC removes nothing) and records what
-    was removed in ``uns["preprocess"]``. The kept counts are gathered in one pass over the CSR into arrays of their
-    final size: the input and the result are the only copies of the matrix.
+    was removed in ``uns["preprocess"]``. The input and the result are the only copies of the matrix
+    (:func:`_subset_csr`).
 
     Parameters
     ----------
