@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from gmvae4p import keys
+from gmvae4p.data import io, read_h5ad, write_h5ad, x_on_disk
 from gmvae4p.classify import cell_baselines, evaluate, model as model_module
 from gmvae4p.classify.cell_baselines import CELL_BASELINES, CellData, fit_predict_cell_baselines
 from gmvae4p.classify.config import METHODS, ClassifierConfig
@@ -344,6 +345,19 @@ def test_cell_data_group_means_are_exact_and_missing_types_are_nan():
     assert np.isnan(means[3, 1]).all() and not np.isnan(means[3, 0]).any()
     np.testing.assert_allclose(data.unit_means(data.embedding)[2], data.embedding[data.unit_of_cell == 2].mean(0),
                                rtol=1e-5)
+
+
+def test_cell_data_reads_the_expression_on_disk_in_blocks(tmp_path, monkeypatch):
+    data, _ = _cells(n_units=20, n_types=4)
+    cells = _cells_anndata(data, sp.csr_matrix(np.random.default_rng(2).poisson(1.0, (len(data.unit_of_cell), 12)),
+                                               dtype=np.float32))
+    in_memory = CellData.from_anndata(cells)
+    write_h5ad(cells, tmp_path / "cells.h5ad")
+    monkeypatch.setattr(io, "BLOCK_ROWS", 70)  # several blocks, the last one short
+    with x_on_disk(tmp_path / "cells.h5ad") as expression:
+        on_disk = CellData.from_anndata(read_h5ad(tmp_path / "cells.h5ad", x=False), expression=expression)
+    np.testing.assert_allclose(on_disk.type_means, in_memory.type_means, rtol=1e-6)
+    assert np.isnan(on_disk.type_means).sum() == np.isnan(in_memory.type_means).sum()
 
 
 @pytest.mark.parametrize("method", CELL_BASELINES)

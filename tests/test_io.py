@@ -1,3 +1,4 @@
+import pickle
 import re
 
 import anndata as ad
@@ -7,7 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from gmvae4p import keys
-from gmvae4p.data import CohortError, load_cohort, obs_column, read_h5ad, validate_cohort, write_h5ad
+from gmvae4p.data import (CohortError, MappedArray, load_cohort, obs_column, read_h5ad, validate_cohort, write_h5ad,
+                          x_on_disk)
 
 from conftest import COLUMNS, KANG, KANG_PAIRED, TINY, real_data
 
@@ -180,6 +182,40 @@ def test_cells_read_without_x_are_written_with_the_x_of_their_source_file(tmp_pa
     back = ad.read_h5ad(tmp_path / "out.h5ad")
     assert (back.X != source.X).nnz == 0 and "added" in back.obsm and back.obs.equals(source.obs)
     assert back.raw is not None and (back.raw.X != source.raw.X).nnz == 0
+
+
+def test_mapped_samples_equal_the_read_ones_and_pickle_as_a_reference_to_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    samples = ad.AnnData(rng.normal(size=(30, 40)).astype(np.float32),
+                         obs=pd.DataFrame({"unit": [f"u{i % 6}" for i in range(30)]}, index=[f"s{i}" for i in range(30)]))
+    samples.layers[keys.COUNTS] = rng.poisson(3.0, (30, 40)).astype(np.float32)
+    samples.obsm["states"] = np.where(rng.random((30, 500)) < 0.1, np.nan, rng.normal(size=(30, 500))).astype(np.float32)
+    samples.obsm["proportions"] = pd.DataFrame(rng.random((30, 3)), index=samples.obs_names, columns=list("abc"))
+    samples.obsm["sparse"] = sp.random(30, 8, density=0.3, format="csr", random_state=0)
+    write_h5ad(samples, tmp_path / "samples.h5ad")
+    mapped = read_h5ad(tmp_path / "samples.h5ad", mapped=True)
+    for value in (mapped.X, mapped.layers[keys.COUNTS], mapped.obsm["states"]):
+        assert isinstance(value, MappedArray) and not value.flags.writeable
+    assert np.array_equal(mapped.X, samples.X) and np.array_equal(mapped.layers[keys.COUNTS], samples.layers[keys.COUNTS])
+    assert np.array_equal(mapped.obsm["states"], samples.obsm["states"], equal_nan=True)
+    assert mapped.obsm["proportions"].equals(samples.obsm["proportions"]) and mapped.obs.equals(samples.obs)
+    assert (mapped.obsm["sparse"] != samples.obsm["sparse"]).nnz == 0  # not one block of numbers: read
+    with pytest.raises(ValueError, match="read-only"):
+        mapped.X[0, 0] = 1.0
+    whole = pickle.dumps(mapped.obsm["states"])
+    assert len(whole) < 1_000 < mapped.obsm["states"].nbytes  # the file's name and where, not the numbers
+    back = pickle.loads(whole)
+    assert isinstance(back, MappedArray) and np.array_equal(back, samples.obsm["states"], equal_nan=True)
+    part = pickle.loads(pickle.dumps(mapped.X[5:9, 2:]))  # a view pickles by value
+    assert type(part) is np.ndarray and np.array_equal(part, samples.X[5:9, 2:])
+    assert np.array_equal(pickle.loads(pickle.dumps(mapped)).X, samples.X)
+
+
+def test_x_on_disk_gives_blocks_of_rows_of_the_file_s_x(tmp_path, tiny_cohort):
+    write_h5ad(tiny_cohort, tmp_path / "cells.h5ad")
+    with x_on_disk(tmp_path / "cells.h5ad") as x:
+        assert x.shape == tiny_cohort.shape
+        assert (x[100:250] != tiny_cohort.X[100:250]).nnz == 0
 
 
 def test_real_kang_data_loads_without_labels():

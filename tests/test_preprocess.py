@@ -4,8 +4,8 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 
-from gmvae4p import keys
-from gmvae4p.data import CohortError, load_cohort
+from gmvae4p import keys, preprocess
+from gmvae4p.data import CohortError, load_cohort, write_h5ad
 from gmvae4p.preprocess import (_normalize_total_in_place, _subset_csr, filter_cells_genes, normalize_log1p_hvg,
                                 qc_metrics, qc_normalize_hvg, qc_summary)
 
@@ -81,7 +81,9 @@ def test_in_place_normalization_equals_scanpys_across_row_blocks():
     np.testing.assert_allclose(mine.toarray(), expected.X.toarray(), rtol=1e-6)
 
 
-def test_qc_metrics_are_scanpys_columns_and_values(loaded):
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_qc_metrics_are_scanpys_columns_and_values(loaded, dtype):
+    loaded.X = loaded.X.astype(dtype)
     loaded.X[3] = 0  # a cell without counts
     loaded.X.data[:5] = 0  # explicit zeros are not detected genes
     mine, scanpys = loaded.copy(), loaded.copy()
@@ -113,6 +115,32 @@ def test_the_two_steps_give_qc_normalize_hvg_and_keep_an_untouched_cohort_as_it_
     assert one.uns[keys.UNS_PREPROCESS] == two.uns[keys.UNS_PREPROCESS]
     clean = loaded[~loaded.obs[keys.LOW_QUALITY]].copy()
     assert filter_cells_genes(clean, min_genes=0, min_cells=0) is clean  # nothing removed: no copy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_normalizing_into_a_file_writes_what_the_in_memory_steps_give(loaded, tmp_path, monkeypatch, dtype):
+    loaded.X = loaded.X.astype(dtype)
+    expected = qc_normalize_hvg(loaded.copy(), min_genes=50, n_top_genes=100)
+    write_h5ad(expected, tmp_path / "expected.h5ad")
+    adata = filter_cells_genes(loaded, min_genes=50)
+    path = tmp_path / "preprocessed.h5ad"
+    normalize_log1p_hvg(adata, n_top_genes=100, write_to=path)
+    assert keys.COUNTS not in adata.layers and (adata.X != expected.X).nnz == 0  # memory: one copy, normalized
+    written, reference = ad.read_h5ad(path), ad.read_h5ad(tmp_path / "expected.h5ad")
+    assert (written.X != reference.X).nnz == 0 and written.X.dtype == reference.X.dtype
+    assert (written.layers[keys.COUNTS] != reference.layers[keys.COUNTS]).nnz == 0
+    assert written.layers[keys.COUNTS].dtype == reference.layers[keys.COUNTS].dtype
+    assert written.var.equals(reference.var) and written.obs.equals(reference.obs)
+    assert set(written.uns) == set(reference.uns) and written.uns["log1p"] == reference.uns["log1p"]
+    before = path.read_bytes()
+
+    def fails(*args):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(preprocess, "_normalize_log1p", fails)
+    with pytest.raises(MemoryError):
+        normalize_log1p_hvg(filter_cells_genes(loaded, min_genes=50), n_top_genes=100, write_to=path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["expected.h5ad", path.name]
 
 
 def test_bad_settings_are_refused_before_the_cohort_is_touched(loaded):

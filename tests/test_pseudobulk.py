@@ -5,7 +5,7 @@ import scipy.sparse as sp
 import anndata as ad
 
 from gmvae4p import keys
-from gmvae4p.data import write_h5ad
+from gmvae4p.data import io, read_h5ad, write_h5ad, x_on_disk
 from gmvae4p.modalities import communication, expression_states, ligand_receptor_pairs, make_pseudobulk, states
 from gmvae4p.keys import MIXTURE, WHOLE
 from gmvae4p.pseudobulk import PseudobulkError, plan_mixtures, pseudobulk_counts
@@ -116,6 +116,19 @@ def test_expression_states_read_the_ranked_genes_or_else_the_most_variable_ones_
     mine = b_cells[row.indices]
     np.testing.assert_allclose(values[sample, :4], np.average(dense[row.indices[mine]][:, 30:34], axis=0,
                                                               weights=row.data[mine]), rtol=1e-5)
+
+
+def test_expression_states_read_from_disk_in_blocks_equal_those_read_from_memory(tmp_path, monkeypatch):
+    adata = _cohort()
+    plan = plan_mixtures(adata, n_samples=5, n_cells=40, progress=False)
+    expected, names = expression_states(adata, plan, n_genes=4)
+    write_h5ad(adata, tmp_path / "cells.h5ad")
+    monkeypatch.setattr(io, "BLOCK_ROWS", 37)  # several blocks, the last one short
+    with x_on_disk(tmp_path / "cells.h5ad") as x:
+        values, on_disk_names = expression_states(read_h5ad(tmp_path / "cells.h5ad", x=False), plan, n_genes=4,
+                                                  expression=x)
+    assert on_disk_names == names
+    np.testing.assert_array_equal(values, expected)
 
 
 def test_communication_matches_a_direct_computation_for_a_pair_with_a_receptor_complex():

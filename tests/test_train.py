@@ -17,6 +17,7 @@ from gmvae4p.gmvae.config import ModuleConfig, TrainConfig
 from gmvae4p.gmvae.launch import TrainingFailed, launch
 from gmvae4p.gmvae.module import GMVAEModule
 from gmvae4p.gmvae.train import epoch_line, predict, train
+from gmvae4p.gmvae import trainset as trainset_module
 from gmvae4p.gmvae.trainset import read_shard, write_trainset
 from gmvae4p.preprocess import qc_normalize_hvg
 
@@ -143,6 +144,18 @@ def test_trainset_shards_partition_the_cells_in_a_shuffled_order(cohort, trainse
     for shard in shards:
         assert (shard.counts != cohort.counts[shard.cell_index]).nnz == 0
         assert np.array_equal(shard.components, cohort.obs["ct_cov"].cat.codes.to_numpy()[shard.cell_index])
+
+
+def test_trainset_written_in_blocks_of_rows_is_the_same_file(cohort, trainset, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainset_module, "BLOCK_ROWS", 97)  # several blocks, the last one short
+    types = cohort.obs["ct_cov"]
+    path = write_trainset(tmp_path / "blocks.h5", cohort.counts, types.cat.codes.to_numpy(),
+                          component_names=list(types.cat.categories), genes=list(cohort.var_names),
+                          validation=cohort.obs["ind_cov"].isin(HELD_OUT).to_numpy())
+    with h5py.File(path) as blocks, h5py.File(trainset) as whole:
+        assert sorted(blocks) == sorted(whole)
+        for name in whole:
+            assert blocks[name].dtype == whole[name].dtype and np.array_equal(blocks[name][:], whole[name][:]), name
 
 
 def _held_out_accuracy(folder, cohort):

@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import keys
+from .data import row_blocks
 from .data.ligand_receptor import ligand_receptor_table
 from .pseudobulk import (N_CELLS, N_SAMPLES, PROPORTIONS, SPARSE_PROB, MixturePlan, PseudobulkError, _check_settings,
                          _counts, plan_mixtures, pseudobulk_counts, to_anndata, weighted_sums)
@@ -26,9 +27,12 @@ from .pseudobulk import (N_CELLS, N_SAMPLES, PROPORTIONS, SPARSE_PROB, MixturePl
 
 def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = N_SAMPLES, n_cells: int = N_CELLS,
                     proportions: str = PROPORTIONS[0], sparse_prob: float = SPARSE_PROB,
-                    seed: int = 0, resource: str = "consensus", progress: bool = True) -> ad.AnnData:
+                    seed: int = 0, resource: str = "consensus", expression=None,
+                    progress: bool = True) -> ad.AnnData:
     """Stage 03 in one call: the plan (:func:`gmvae4p.pseudobulk.plan_mixtures`), pseudobulk counts, states and
-    communication, as one AnnData of samples (keys in :mod:`gmvae4p.keys`). Every input is checked first."""
+    communication, as one AnnData of samples (keys in :mod:`gmvae4p.keys`). Every input is checked first.
+    ``expression``: the log-normalized matrix the expression states read (default ``adata.X``; or the matrix on
+    disk, :func:`gmvae4p.data.x_on_disk`, for cells read without it)."""
     _check_settings(n_samples=n_samples, n_cells=n_cells, proportions=proportions, sparse_prob=sparse_prob)
     _counts(adata)
     _require_zscore(adata)
@@ -36,7 +40,7 @@ def make_pseudobulk(adata: ad.AnnData, *, n_samples: int = N_SAMPLES, n_cells: i
     plan = plan_mixtures(adata, n_samples=n_samples, n_cells=n_cells, proportions=proportions,
                          sparse_prob=sparse_prob, seed=seed, progress=progress)
     state_values, state_names = states(adata, plan)
-    expression_values, expression_names = expression_states(adata, plan)
+    expression_values, expression_names = expression_states(adata, plan, expression=expression)
     communication_values, communication_names = communication(adata, plan, pairs)
     obsm = {keys.STATES: state_values, keys.STATES_EXPRESSION: expression_values,
             keys.COMMUNICATION: communication_values}
@@ -66,33 +70,35 @@ EXPRESSION_STATE_GENES = 200
 200 genes × types keeps them of the z-score states' order of size."""
 
 
-def expression_states(adata: ad.AnnData, plan: MixturePlan, *,
-                      n_genes: int = EXPRESSION_STATE_GENES) -> tuple[np.ndarray, list[str]]:
-    """Samples × (types · genes) mean log-normalized expression (``X``) per type of the ``n_genes`` most variable
-    genes (stage 01's ``highly_variable_rank`` when it ranked them, else the variance of ``X``), and the names
-    ``"<type>|<gene>"``. Label-free, like every input of stage 03."""
+def expression_states(adata: ad.AnnData, plan: MixturePlan, *, n_genes: int = EXPRESSION_STATE_GENES,
+                      expression=None) -> tuple[np.ndarray, list[str]]:
+    """Samples × (types · genes) mean log-normalized expression (``expression``, default ``X``) per type of the
+    ``n_genes`` most variable genes (stage 01's ``highly_variable_rank`` when it ranked them, else the variance of
+    the expression), and the names ``"<type>|<gene>"``. Label-free, like every input of stage 03. The expression is
+    read a block of rows at a time, so it may be the matrix on disk (:func:`gmvae4p.data.x_on_disk`)."""
+    x = adata.X if expression is None else expression
     if "highly_variable_rank" in adata.var and adata.var["highly_variable_rank"].notna().any():
         genes = np.argsort(adata.var["highly_variable_rank"].fillna(np.inf).to_numpy(), kind="stable")[:n_genes]
     else:
-        genes = np.argsort(-_column_variance(adata.X), kind="stable")[:n_genes]
+        genes = np.argsort(-_column_variance(x), kind="stable")[:n_genes]
     genes = np.sort(genes)
-    means = _means(plan, weighted_sums(plan, adata.X, columns=genes))
+    kept = sp.vstack([sp.csr_matrix(block)[:, genes] for _, _, block in row_blocks(x)], format="csr")
+    means = _means(plan, weighted_sums(plan, kept, columns=np.arange(len(genes))))
     names = [f"{t}|{g}" for t in plan.cell_types for g in adata.var_names[genes]]
     return means.reshape(len(means), -1).astype(np.float32), names
 
 
-def _column_variance(x, *, block: int = 1 << 22) -> np.ndarray:
-    """Variance of each column; a sparse matrix's squares are summed a block of entries at a time (``x.multiply(x)``
-    would be one more copy of the cells' matrix)."""
-    if not sp.issparse(x):
-        return np.asarray(x, dtype=np.float64).var(0)
-    x = x if x.format == "csr" else sp.csr_matrix(x)
-    square = np.zeros(x.shape[1])
-    for start in range(0, x.nnz, block):
-        values = x.data[start:start + block].astype(np.float64)
-        square += np.bincount(x.indices[start:start + block], weights=values * values, minlength=x.shape[1])
-    mean = np.asarray(x.sum(0), dtype=np.float64).ravel() / x.shape[0]
-    return square / x.shape[0] - mean ** 2
+def _column_variance(x) -> np.ndarray:
+    """Variance of each column, summed a block of rows at a time (``x.multiply(x)`` would be one more copy of the
+    cells' matrix; ``x`` may be on disk)."""
+    sums, squares = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+    for _, _, block in row_blocks(x):
+        block = sp.csr_matrix(block)
+        values = block.data.astype(np.float64)
+        sums += np.bincount(block.indices, weights=values, minlength=x.shape[1])
+        squares += np.bincount(block.indices, weights=values * values, minlength=x.shape[1])
+    mean = sums / x.shape[0]
+    return squares / x.shape[0] - mean ** 2
 
 
 def ligand_receptor_pairs(genes, *, resource: str = "consensus") -> pd.DataFrame:

@@ -4,21 +4,23 @@ After :func:`filter_cells_genes` and :func:`normalize_log1p_hvg` (or :func:`qc_n
 ``layers["counts"]`` holds the raw counts of the kept cells and genes, ``X`` holds log1p of counts normalized to
 ``target_sum`` per cell, ``var["highly_variable"]`` flags the genes later stages model, and ``uns["preprocess"]``
 records the parameters and what QC removed. The matrix is never densified, and no step holds more than two copies
-of it.
+of it; written straight to a file (``normalize_log1p_hvg(..., write_to=path)``, as the stage 01 notebook does),
+normalization holds one.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+
 import anndata as ad
 import numpy as np
 import scanpy as sc
 import scipy.sparse as sp
 
 from . import keys
-from .data import CohortError, obs_column
+from .data import BLOCK_ROWS, CohortError, obs_column, write_h5ad
 
-BLOCK_ROWS = 16_384  # rows per block where the CSR is walked in blocks: temporaries stay small beside the matrix
 
 
 def qc_metrics(adata: ad.AnnData, *, mito_prefix: str = "MT-") -> None:
@@ -42,7 +44,8 @@ def qc_metrics(adata: ad.AnnData, *, mito_prefix: str = "MT-") -> None:
     adata.obs[keys.N_GENES] = genes_per_cell
     adata.obs[keys.TOTAL_COUNTS] = total
     adata.obs[f"total_counts_{keys.MITO}"] = total_mito
-    adata.obs[keys.PCT_MITO] = np.divide(100 * total_mito, total, out=np.full_like(total, np.nan), where=total > 0)
+    share = np.full(total.shape, np.nan, np.result_type(total, np.float32))  # float even for integer counts
+    adata.obs[keys.PCT_MITO] = np.divide(100 * total_mito, total, out=share, where=total > 0)
     adata.var["n_cells_by_counts"] = cells_per_gene
     adata.var["mean_counts"] = gene_total / x.shape[0]
     adata.var["pct_dropout_by_counts"] = 100 * (1 - cells_per_gene / x.shape[0])
@@ -127,13 +130,19 @@ def filter_cells_genes(
     return adata
 
 
-def normalize_log1p_hvg(adata: ad.AnnData, *, target_sum: float = 1e4, n_top_genes: int | None = 1_000) -> None:
+def normalize_log1p_hvg(adata: ad.AnnData, *, target_sum: float = 1e4, n_top_genes: int | None = 1_000,
+                        write_to: str | os.PathLike | None = None) -> None:
     """In place: flag highly variable genes, move the counts to ``layers["counts"]`` and put log1p of the counts
     normalized to ``target_sum`` per cell in ``X``.
 
     The genes are chosen first, while ``X`` is the only copy of the counts (scanpy gathers each batch's rows); the
     normalized copy is then scaled in place a block of rows at a time (``sc.pp.normalize_total`` holds one more copy
     of the matrix while it runs).
+
+    With ``write_to`` (an ``.h5ad`` path) the result goes to that file and memory holds one copy of the matrix, not
+    two: the counts are written first (as ``layers["counts"]``), then ``X`` is normalized in place and written beside
+    them, and the file appears whole or not at all (:func:`gmvae4p.data.write_h5ad`). The AnnData in memory is then
+    the file's without its counts layer.
 
     Parameters
     ----------
@@ -144,6 +153,8 @@ def normalize_log1p_hvg(adata: ad.AnnData, *, target_sum: float = 1e4, n_top_gen
     n_top_genes
         Highly variable genes (scanpy's ``seurat_v3`` on raw counts, per batch when the batch role is set);
         None flags every gene.
+    write_to
+        Where to write the result with one copy of the matrix in memory; None keeps both in ``adata``.
     """
     _check_settings(target_sum=target_sum, n_top_genes=n_top_genes)
     gc.collect()  # an AnnData the caller has just let go of (the unfiltered one) is freed by the cycle collector only
@@ -154,18 +165,36 @@ def normalize_log1p_hvg(adata: ad.AnnData, *, target_sum: float = 1e4, n_top_gen
     else:
         sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=n_top_genes,
                                     batch_key=obs_column(adata, "batch"))
-    adata.layers[keys.COUNTS] = adata.X
-    adata.X = adata.X.copy()
-    if sp.issparse(adata.X) and adata.X.format == "csr" and np.issubdtype(adata.X.dtype, np.floating):
-        _normalize_total_in_place(adata.X, target_sum)
-    else:
-        sc.pp.normalize_total(adata, target_sum=target_sum)
-    sc.pp.log1p(adata)
     record = adata.uns.setdefault(keys.UNS_PREPROCESS, {"parameters": {}})
     record["parameters"].update(target_sum=target_sum, n_top_genes=n_top_genes)
     record["parameters"] = {k: v for k, v in record["parameters"].items() if v is not None}  # h5ad has no None
     record.update(n_cells_out=adata.n_obs, n_genes_out=adata.n_vars,
                   n_highly_variable=int(adata.var[keys.HIGHLY_VARIABLE].sum()))
+    if write_to is None:
+        adata.layers[keys.COUNTS] = adata.X
+        adata.X = adata.X.copy()
+        _normalize_log1p(adata, target_sum)
+        return
+
+    def normalize_beside_the_counts(file):
+        file.move("X", f"layers/{keys.COUNTS}")
+        _normalize_log1p(adata, target_sum)
+        ad.io.write_elem(file, "X", adata.X)
+        ad.io.write_elem(file, "uns/log1p", adata.uns["log1p"])  # what scanpy's log1p recorded
+
+    write_h5ad(adata, write_to, finish=normalize_beside_the_counts)
+
+
+def _normalize_log1p(adata: ad.AnnData, target_sum: float) -> None:
+    """``X`` normalized to ``target_sum`` per cell, then log1p, in place where ``X`` is a CSR of floats."""
+    x = adata.X
+    if sp.issparse(x) and x.format == "csr":
+        if not np.issubdtype(x.dtype, np.floating):
+            x.data = x.data.astype(np.float32)  # integer counts: only the values are copied, not the indices
+        _normalize_total_in_place(x, target_sum)
+    else:
+        sc.pp.normalize_total(adata, target_sum=target_sum)
+    sc.pp.log1p(adata)
 
 
 def qc_summary(adata: ad.AnnData) -> dict:

@@ -30,7 +30,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .. import keys
-from ..data import obs_column
+from ..data import obs_column, row_blocks
 from .config import N_TOP_GENES, ClassifierConfig
 from .cv import Fold, most_variable
 from .module import PerTypeModule, PrototypeModule
@@ -63,7 +63,9 @@ class CellData:
         self.type_means = self.unit_type_means(expression)
 
     @classmethod
-    def from_anndata(cls, cells: ad.AnnData) -> CellData:
+    def from_anndata(cls, cells: ad.AnnData, expression=None) -> CellData:
+        """From stage 02's cells; ``expression`` (default ``cells.X``) may be the matrix on disk
+        (:func:`gmvae4p.data.x_on_disk`), read a block of rows at a time, for cells read without ``X``."""
         for key in (keys.X_GMVAE, keys.X_GMVAE_ZSCORE):
             if key not in cells.obsm:
                 raise KeyError(f"cells.obsm[{key!r}] is missing: run stage 02 (GMVAE) with this output_dir.")
@@ -74,7 +76,8 @@ class CellData:
         return cls(list(unit.categories), unit.codes.astype(np.int64), list(types.categories),
                    types.codes.astype(np.int64),
                    np.asarray(cells.obsm[keys.X_GMVAE], dtype=np.float32),
-                   np.asarray(cells.obsm[keys.X_GMVAE_ZSCORE], dtype=np.float32), sp.csr_matrix(cells.X))
+                   np.asarray(cells.obsm[keys.X_GMVAE_ZSCORE], dtype=np.float32),
+                   cells.X if expression is None else expression)
 
     def unit_index(self, names) -> np.ndarray:
         index = pd.Index(self.units).get_indexer(np.asarray(names, dtype=str))
@@ -197,11 +200,17 @@ def _cell_features(cells: CellData) -> np.ndarray:
 
 
 def _group_means(values, group: np.ndarray, n_groups: int) -> np.ndarray:
-    """Mean of the rows of ``values`` (dense or sparse) per group (−1: in none); NaN for an empty group."""
+    """Mean of the rows of ``values`` per group (−1: in none); NaN for an empty group. ``values``: dense, sparse,
+    or a matrix on disk that gives a block of rows when sliced (anndata's backed CSR), read a block at a time."""
     member = np.flatnonzero(group >= 0)
     indicator = sp.csr_matrix((np.ones(len(member)), (group[member], member)), shape=(n_groups, len(group)))
-    sums = indicator @ values
-    sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
+    dense = lambda m: m.toarray() if sp.issparse(m) else np.asarray(m)
+    if isinstance(values, np.ndarray) or sp.issparse(values):
+        sums = dense(indicator @ values)
+    else:
+        sums, columns = np.zeros((n_groups, values.shape[1])), indicator.tocsc()
+        for start, stop, block in row_blocks(values):
+            sums += dense(columns[:, start:stop] @ block)
     counts = np.asarray(indicator.sum(1)).ravel()[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / counts, np.nan).astype(np.float32)

@@ -5,13 +5,17 @@ Names load on first use, so ``gmvae4p.data.simulate`` imports without anndata (t
 
 import importlib
 
+BLOCK_ROWS = 16_384
+"""Rows per block where a cells' matrix is walked, copied or written in blocks: temporaries stay small beside it."""
+
 _WHERE = {
     "SimulatedCohort": "simulate", "simulate_cohort": "simulate",
     "CohortError": "io", "atomic_path": "atomic", "check_counts": "io", "load_cohort": "io", "obs_column": "io",
-    "read_h5ad": "io", "validate_cohort": "io", "write_csv": "io", "write_h5ad": "io",
+    "read_h5ad": "io", "validate_cohort": "io", "write_csv": "io", "write_h5ad": "io", "x_on_disk": "io",
+    "MappedArray": "io", "row_blocks": "io",
     "ligand_receptor_genes": "ligand_receptor", "ligand_receptor_table": "ligand_receptor",
 }
-__all__ = sorted(_WHERE)
+__all__ = sorted([*_WHERE, "BLOCK_ROWS"])
 
 
 def __getattr__(name):

@@ -8,7 +8,9 @@ sentence that names the column or parameter and says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import anndata as ad
@@ -18,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .. import keys
+from . import BLOCK_ROWS
 from .atomic import atomic_path
 from .simulate import simulate_cohort
 
@@ -141,22 +144,89 @@ def obs_column(adata: ad.AnnData, role: str) -> str | None:
     return columns.get(role)
 
 
-def read_h5ad(path: str | os.PathLike, *, x: bool = True) -> ad.AnnData:
+def read_h5ad(path: str | os.PathLike, *, x: bool = True, mapped: bool = False) -> ad.AnnData:
     """``anndata.read_h5ad``; with ``x=False`` every element but ``X`` and ``raw``, which stay on disk (a stage that
     reads only the counts layer then holds one copy of the cells' matrix, not two; :func:`write_h5ad`'s ``x_from``
-    copies them into the stage's output file)."""
-    if x:
+    copies them into the stage's output file).
+
+    ``mapped=True``: the dense arrays of ``X``, ``layers`` and ``obsm`` are mapped from the file, read-only
+    (:class:`MappedArray`), where HDF5 stores them in one uncompressed block (as :func:`write_h5ad` does); the others
+    are read. Every process that maps the file shares its pages, and a mapped array pickles as a reference to the
+    file, so worker processes (:class:`~gmvae4p.classify.workers.FoldWorkers`) receive no copy of the samples. The
+    file must not change in place while mapped (the stages replace files by renaming, which leaves a mapping valid).
+    """
+    if x and not mapped:
         return ad.read_h5ad(path)
     with h5py.File(path, "r") as f:
-        elements = {name: ad.io.read_elem(f[name]) for name in f if name not in ("X", "raw")}
+        read = lambda element: _mapped(path, element) if mapped else ad.io.read_elem(element)
+        elements = {name: ad.io.read_elem(f[name]) for name in f if name not in ("X", "raw", "layers", "obsm")}
+        for name in ("layers", "obsm"):
+            if name in f:
+                elements[name] = {key: read(value) for key, value in f[name].items()}
+        if x and "X" in f:
+            elements["X"] = read(f["X"])
+            if "raw" in f:
+                elements["raw"] = ad.io.read_elem(f["raw"])
     return ad.AnnData(**elements)
 
 
-def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, x_from: str | os.PathLike | None = None) -> Path:
+@contextlib.contextmanager
+def x_on_disk(path: str | os.PathLike):
+    """``X`` of an ``.h5ad`` left on disk while the block is open: a sparse ``X`` as anndata's backed matrix, whose
+    row slices are read when asked for; a dense one as the HDF5 dataset."""
+    with h5py.File(path, "r") as f:
+        yield ad.io.sparse_dataset(f["X"]) if isinstance(f["X"], h5py.Group) else f["X"]
+
+
+def row_blocks(x, *, block_rows: int | None = None):
+    """``(start, stop, x[start:stop])`` over the rows of ``x`` (dense, sparse, or on disk: :func:`x_on_disk`),
+    ``block_rows`` (default :data:`BLOCK_ROWS`) at a time."""
+    block_rows = block_rows or BLOCK_ROWS
+    for start in range(0, x.shape[0], block_rows):
+        stop = min(start + block_rows, x.shape[0])
+        yield start, stop, x[start:stop]
+
+
+class MappedArray(np.memmap):
+    """A read-only array mapped from a file that pickles as (file, dtype, offset, shape): unpickled in another
+    process it maps the same pages instead of carrying a copy. A slice or view of it pickles by value."""
+
+    _whole = False
+
+    @classmethod
+    def open(cls, filename: str, dtype: str, offset: int, shape: tuple[int, ...]) -> MappedArray:
+        array = cls(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape))
+        array._whole = True
+        return array
+
+    def __array_finalize__(self, obj):
+        super().__array_finalize__(obj)
+        self._whole = False
+
+    def __reduce__(self):
+        if self._whole:
+            return MappedArray.open, (self.filename, self.dtype.str, self.offset, self.shape)
+        return np.asarray(self).__reduce__()
+
+
+def _mapped(path, element):
+    """An ``.h5ad`` element as a :class:`MappedArray` where it is a numeric dataset stored in one uncompressed
+    block; else as anndata reads it."""
+    if isinstance(element, h5py.Dataset) and element.ndim and element.dtype.kind in "biuf" and element.size:
+        offset = element.id.get_offset()  # None unless contiguous, unfiltered and allocated
+        if element.chunks is None and offset is not None:
+            return MappedArray.open(os.fspath(Path(path).resolve()), element.dtype.str, offset, element.shape)
+    return ad.io.read_elem(element)
+
+
+def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, x_from: str | os.PathLike | None = None,
+               finish: Callable[[h5py.File], None] | None = None) -> Path:
     """Write ``adata`` to ``path`` through a temporary file in the same folder, so a reader never sees half a file.
 
     ``x_from``: an ``.h5ad`` of the same cells and genes whose ``X`` (and ``raw``, where it has one) is copied into the
     file, for an ``adata`` read without them (:func:`read_h5ad`); HDF5 copies them a chunk at a time.
+    ``finish(file)``: called with the temporary file open for writing, before it replaces ``path``, to move or add
+    elements (:func:`gmvae4p.preprocess.normalize_log1p_hvg` writes the counts before it normalizes them).
     """
     path = Path(path)
     if x_from is not None:
@@ -173,6 +243,9 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, x_from: str | os.P
                 for name in ("X", "raw"):
                     if name in source:
                         source.copy(source[name], target, name)
+        if finish is not None:
+            with h5py.File(tmp, "a") as target:
+                finish(target)
     return path
 
 

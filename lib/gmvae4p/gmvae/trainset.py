@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
+from ..data import BLOCK_ROWS
 from ..data.atomic import atomic_path
 
 FORMAT = "gmvae4p-trainset-1"
@@ -52,12 +53,18 @@ def write_trainset(path: str | os.PathLike, counts: sp.csr_matrix, components: n
     if components.max(initial=-1) >= len(component_names):
         raise ValueError("a component index is out of range of component_names.")
     order = np.random.default_rng(seed).permutation(n_cells)
-    shuffled = counts[order]
+    indptr = np.zeros(n_cells + 1, dtype=np.int64)
+    np.cumsum(np.diff(counts.indptr)[order], out=indptr[1:])
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
-        f["indptr"] = shuffled.indptr.astype(np.int64)
-        f["indices"] = shuffled.indices.astype(np.int32)
-        f["data"] = shuffled.data.astype(np.float32)
+        f["indptr"] = indptr
+        indices = f.create_dataset("indices", (indptr[-1],), dtype=np.int32)
+        data = f.create_dataset("data", (indptr[-1],), dtype=np.float32)
+        for start in range(0, n_cells, BLOCK_ROWS):  # shuffled a block of rows at a time: no second copy of counts
+            stop = min(start + BLOCK_ROWS, n_cells)
+            block = counts[order[start:stop]]
+            indices[indptr[start]:indptr[stop]] = block.indices
+            data[indptr[start]:indptr[stop]] = block.data
         f["components"] = components[order]
         f["validation"] = validation[order]
         f["cell_index"] = order.astype(np.int64)
