@@ -70,10 +70,11 @@ def preprocess(path: str) -> None:
     adata = sampler.step("load_cohort", lambda: gmvae4p.data.load_cohort(path, **COLUMNS))
     sampler.set_csr(adata.X)
     sampler.step("qc_metrics", lambda: gmvae4p.preprocess.qc_metrics(adata))
-    adata = sampler.step("filter_cells_genes", lambda: gmvae4p.preprocess.filter_cells_genes(adata, **QC))
-    sampler.step("normalize_log1p_hvg", lambda: gmvae4p.preprocess.normalize_log1p_hvg(adata, **NORMALIZE))
-    with tempfile.TemporaryDirectory() as folder:
-        sampler.step("write_h5ad", lambda: gmvae4p.data.write_h5ad(adata, os.path.join(folder, "cells.h5ad")))
+    adata = sampler.step("filter_cells_genes", lambda: gmvae4p.preprocess.filter_cells_genes(adata, **QC,
+                                                                                           reuse_matrix=True))
+    with tempfile.TemporaryDirectory() as folder:  # normalized in place after the counts are written, as stage 01 does
+        sampler.step("normalize_log1p_hvg + write", lambda: gmvae4p.preprocess.normalize_log1p_hvg(
+            adata, **NORMALIZE, write_to=os.path.join(folder, "cells.h5ad")))
 
 
 if __name__ == "__main__":

@@ -101,9 +101,16 @@ def test_subset_of_rows_and_columns_equals_scipys_across_row_blocks():
     rng = np.random.default_rng(0)
     x = sp.random(300, 50, density=0.2, format="csr", dtype=np.float32, random_state=0)
     for block_rows in (7, 64, 1000):
-        rows, cols = rng.random(300) < 0.7, rng.random(50) < 0.6
-        mine, expected = _subset_csr(x, rows, cols, block_rows=block_rows), x[rows][:, cols]
-        assert mine.shape == expected.shape and (mine != expected).nnz == 0 and mine.has_sorted_indices
+        for rows, cols in ((rng.random(300) < 0.7, rng.random(50) < 0.6), (rng.random(300) < 0.7, np.ones(50, bool)),
+                           (np.ones(300, bool), rng.random(50) < 0.6)):
+            expected = x[rows][:, cols]
+            mine = _subset_csr(x, rows, cols, block_rows=block_rows)
+            assert mine.shape == expected.shape and (mine != expected).nnz == 0 and mine.has_sorted_indices
+            squeezed = x.copy()
+            mine = _subset_csr(squeezed, rows, cols, block_rows=block_rows, in_place=True)
+            assert mine.shape == expected.shape and (mine != expected).nnz == 0 and mine.has_sorted_indices
+            # no copy of the kept part, unless it is under half of the arrays (scipy then copies it, freeing them)
+            assert np.shares_memory(mine.data, squeezed.data) == (mine.nnz >= x.nnz // 2)
 
 
 def test_the_two_steps_give_qc_normalize_hvg_and_keep_an_untouched_cohort_as_it_is(loaded):
@@ -115,6 +122,12 @@ def test_the_two_steps_give_qc_normalize_hvg_and_keep_an_untouched_cohort_as_it_
     assert one.uns[keys.UNS_PREPROCESS] == two.uns[keys.UNS_PREPROCESS]
     clean = loaded[~loaded.obs[keys.LOW_QUALITY]].copy()
     assert filter_cells_genes(clean, min_genes=0, min_cells=0) is clean  # nothing removed: no copy
+    given_up = loaded.copy()
+    three = filter_cells_genes(given_up, min_genes=50, min_cells=3, max_pct_mito=20.0, reuse_matrix=True)
+    assert given_up.X is None
+    normalize_log1p_hvg(three, n_top_genes=100)
+    assert three.obs.equals(two.obs) and three.var.equals(two.var)
+    assert (three.X != two.X).nnz == 0 and (three.layers[keys.COUNTS] != two.layers[keys.COUNTS]).nnz == 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int64])

@@ -4,8 +4,9 @@ After :func:`filter_cells_genes` and :func:`normalize_log1p_hvg` (or :func:`qc_n
 ``layers["counts"]`` holds the raw counts of the kept cells and genes, ``X`` holds log1p of counts normalized to
 ``target_sum`` per cell, ``var["highly_variable"]`` flags the genes later stages model, and ``uns["preprocess"]``
 records the parameters and what QC removed. The matrix is never densified, and no step holds more than two copies
-of it; written straight to a file (``normalize_log1p_hvg(..., write_to=path)``, as the stage 01 notebook does),
-normalization holds one.
+of it; the stage 01 notebook holds one throughout (``filter_cells_genes(..., reuse_matrix=True)`` filters the loaded
+matrix in its own arrays, ``normalize_log1p_hvg(..., write_to=path)`` writes the counts before normalizing them in
+place).
 """
 
 from __future__ import annotations
@@ -79,12 +80,14 @@ def filter_cells_genes(
     min_cells: int = 3,
     max_pct_mito: float | None = 20.0,
     mito_prefix: str = "MT-",
+    reuse_matrix: bool = False,
 ) -> ad.AnnData:
     """Keep cells with enough genes and few mitochondrial counts, then genes seen in enough of the kept cells.
 
     Returns a new AnnData of the kept cells and genes (``adata`` itself when QC removes nothing) and records what
     was removed in ``uns["preprocess"]``. The input and the result are the only copies of the matrix
-    (:func:`_subset_csr`).
+    (:func:`_subset_csr`); with ``reuse_matrix`` the result is made in the input's own CSR arrays, so that there is
+    one copy, and ``adata`` gives up its ``X`` (it becomes None).
 
     Parameters
     ----------
@@ -98,6 +101,8 @@ def filter_cells_genes(
         Keep cells with at most this percentage of mitochondrial counts; None turns the filter off.
     mito_prefix
         Gene-name prefix of mitochondrial genes (case-insensitive).
+    reuse_matrix
+        Filter a CSR ``X`` in its own arrays instead of copying the kept part (for a caller done with ``adata``).
     """
     _check_settings(min_genes=min_genes, min_cells=min_cells, max_pct_mito=max_pct_mito)
     if keys.COUNTS in adata.layers:
@@ -124,7 +129,7 @@ def filter_cells_genes(
         "n_genes_removed_min_cells": int((~keep_genes).sum()),
     }
     if not (keep_cells.all() and keep_genes.all()):
-        adata = _subset(adata, keep_cells, keep_genes)
+        adata = _subset(adata, keep_cells, keep_genes, reuse_matrix=reuse_matrix)
     _check_classes_survive(adata)
     adata.uns[keys.UNS_PREPROCESS] = record
     return adata
@@ -233,39 +238,49 @@ def _check_settings(*, min_genes=0, min_cells=0, max_pct_mito=None, target_sum=1
         raise ValueError(f"n_top_genes must be positive or null, not {n_top_genes}.")
 
 
-def _subset(adata: ad.AnnData, keep_cells: np.ndarray, keep_genes: np.ndarray) -> ad.AnnData:
-    """The kept cells and genes as a new AnnData; a CSR ``X`` is gathered without intermediate copies."""
+def _subset(adata: ad.AnnData, keep_cells: np.ndarray, keep_genes: np.ndarray, *,
+            reuse_matrix: bool = False) -> ad.AnnData:
+    """The kept cells and genes as a new AnnData; a CSR ``X`` is gathered without intermediate copies, or, with
+    ``reuse_matrix``, compacted in its own arrays (``adata`` then gives up its ``X``)."""
     x = adata.X
     if not (sp.issparse(x) and x.format == "csr"):
         return adata[keep_cells, keep_genes].copy()
     rest = ad.AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=dict(adata.obsm), varm=dict(adata.varm),
                       layers=dict(adata.layers))[keep_cells, keep_genes].copy()
-    rest.X = _subset_csr(x, keep_cells, keep_genes)
+    if reuse_matrix:
+        adata.X = None  # its arrays now hold the kept entries: using them as the whole matrix would be wrong
+    rest.X = _subset_csr(x, keep_cells, keep_genes, in_place=reuse_matrix)
     return rest
 
 
-def _subset_csr(x: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, *, block_rows: int = BLOCK_ROWS) -> sp.csr_matrix:
-    """``x[rows][:, cols]`` for boolean masks with one new copy of the kept part: scipy gathers the rows, then the
-    dropped columns' entries are squeezed out of that copy in place, a block of rows at a time (scipy's column subset
-    would make one more copy of the matrix)."""
-    out = x[np.flatnonzero(rows)] if not rows.all() else x.copy()
-    if cols.all():
+def _subset_csr(x: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, *, block_rows: int = BLOCK_ROWS,
+                in_place: bool = False) -> sp.csr_matrix:
+    """``x[rows][:, cols]`` for boolean masks with at most one new copy of the kept part: scipy gathers the rows,
+    then the dropped columns' entries are squeezed out of that copy in place, a block of rows at a time (scipy's
+    column subset would make one more copy of the matrix). ``in_place``: no copy, dropped rows and columns are
+    squeezed out of ``x``'s own arrays, which the result then shares (``x`` is no longer the matrix it was)."""
+    if in_place:
+        out, keep_rows = x, rows
+    else:
+        out, keep_rows = x[np.flatnonzero(rows)] if not rows.all() else x.copy(), np.ones(rows.sum(), dtype=bool)
+    if cols.all() and keep_rows.all():
         return out
     new_column = (np.cumsum(cols) - 1).astype(out.indices.dtype)
-    indptr = np.zeros_like(out.indptr)
-    written = 0
+    indptr = np.zeros(int(keep_rows.sum()) + 1, dtype=out.indptr.dtype)
+    written = row = 0
     for start in range(0, out.shape[0], block_rows):
         end = min(start + block_rows, out.shape[0])
         lo, hi = out.indptr[start], out.indptr[end]
-        keep = cols[out.indices[lo:hi]]
+        row_of = np.repeat(np.arange(end - start), np.diff(out.indptr[start:end + 1]))
+        keep = cols[out.indices[lo:hi]] & keep_rows[start:end][row_of]
         n = int(keep.sum())
         # the right-hand sides are copies and written ≤ lo: squeezing in place never overwrites unread entries
         out.data[written:written + n] = out.data[lo:hi][keep]
         out.indices[written:written + n] = new_column[out.indices[lo:hi][keep]]
-        row_of = np.repeat(np.arange(end - start), np.diff(out.indptr[start:end + 1]))
-        indptr[start + 1:end + 1] = written + np.cumsum(np.bincount(row_of[keep], minlength=end - start))
-        written += n
-    return sp.csr_matrix((out.data[:written], out.indices[:written], indptr), shape=(out.shape[0], int(cols.sum())))
+        per_row = np.bincount(row_of[keep], minlength=end - start)[keep_rows[start:end]]
+        indptr[row + 1:row + 1 + len(per_row)] = written + np.cumsum(per_row)
+        written, row = written + n, row + len(per_row)
+    return sp.csr_matrix((out.data[:written], out.indices[:written], indptr), shape=(row, int(cols.sum())))
 
 
 def _is_mito(adata: ad.AnnData, mito_prefix: str):
