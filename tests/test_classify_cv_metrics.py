@@ -1,9 +1,12 @@
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from gmvae4p.classify import cv
 from gmvae4p.classify.cv import FoldError, folds_table, most_variable, patient_folds, read_folds, unit_table
 from gmvae4p.classify.metrics import (auc_with_ci, binary_metrics, expected_calibration_error, paired_auc_difference,
                                      patient_draws, unit_probabilities)
@@ -75,6 +78,22 @@ def test_the_folds_table_that_stage_04_writes_gives_back_the_same_units_and_fold
             assert list(getattr(back, side)) == list(getattr(fold, side)), side
     with pytest.raises(FoldError, match="lacks every fold_<i>"):
         read_folds(units)
+
+
+def test_most_variable_ranks_training_rows_by_variance_ignoring_nan_across_column_blocks(monkeypatch):
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 25)).astype(np.float32) * np.linspace(0.1, 3.0, 25, dtype=np.float32)
+    features[rng.random(features.shape) < 0.1] = np.nan
+    features[:, 7] = np.nan  # a type never drawn: never chosen
+    features[30:, 2] = 50.0  # varies only outside the training rows
+    rows = np.arange(30)
+    monkeypatch.setattr(cv, "COLUMN_BLOCK", 4)  # several blocks, the last one short
+    chosen = most_variable(features, rows, 5)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        variance = np.nan_to_num(np.nanvar(features[rows], axis=0), nan=-np.inf)
+    assert list(chosen) == sorted(np.argsort(-variance, kind="stable")[:5]) and 7 not in chosen and 2 not in chosen
+    assert len(most_variable(features, rows, 30)) == 25 and len(most_variable(features, rows[:0], 3)) == 3
 
 
 def test_a_training_fold_of_one_patient_has_no_validation_split_and_bad_settings_are_named():

@@ -180,12 +180,20 @@ def subsample_fold(fold: Fold, units: pd.DataFrame, *, n_units: int, validation_
     return Fold(fold.index, names[np.setdiff1d(rows, validation)], names[validation], fold.test)
 
 
+COLUMN_BLOCK = 4_096
+"""Columns whose variance :func:`most_variable` computes at a time."""
+
+
 def most_variable(features: np.ndarray, rows: np.ndarray, n_top: int) -> np.ndarray:
     """Column indices of the ``n_top`` features with the largest variance over ``rows`` (the training units'
     samples: selecting on all rows would let test units choose features). NaN entries are ignored; a column
     missing in every row is never chosen."""
+    variance = np.zeros(features.shape[1])
     with warnings.catch_warnings():  # all-NaN columns (a type never drawn) are expected: they rank last
         warnings.simplefilter("ignore", RuntimeWarning)
-        variance = np.nanvar(features[rows], axis=0) if len(rows) else np.zeros(features.shape[1])
+        # a block of columns at a time: nanvar's temporaries of all rows × columns (hundreds of thousands of
+        # communication features) would be several copies of the training rows, in every fold worker at once
+        for start in range(0, features.shape[1] if len(rows) else 0, COLUMN_BLOCK):
+            variance[start:start + COLUMN_BLOCK] = np.nanvar(features[rows, start:start + COLUMN_BLOCK], axis=0)
     variance = np.where(np.isnan(variance), -np.inf, variance)
     return np.sort(np.argsort(-variance, kind="stable")[:n_top])
