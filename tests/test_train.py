@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import psutil
 import pytest
+import scipy.sparse as sp
 import torch
 import torch._inductor.config as inductor_config
 from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
@@ -156,6 +157,31 @@ def test_trainset_written_in_blocks_of_rows_is_the_same_file(cohort, trainset, t
         assert sorted(blocks) == sorted(whole)
         for name in whole:
             assert blocks[name].dtype == whole[name].dtype and np.array_equal(blocks[name][:], whole[name][:]), name
+
+
+def test_batches_read_from_the_trainset_file_hold_what_the_read_shard_holds(trainset, monkeypatch):
+    monkeypatch.setattr(trainset_module, "ENTRY_BLOCK", 1_000)  # several blocks, the last one short
+    for rank in range(2):
+        shard = read_shard(trainset, rank, 2)
+        assert read_shard(trainset, rank, 2, counts=False).counts is None
+        direct = CSRBatches.from_trainset(trainset, shard.start, shard.stop, device="cpu")
+        reference = CSRBatches(shard.counts, device="cpu")
+        assert (direct.n_rows, direct.n_genes, direct.placement) == (reference.n_rows, reference.n_genes, "resident")
+        for name in ("indptr", "indices", "data"):
+            assert torch.equal(getattr(direct, name), getattr(reference, name)), name
+
+
+def test_trainset_stores_repeated_entries_once_and_an_old_format_is_refused(tmp_path):
+    counts = sp.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([2, 2, 0]), np.array([0, 2, 3])), shape=(2, 4))
+    assert not counts.has_canonical_format
+    path = write_trainset(tmp_path / "t.h5", counts, np.zeros(2), component_names=["a"], genes=list("abcd"),
+                          validation=np.zeros(2, bool))
+    assert (read_shard(path).counts[np.argsort(read_shard(path).cell_index)] != counts).nnz == 0
+    assert read_shard(path).counts.nnz == 2
+    with h5py.File(path, "a") as f:
+        f.attrs["format"] = "gmvae4p-trainset-1"
+    with pytest.raises(ValueError, match="not a gmvae4p training set of this version"):
+        read_shard(path)
 
 
 def _held_out_accuracy(folder, cohort):

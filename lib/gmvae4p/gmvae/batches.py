@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from . import kernels
 from .config import PLACEMENTS
 from .module import SparseCounts
+from .trainset import read_entries, read_indptr
 
 CHUNK_BATCHES = 8
 """Batches per streamed chunk: large enough to hide the copy, small enough that a chunk is cheap to hold twice."""
@@ -62,20 +63,47 @@ class CSRBatches:
         if not counts.has_canonical_format:  # a repeated (row, column) entry is one count, as in the dense matrix
             counts = counts.copy()
             counts.sum_duplicates()
-        self.n_rows, self.n_genes = counts.shape
-        self.device = torch.device(device)
-        self.host_indptr = counts.indptr.astype(np.int64)
-        indices = torch.from_numpy(counts.indices.astype(np.int32, copy=False))
-        data = torch.from_numpy(counts.data.astype(np.float32, copy=False))
+        self._place(counts.indptr, counts.shape[1], torch.device(device), placement,
+                    lambda where, pin: (torch.from_numpy(counts.indices.astype(np.int32, copy=False)),
+                                        torch.from_numpy(counts.data.astype(np.float32, copy=False))))
+
+    @classmethod
+    def from_trainset(cls, path, start: int, stop: int, *, device: torch.device | str = "cpu",
+                      placement: str = "auto") -> CSRBatches:
+        """Stored rows ``start:stop`` of a training-set file (:mod:`.trainset`), its entries read a block at a time
+        straight into where they are kept (the device, pinned memory, or host memory): no host copy of the shard
+        beside them. The file's rows are in canonical form (:func:`.trainset.write_trainset` makes them so)."""
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, not {placement!r}.")
+        indptr, n_genes = read_indptr(path, start, stop)
+
+        def allocate_and_read(where, pin):
+            arrays = {name: torch.empty(int(indptr[-1]), dtype=dtype, device=where, pin_memory=pin)
+                      for name, dtype in (("indices", torch.int32), ("data", torch.float32))}
+            read_entries(path, start, arrays)
+            return arrays["indices"], arrays["data"]
+
+        batches = cls.__new__(cls)
+        batches._place(indptr, n_genes, torch.device(device), placement, allocate_and_read)
+        return batches
+
+    def _place(self, indptr: np.ndarray, n_genes: int, device: torch.device, placement: str, arrays) -> None:
+        """Sets the CSR tensors. ``arrays(where, pin)`` gives the int32 column ids and float32 values, preferably
+        already on ``where`` (the device when resident, else the host; pinned when ``pin``); they are moved there
+        otherwise."""
+        self.n_rows, self.n_genes = len(indptr) - 1, n_genes
+        self.device = device
+        self.host_indptr = np.asarray(indptr, dtype=np.int64)
         if placement == "auto":
-            placement = "streamed" if self.device.type == "cuda" and _too_large(self.device, indices, data) \
-                else "resident"
+            entries = int(self.host_indptr[-1]) * 8  # an int32 column id and a float32 value per entry
+            placement = "streamed" if device.type == "cuda" and _too_large(device, entries) else "resident"
         self.placement = placement
-        pin = placement == "streamed" and self.device.type == "cuda"
-        self.indptr = torch.from_numpy(self.host_indptr)
-        self.indices, self.data = (indices.pin_memory(), data.pin_memory()) if pin else (indices, data)
-        if placement == "resident":
-            self.indptr, self.indices, self.data = (t.to(self.device) for t in (self.indptr, self.indices, self.data))
+        pin = placement == "streamed" and device.type == "cuda"
+        where = device if placement == "resident" else torch.device("cpu")
+        indices, data = arrays(where, pin)
+        if pin and not indices.is_pinned():
+            indices, data = indices.pin_memory(), data.pin_memory()
+        self.indptr, self.indices, self.data = (t.to(where) for t in (torch.from_numpy(self.host_indptr), indices, data))
         self._copy_stream = torch.cuda.Stream(self.device) if pin else None
         self._host_lengths = np.diff(self.host_indptr)
         self.rows: np.ndarray | None = None  # the matrix rows served (sorted); None: all
@@ -235,6 +263,6 @@ def _select_rows(indptr, indices, data, rows, n_entries, n_genes, *, sink=False)
                         data[position].masked_fill(in_sink, 0), offsets, (len(rows), n_genes))
 
 
-def _too_large(device: torch.device, *arrays: torch.Tensor) -> bool:
+def _too_large(device: torch.device, nbytes: int) -> bool:
     free, _ = torch.cuda.mem_get_info(device)
-    return sum(t.numel() * t.element_size() for t in arrays) > free / 2
+    return nbytes > free / 2

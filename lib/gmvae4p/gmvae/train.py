@@ -327,7 +327,7 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
         if rank == 0:  # results of an earlier run must not pass for this one's if it fails
             for stale in (MODEL, EMBEDDING):
                 (output_dir / stale).unlink(missing_ok=True)
-        shard = read_shard(trainset, rank, world_size)
+        shard = read_shard(trainset, rank, world_size, counts=False)
         torch.manual_seed(seed)  # same initial weights on every rank
         module = build_module(len(shard.genes), len(shard.component_names), module_config, config.backend)
         module.to(device)
@@ -338,8 +338,9 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
         components = torch.from_numpy(shard.components).to(device)
         held_out = shard.validation
         train_rows, val_rows = np.flatnonzero(~held_out), np.flatnonzero(held_out)
-        counts = CSRBatches(shard.counts, device=device, placement=config.placement)
-        shard.counts = None  # the batches hold the arrays (on the device, or pinned): the read copy can go
+        # read straight into the device (or pinned) arrays: no host copy of the shard beside them
+        counts = CSRBatches.from_trainset(trainset, shard.start, shard.stop, device=device,
+                                          placement=config.placement)
         train_batches = counts.select(train_rows)
         validation = None
         # every rank must agree, or the ranks' all-reduces would differ in size

@@ -18,18 +18,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from ..data import BLOCK_ROWS
 from ..data.atomic import atomic_path
 
-FORMAT = "gmvae4p-trainset-1"
+FORMAT = "gmvae4p-trainset-2"
+"""Version 2: each row's entries in canonical form (sorted columns, no repeats)."""
 
 
 @dataclasses.dataclass
 class Shard:
     """Stored rows ``start:stop`` of a training set."""
 
-    counts: sp.csr_matrix
+    counts: sp.csr_matrix | None
     components: np.ndarray
     validation: np.ndarray
     cell_index: np.ndarray
@@ -44,6 +46,9 @@ def write_trainset(path: str | os.PathLike, counts: sp.csr_matrix, components: n
                    component_names: list[str], genes: list[str], validation: np.ndarray, seed: int = 0) -> Path:
     """Write cells × genes ``counts`` with their ``components`` (−1: unknown) and ``validation`` mask, shuffled."""
     counts = sp.csr_matrix(counts)
+    if not counts.has_canonical_format:  # a repeated (row, column) entry is one count: readers rely on one entry each
+        counts = counts.copy()
+        counts.sum_duplicates()
     n_cells = counts.shape[0]
     components, validation = np.asarray(components, dtype=np.int64), np.asarray(validation, dtype=bool)
     if len(components) != n_cells or len(validation) != n_cells:
@@ -79,20 +84,61 @@ def shard_bounds(n_cells: int, rank: int, world_size: int) -> tuple[int, int]:
     return int(bounds[rank]), int(bounds[rank + 1])
 
 
-def read_shard(path: str | os.PathLike, rank: int = 0, world_size: int = 1) -> Shard:
-    """The rows of ``rank`` out of ``world_size`` (all rows by default), read without touching the others."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"training set {path} does not exist: GMVAE.fit writes it (write_trainset).")
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a gmvae4p training set (format {f.attrs.get('format')!r}).")
+def read_shard(path: str | os.PathLike, rank: int = 0, world_size: int = 1, *, counts: bool = True) -> Shard:
+    """The rows of ``rank`` out of ``world_size`` (all rows by default), read without touching the others; with
+    ``counts=False`` all but the counts (``Shard.counts`` None: :meth:`.batches.CSRBatches.from_trainset` reads them
+    where they are to be kept)."""
+    with _open(path) as f:
         n_cells = len(f["components"])
         start, stop = shard_bounds(n_cells, rank, world_size)
-        indptr = f["indptr"][start:stop + 1]
-        first, last = int(indptr[0]), int(indptr[-1])
         genes = [g.decode() for g in f["genes"][:]]
-        counts = sp.csr_matrix((f["data"][first:last], f["indices"][first:last], indptr - first),
-                               shape=(stop - start, len(genes)))
-        return Shard(counts=counts, components=f["components"][start:stop], validation=f["validation"][start:stop],
+        matrix = None
+        if counts:
+            indptr = f["indptr"][start:stop + 1]
+            first, last = int(indptr[0]), int(indptr[-1])
+            matrix = sp.csr_matrix((f["data"][first:last], f["indices"][first:last], indptr - first),
+                                   shape=(stop - start, len(genes)))
+        return Shard(counts=matrix, components=f["components"][start:stop], validation=f["validation"][start:stop],
                      cell_index=f["cell_index"][start:stop], start=start, stop=stop, n_cells=n_cells, genes=genes,
                      component_names=[c.decode() for c in f["component_names"][:]])
+
+
+ENTRY_BLOCK = 1 << 24
+"""Entries read at a time by :func:`read_entries`."""
+
+
+def read_indptr(path: str | os.PathLike, start: int, stop: int) -> tuple[np.ndarray, int]:
+    """Row pointers of stored rows ``start:stop`` (from 0) and the number of genes."""
+    with _open(path) as f:
+        indptr = f["indptr"][start:stop + 1]
+        return indptr - indptr[0], len(f["genes"])
+
+
+def read_entries(path: str | os.PathLike, start: int, arrays: dict) -> None:
+    """The ``indices`` and ``data`` entries of the stored rows from ``start`` on into the torch tensors of
+    ``arrays`` (one entry each, filled from the first), :data:`ENTRY_BLOCK` entries at a time: read straight into
+    host tensors, through one block-sized host buffer into device tensors."""
+    with _open(path) as f:
+        first = int(f["indptr"][start])
+        for name, target in arrays.items():
+            source, n = f[name], target.numel()
+            buffer = None if target.device.type == "cpu" else np.empty(min(n, ENTRY_BLOCK), dtype=source.dtype)
+            for lo in range(0, n, ENTRY_BLOCK):
+                hi = min(lo + ENTRY_BLOCK, n)
+                if buffer is None:
+                    source.read_direct(target.numpy(), np.s_[first + lo:first + hi], np.s_[lo:hi])
+                else:
+                    source.read_direct(buffer, np.s_[first + lo:first + hi], np.s_[:hi - lo])
+                    target[lo:hi].copy_(torch.from_numpy(buffer[:hi - lo]))
+
+
+def _open(path: str | os.PathLike) -> h5py.File:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"training set {path} does not exist: GMVAE.fit writes it (write_trainset).")
+    f = h5py.File(path, "r")
+    if f.attrs.get("format") != FORMAT:
+        found = f.attrs.get("format")
+        f.close()
+        raise ValueError(f"{path} is not a gmvae4p training set of this version (format {found!r}, not {FORMAT!r}): "
+                         "write it again (GMVAE.fit does).")
+    return f
