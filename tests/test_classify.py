@@ -24,6 +24,7 @@ from gmvae4p.classify.cv import FoldError, patient_folds, permute_labels, sample
 from gmvae4p.classify.model import BULK, GMVAE4P, FoldFeatures
 from gmvae4p.classify.module import PerTypeModule, PrototypeModule
 from gmvae4p.classify.training import fit
+from gmvae4p.classify import workers as workers_module
 from gmvae4p.classify.workers import FoldWorkers, task_threads
 
 FAST = ClassifierConfig(hidden_dim=32, embed_dim=16, batch_size=32, max_epochs=60, patience=8, lr=3e-3, stack_folds=2)
@@ -213,7 +214,7 @@ def test_reference_aucs_read_the_simulators_activity_and_its_program_in_the_pseu
     assert list(table1["method"]) == ["m", evaluate.ORACLE_ACTIVITY, evaluate.ORACLE_PROGRAM]
 
 
-def test_worker_processes_give_the_results_of_one_process():
+def test_worker_processes_give_the_results_of_one_process(monkeypatch):
     samples = _samples()
     units = unit_table(samples, "SLE")
     cells, _ = _cells(n_units=24)  # unit i is positive when i is even, as in _samples
@@ -223,10 +224,15 @@ def test_worker_processes_give_the_results_of_one_process():
     settings = dict(cells=cells, methods=methods, config=dataclasses.replace(FAST, max_epochs=15), n_top_genes=20,
                     n_top_interactions=10, device="cpu", progress=False)
     alone = evaluate.cross_validate(samples, units, folds, **settings)
+    monkeypatch.setattr(workers_module, "MAPPED_BYTES", 1_000)  # these small cells' arrays reach the workers mapped
     with FoldWorkers(samples, cells, n_jobs=2) as workers:
+        folder = Path(workers._folder.name)
+        assert {p.name for p in folder.iterdir()} == {"embedding.npy", "zscore.npy", "unit_of_cell.npy",
+                                                      "type_of_cell.npy", "type_means.npy"}
         shared = evaluate.cross_validate(samples, units, folds, workers=workers, **settings)
         with pytest.raises(ValueError, match="workers hold other samples"):
             evaluate.cross_validate(samples.copy(), units, folds, workers=workers, **settings)
+    assert not folder.exists()
     assert list(shared.predictions["method"].unique()) == [methods[0], evaluate.SCRNA_NAME, *methods[1:]]
     pd.testing.assert_frame_equal(shared.predictions, alone.predictions, atol=1e-5)
     pd.testing.assert_frame_equal(shared.deployment, alone.deployment, atol=1e-5)

@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from gmvae4p import keys
-from gmvae4p.data import (CohortError, MappedArray, load_cohort, obs_column, read_h5ad, validate_cohort, write_h5ad,
-                          x_on_disk)
+from gmvae4p.data import (CohortError, MappedArray, load_cohort, map_arrays, obs_column, read_h5ad, validate_cohort,
+                          write_h5ad, x_on_disk)
 
 from conftest import COLUMNS, KANG, KANG_PAIRED, TINY, real_data
 
@@ -209,6 +209,10 @@ def test_mapped_samples_equal_the_read_ones_and_pickle_as_a_reference_to_the_fil
     part = pickle.loads(pickle.dumps(mapped.X[5:9, 2:]))  # a view pickles by value
     assert type(part) is np.ndarray and np.array_equal(part, samples.X[5:9, 2:])
     assert np.array_equal(pickle.loads(pickle.dumps(mapped)).X, samples.X)
+    arrays = map_arrays({"states": samples.obsm["states"], "columns": samples.X[:, ::2]}, tmp_path)
+    for name, original in (("states", samples.obsm["states"]), ("columns", samples.X[:, ::2])):
+        back = pickle.loads(pickle.dumps(arrays[name]))
+        assert isinstance(back, MappedArray) and np.array_equal(back, original, equal_nan=True)
 
 
 def test_x_on_disk_gives_blocks_of_rows_of_the_file_s_x(tmp_path, tiny_cohort):

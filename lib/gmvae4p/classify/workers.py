@@ -5,7 +5,9 @@ independent fit with its own seed, so the folds of Table 1, of the null control,
 configurations can run at the same time. A torch fold is a few thousand small steps whose cost is Python and kernel
 launches, not arithmetic: one process keeps a GPU mostly idle, and several processes share it well. A :class:`FoldWorkers` holds the stage's
 data (the pseudobulk samples, and the cells' inputs when a cell-level baseline runs); with ``n_jobs > 1`` each worker
-process receives that data once, when it starts, and then only small task descriptions.
+process receives that data once, when it starts, and then only small task descriptions. Large arrays reach the
+workers as mappings of one file instead of a copy each: the samples' where they were read mapped
+(:func:`gmvae4p.data.read_h5ad`), the cells' from a temporary folder that :meth:`FoldWorkers.close` removes.
 
 Results do not depend on ``n_jobs``: a task's seed comes from its fold, and the tasks of a call are collected in the
 order they were submitted. With ``n_jobs`` 1 (the default) a task runs in this process when its result is asked for.
@@ -14,16 +16,21 @@ order they were submitted. With ``n_jobs`` 1 (the default) a task runs in this p
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import ctypes
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
 import anndata as ad
+import numpy as np
 from threadpoolctl import threadpool_limits
+
+from ..data import map_arrays
 
 _SHARED: dict = {}
 """A worker process's copy of the data (set once by :func:`_start_worker`)."""
@@ -49,10 +56,13 @@ class FoldWorkers:
         if n_jobs < 1:
             raise ValueError(f"n_jobs must be at least 1, not {n_jobs!r}.")
         self.samples, self.cells = samples, cells
-        self._pool = None
+        self._pool = self._folder = None
         if n_jobs > 1:
             # each worker's torch takes its share of the cores (its tasks are small; more threads only contend)
             threads = max(1, (os.cpu_count() or 1) // n_jobs)
+            if cells is not None:  # the workers map one copy of the cells' arrays instead of receiving one each
+                self._folder = tempfile.TemporaryDirectory(prefix="gmvae4p-workers-")
+                cells = _with_mapped_arrays(cells, self._folder.name)
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
                 initargs=({"samples": samples, "cells": cells}, threads, os.getpid()))
@@ -74,6 +84,9 @@ class FoldWorkers:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
 
     def __enter__(self) -> FoldWorkers:
         return self
@@ -92,6 +105,21 @@ class _Deferred:
         if self._run is not None:
             self._value, self._run = self._run(), None
         return self._value
+
+
+MAPPED_BYTES = 1 << 20
+"""Arrays of the cells' inputs at least this large reach the workers mapped from a file (:func:`_with_mapped_arrays`)."""
+
+
+def _with_mapped_arrays(cells, folder: str):
+    """A shallow copy of ``cells`` whose large NumPy attributes are mapped from files in ``folder``
+    (:func:`gmvae4p.data.map_arrays`): it pickles as references to them."""
+    large = {name: value for name, value in vars(cells).items()
+             if isinstance(value, np.ndarray) and value.nbytes >= MAPPED_BYTES}
+    shared = copy.copy(cells)
+    for name, value in map_arrays(large, folder).items():
+        setattr(shared, name, value)
+    return shared
 
 
 def _start_worker(shared: dict, threads: int, parent: int) -> None:

@@ -12,7 +12,7 @@ _WHERE = {
     "SimulatedCohort": "simulate", "simulate_cohort": "simulate",
     "CohortError": "io", "atomic_path": "atomic", "check_counts": "io", "load_cohort": "io", "obs_column": "io",
     "read_h5ad": "io", "validate_cohort": "io", "write_csv": "io", "write_h5ad": "io", "x_on_disk": "io",
-    "MappedArray": "io", "row_blocks": "io",
+    "MappedArray": "io", "map_arrays": "io", "row_blocks": "io",
     "ligand_receptor_genes": "ligand_receptor", "ligand_receptor_table": "ligand_receptor",
 }
 __all__ = sorted([*_WHERE, "BLOCK_ROWS"])

@@ -209,6 +209,18 @@ class MappedArray(np.memmap):
         return np.asarray(self).__reduce__()
 
 
+def map_arrays(arrays: dict[str, np.ndarray], folder: str | os.PathLike) -> dict[str, MappedArray]:
+    """Each array written to ``folder/<name>.npy`` and mapped back from it, read-only (:class:`MappedArray`): for
+    handing large arrays to other processes as references to one copy."""
+    mapped = {}
+    for name, array in arrays.items():
+        path = Path(folder).resolve() / f"{name}.npy"
+        np.save(path, np.ascontiguousarray(array))
+        header = np.load(path, mmap_mode="r")  # where the numbers start, after the .npy header
+        mapped[name] = MappedArray.open(os.fspath(path), header.dtype.str, header.offset, header.shape)
+    return mapped
+
+
 def _mapped(path, element):
     """An ``.h5ad`` element as a :class:`MappedArray` where it is a numeric dataset stored in one uncompressed
     block; else as anndata reads it."""
