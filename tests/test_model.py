@@ -1,4 +1,5 @@
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +8,7 @@ from conftest import COLUMNS
 from gmvae4p import keys
 from gmvae4p.__main__ import main
 from gmvae4p.data import load_cohort
-from gmvae4p.gmvae.model import MAX_UNCERTAINTY, GMVAE, split_settings, summary, transfer_labels
+from gmvae4p.gmvae.model import MAX_UNCERTAINTY, TRAINSET, GMVAE, split_settings, summary, transfer_labels
 from gmvae4p.params import GMVAESection
 from gmvae4p.preprocess import qc_normalize_hvg
 
@@ -101,12 +102,23 @@ def test_label_transfer_names_an_unannotated_querys_cells_and_calls_the_uncertai
     assert not (tmp_path / "bad.h5ad").exists()
 
 
+def test_a_fit_that_releases_the_counts_embeds_the_same_and_leaves_them_out_of_memory(fitted, tmp_path):
+    adata, _, folder = fitted
+    released = adata.copy()
+    GMVAE(released, **SMALL).fit(tmp_path, epochs=8, batch_size=128, log=None, release_counts=True)
+    assert keys.COUNTS not in released.layers
+    with h5py.File(tmp_path / TRAINSET) as written, h5py.File(folder / TRAINSET) as first:
+        assert all(np.array_equal(written[name][:], first[name][:]) for name in first)  # the counts went there
+    np.testing.assert_allclose(released.obsm[keys.X_GMVAE], adata.obsm[keys.X_GMVAE], rtol=1e-4, atol=1e-5)
+
+
 def test_bad_input_is_refused_before_training(fitted, tmp_path):
     adata, _, _ = fitted
     raw = adata.copy()
     del raw.layers[keys.COUNTS]
     with pytest.raises(KeyError, match="run gmvae4p.preprocess.qc_normalize_hvg"):
-        GMVAE(raw)
+        GMVAE(raw).fit(tmp_path)
+    assert not any(tmp_path.iterdir())
     with pytest.raises(ValueError, match="likelihood must be one of"):
         GMVAE(adata, likelihood="poisson")
     with pytest.raises(ValueError, match=r"held_out_patients \['P999'\]"):

@@ -235,8 +235,9 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, x_from: str | os.P
                finish: Callable[[h5py.File], None] | None = None) -> Path:
     """Write ``adata`` to ``path`` through a temporary file in the same folder, so a reader never sees half a file.
 
-    ``x_from``: an ``.h5ad`` of the same cells and genes whose ``X`` (and ``raw``, where it has one) is copied into the
-    file, for an ``adata`` read without them (:func:`read_h5ad`); HDF5 copies them a chunk at a time.
+    ``x_from``: an ``.h5ad`` of the same cells and genes whose ``X`` (and ``raw``, where it has one, and each layer
+    ``adata`` lacks) is copied into the file, for an ``adata`` read without them (:func:`read_h5ad`) or that let
+    them go (:meth:`gmvae4p.gmvae.model.GMVAE.fit`'s ``release_counts``); HDF5 copies them a chunk at a time.
     ``finish(file)``: called with the temporary file open for writing, before it replaces ``path``, to move or add
     elements (:func:`gmvae4p.preprocess.normalize_log1p_hvg` writes the counts before it normalizes them).
     """
@@ -255,6 +256,9 @@ def write_h5ad(adata: ad.AnnData, path: str | os.PathLike, *, x_from: str | os.P
                 for name in ("X", "raw"):
                     if name in source:
                         source.copy(source[name], target, name)
+                for name in source.get("layers", {}):
+                    if name not in adata.layers:
+                        source.copy(source[f"layers/{name}"], target["layers"], name)
         if finish is not None:
             with h5py.File(tmp, "a") as target:
                 finish(target)

@@ -53,8 +53,8 @@ def fit_zscore(adata: ad.AnnData, settings: dict, output_dir: str | os.PathLike,
     ``gmvae`` parameters section) and the same held-out patients, without touching ``adata``'s own GMVAE keys: stage
     02 trains the ablation's ``mse`` GMVAE this way, its model under ``output_dir``, reading the first fit's
     ``trainset``; ``trainset`` and ``busy_cores`` as :meth:`GMVAE.fit` takes them."""
-    shared = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy(), layers={keys.COUNTS: adata.layers[keys.COUNTS]},
-                        uns={keys.UNS: adata.uns[keys.UNS]})  # the counts are shared, not copied
+    shared = ad.AnnData(obs=adata.obs.copy(), var=adata.var.copy(), uns={keys.UNS: adata.uns[keys.UNS]},
+                        layers={k: v for k, v in adata.layers.items() if k == keys.COUNTS})  # shared, not copied
     model_settings, fit_settings = split_settings(settings)
     GMVAE(shared, **model_settings).fit(output_dir, seed=seed, trainset=trainset, busy_cores=busy_cores,
                                         **fit_settings)
@@ -79,7 +79,7 @@ class GMVAE:
 
     def __init__(self, adata: ad.AnnData, *, use_highly_variable: bool = True, supervised: bool = True,
                  **module_settings):
-        _check_preprocessed(adata)
+        _check_preprocessed(adata, counts=False)  # the counts are checked where they are read (fit, embed)
         self.adata = adata
         self.module_config = ModuleConfig(**module_settings)
         self.supervised = supervised
@@ -102,16 +102,22 @@ class GMVAE:
     def fit(self, output_dir: str | os.PathLike, *, validation_fraction: float = 0.2,
             held_out_patients: list[str] | None = None, n_processes: int | None = None, device: str | None = None,
             resume: bool = False, seed: int = 0, log: Callable[[str], None] = print,
-            trainset: str | os.PathLike | None = None, busy_cores: int = 0, **train_settings) -> GMVAE:
+            trainset: str | os.PathLike | None = None, busy_cores: int = 0, release_counts: bool = False,
+            **train_settings) -> GMVAE:
         """Train, then write the embedding into ``adata``.
 
         ``held_out_patients`` (or a ``validation_fraction`` of patients drawn with ``seed``) are left out of
         training and give ``val_acc``. ``n_processes=None`` trains in this process; an integer starts torchrun with
         that many ranks. ``trainset``: a training-set file this fit would write identically (another fit's on the same
         cells, genes, held-out patients and seed), read instead of written again. ``busy_cores``: cores that other
-        work keeps busy meanwhile (stage 02's UMAP compile), left out of the ranks' threads. ``train_settings``:
-        :class:`gmvae4p.gmvae.config.TrainConfig` fields.
+        work keeps busy meanwhile (stage 02's UMAP compile), left out of the ranks' threads. ``release_counts``:
+        drop ``adata.layers["counts"]`` once the training set holds them, so that this process holds no copy while
+        the training process reads its own (stage 02 writes them back with :func:`gmvae4p.data.write_h5ad`'s
+        ``x_from``; :meth:`embed` needs them back). ``train_settings``: :class:`gmvae4p.gmvae.config.TrainConfig`
+        fields.
         """
+        if trainset is None:
+            _check_preprocessed(self.adata)
         config = self.train_config = TrainConfig(supervised=self.supervised, **train_settings)
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +131,8 @@ class GMVAE:
             components = self._components(self.adata) if self.supervised else np.full(self.adata.n_obs, UNLABELED)
             write_trainset(trainset, self._counts(self.adata), components, component_names=self.component_names,
                            genes=self.genes, validation=validation, seed=seed)
+        if release_counts:
+            self.adata.layers.pop(keys.COUNTS, None)
         training.write_settings(output_dir, self.module_config, config, seed=seed)
         if n_processes is None:
             training.run(trainset, output_dir, resume=resume, device=device, log=log)
@@ -309,8 +317,8 @@ def summary(adata: ad.AnnData) -> pd.Series:
                       "epochs": len(record["history"].get("epoch", []))}, name="GMVAE")
 
 
-def _check_preprocessed(adata: ad.AnnData) -> None:
-    if keys.COUNTS not in adata.layers:
+def _check_preprocessed(adata: ad.AnnData, *, counts: bool = True) -> None:
+    if counts and keys.COUNTS not in adata.layers:
         raise KeyError(f"adata.layers[{keys.COUNTS!r}] is missing: run gmvae4p.preprocess.qc_normalize_hvg "
                        "(stage 01) first.")
     obs_column(adata, "patient")  # raises when the column roles were never recorded
