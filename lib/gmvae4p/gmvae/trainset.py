@@ -93,10 +93,12 @@ def read_shard(path: str | os.PathLike, rank: int = 0, world_size: int = 1, *, c
         start, stop = shard_bounds(n_cells, rank, world_size)
         genes = [g.decode() for g in f["genes"][:]]
         matrix = None
-        if counts:
-            indptr = f["indptr"][start:stop + 1]
-            first, last = int(indptr[0]), int(indptr[-1])
-            matrix = sp.csr_matrix((f["data"][first:last], f["indices"][first:last], indptr - first),
+        if counts:  # through the readers CSRBatches.from_trainset uses: one reading of the layout
+            indptr, _ = read_indptr(path, start, stop)
+            entries = {"indices": torch.empty(int(indptr[-1]), dtype=torch.int32),
+                       "data": torch.empty(int(indptr[-1]), dtype=torch.float32)}
+            read_entries(path, start, entries)
+            matrix = sp.csr_matrix((entries["data"].numpy(), entries["indices"].numpy(), indptr),
                                    shape=(stop - start, len(genes)))
         return Shard(counts=matrix, components=f["components"][start:stop], validation=f["validation"][start:stop],
                      cell_index=f["cell_index"][start:stop], start=start, stop=stop, n_cells=n_cells, genes=genes,
