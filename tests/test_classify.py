@@ -227,8 +227,9 @@ def test_worker_processes_give_the_results_of_one_process(monkeypatch):
     monkeypatch.setattr(workers_module, "MAPPED_BYTES", 1_000)  # these small cells' arrays reach the workers mapped
     with FoldWorkers(samples, cells, n_jobs=2) as workers:
         folder = Path(workers._folder.name)
-        assert {p.name for p in folder.iterdir()} == {"embedding.npy", "zscore.npy", "unit_of_cell.npy",
-                                                      "type_of_cell.npy", "type_means.npy"}
+        # the data the workers read once (pickled, the large arrays as references to their files)
+        assert {p.name for p in folder.iterdir()} == {"shared.pickle", "embedding.npy", "zscore.npy",
+                                                      "unit_of_cell.npy", "type_of_cell.npy", "type_means.npy"}
         shared = evaluate.cross_validate(samples, units, folds, workers=workers, **settings)
         with pytest.raises(ValueError, match="workers hold other samples"):
             evaluate.cross_validate(samples.copy(), units, folds, workers=workers, **settings)

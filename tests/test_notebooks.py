@@ -50,6 +50,10 @@ def test_chain_writes_notebooks_artifacts_and_run_record(ci_run):
     assert stages["01_preprocess"]["wall_s"] > 0 and stages["01_preprocess"]["peak_rss_gb"] > 0
     # shared pages counted once: at most the summed resident memory (Linux reports it)
     assert 0 < stages["01_preprocess"]["peak_pss_gb"] <= stages["01_preprocess"]["peak_rss_gb"]
+    # the peak split by process: the kernel's share first
+    for stage in ("01_preprocess", "02_train_gmvae"):
+        split = stages[stage]["peak_pss_by_process_gb"]
+        assert split[0] > 0 and sum(split) == pytest.approx(stages[stage]["peak_pss_gb"], abs=0.01)
     assert (ci_run / "notebooks" / "01_preprocess.ipynb").is_file()
     for suffix in ("png", "pdf", "csv"):
         assert (ci_run / "figures" / f"01_qc.{suffix}").stat().st_size > 0

@@ -89,6 +89,8 @@ def run(parameters_file: str | os.PathLike, *, output_dir: str | os.PathLike | N
                 entry["wall_s"] = round(time.perf_counter() - start, 3)
                 entry["peak_rss_gb"] = round(memory.peak / 2**30, 3)
                 entry["peak_pss_gb"] = round(memory.peak_pss / 2**30, 3) if memory.peak_pss else None
+                if memory.peak_pss:  # where that peak was: the kernel, then each process it had started
+                    entry["peak_pss_by_process_gb"] = [round(p / 2**30, 3) for p in memory.peak_pss_by_process]
                 entry["peak_gpu_gb"] = None if memory.peak_gpu is None else round(memory.peak_gpu / 2**30, 3)
                 record["status"] = "running" if entry["status"] == "complete" else "failed"
                 _write_record(layout, record)
@@ -162,12 +164,13 @@ class _PeakMemory:
     where Linux reports it ``peak_pss``, the proportional set size, which counts a page that processes share once, as
     libraries and forked workers' untouched memory are) and, where
     NVML answers (``nvidia-ml-py``, an NVIDIA driver), the GPU memory in use on all GPUs above what was in use when
-    sampling began; ``peak_gpu`` stays None without NVML."""
+    sampling began; ``peak_gpu`` stays None without NVML. ``peak_pss_by_process`` splits the PSS peak: the kernel's
+    share first, then that of each process it started, largest first."""
 
     INTERVAL_S = 0.2
 
     def __enter__(self):
-        self.peak, self.peak_pss, self.peak_gpu = 0, 0, None
+        self.peak, self.peak_pss, self.peak_gpu, self.peak_pss_by_process = 0, 0, None, []
         self._gpus = _nvml_handles()
         self._gpu_baseline = _gpu_used(self._gpus)
         self._stop = threading.Event()
@@ -182,14 +185,22 @@ class _PeakMemory:
     def _sample(self):
         me = psutil.Process()
         while not self._stop.is_set():
-            rss = pss = 0
+            rss, kernel, others = 0, 0, []
             for child in me.children(recursive=True):
                 try:
                     rss += child.memory_info().rss
-                    pss += getattr(child.memory_full_info(), "pss", 0)
+                    pss = getattr(child.memory_full_info(), "pss", 0)
+                    started_by_kernel = child.ppid() != me.pid
                 except psutil.Error:
-                    pass
-            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+                    continue
+                if not started_by_kernel:
+                    kernel += pss
+                else:
+                    others.append(pss)
+            self.peak = max(self.peak, rss)
+            if kernel + sum(others) > self.peak_pss:
+                self.peak_pss = kernel + sum(others)
+                self.peak_pss_by_process = [kernel, *sorted(others, reverse=True)]
             if self._gpus:
                 self.peak_gpu = max(self.peak_gpu or 0, _gpu_used(self._gpus) - self._gpu_baseline)
             self._stop.wait(self.INTERVAL_S)

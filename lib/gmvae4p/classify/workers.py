@@ -5,9 +5,11 @@ independent fit with its own seed, so the folds of Table 1, of the null control,
 configurations can run at the same time. A torch fold is a few thousand small steps whose cost is Python and kernel
 launches, not arithmetic: one process keeps a GPU mostly idle, and several processes share it well. A :class:`FoldWorkers` holds the stage's
 data (the pseudobulk samples, and the cells' inputs when a cell-level baseline runs); with ``n_jobs > 1`` each worker
-process receives that data once, when it starts, and then only small task descriptions. Large arrays reach the
-workers as mappings of one file instead of a copy each: the samples' where they were read mapped
-(:func:`gmvae4p.data.read_h5ad`), the cells' from a temporary folder that :meth:`FoldWorkers.close` removes.
+process reads that data once, when it starts, and then receives only small task descriptions. The data is pickled
+once into a temporary folder that :meth:`FoldWorkers.close` removes, and every worker starts at once and reads it
+there: handed to each worker on its start, a worker could not start until the one before had unpickled its copy.
+Large arrays reach the workers as mappings of one file instead of a copy each: the samples' where they were read
+mapped (:func:`gmvae4p.data.read_h5ad`), the cells' from that folder.
 
 Results do not depend on ``n_jobs``: a task's seed comes from its fold, and the tasks of a call are collected in the
 order they were submitted. With ``n_jobs`` 1 (the default) a task runs in this process when its result is asked for.
@@ -20,6 +22,7 @@ import copy
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import tempfile
@@ -46,7 +49,8 @@ def task_threads() -> int:
 
 class FoldWorkers:
     """Runs ``function(shared, *args)`` for submitted tasks, where ``shared`` is ``{"samples": samples, "cells":
-    cells}``; ``n_jobs`` worker processes (spawned: CUDA cannot be forked), or this process when ``n_jobs`` is 1.
+    cells}``; ``n_jobs`` worker processes (spawned: CUDA cannot be forked, all started on construction, so that they
+    start while this process goes on), or this process when ``n_jobs`` is 1.
 
     Use as a context manager, or call :meth:`close` when done. The workers also end with this process, even when it
     is killed mid-task (a stopped kernel leaves no worker training on; Linux).
@@ -60,12 +64,17 @@ class FoldWorkers:
         if n_jobs > 1:
             # each worker's torch takes its share of the cores (its tasks are small; more threads only contend)
             threads = max(1, (os.cpu_count() or 1) // n_jobs)
+            self._folder = tempfile.TemporaryDirectory(prefix="gmvae4p-workers-")
             if cells is not None:  # the workers map one copy of the cells' arrays instead of receiving one each
-                self._folder = tempfile.TemporaryDirectory(prefix="gmvae4p-workers-")
                 cells = _with_mapped_arrays(cells, self._folder.name)
+            data = os.path.join(self._folder.name, "shared.pickle")
+            with open(data, "wb") as file:
+                pickle.dump({"samples": samples, "cells": cells}, file, protocol=pickle.HIGHEST_PROTOCOL)
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                initargs=({"samples": samples, "cells": cells}, threads, os.getpid()))
+                initargs=(data, threads, os.getpid()))
+            for _ in range(n_jobs):  # a pool spawns a worker per submit while none is idle: all of them, now
+                self._pool.submit(os.getpid)
 
     def submit(self, function: Callable, *args):
         """``function(shared, *args)`` (a module-level function) with its wall time: the returned object's
@@ -122,7 +131,7 @@ def _with_mapped_arrays(cells, folder: str):
     return shared
 
 
-def _start_worker(shared: dict, threads: int, parent: int) -> None:
+def _start_worker(data: str, threads: int, parent: int) -> None:
     if sys.platform.startswith("linux"):  # killed with its parent: a pool only notices between tasks
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the line above
@@ -132,7 +141,8 @@ def _start_worker(shared: dict, threads: int, parent: int) -> None:
     global _THREADS
     _THREADS = threads
     torch.set_num_threads(threads)
-    _SHARED.update(shared)
+    with open(data, "rb") as file:
+        _SHARED.update(pickle.load(file))
 
 
 def _timed(function: Callable, shared: dict | None, *args):
