@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,7 +102,7 @@ class GMVAE:
 
     def fit(self, output_dir: str | os.PathLike, *, validation_fraction: float = 0.2,
             held_out_patients: list[str] | None = None, n_processes: int | None = None, device: str | None = None,
-            resume: bool = False, seed: int = 0, log: Callable[[str], None] = print,
+            resume: bool = False, seed: int = 0, log: Callable[[str], None] | None = print,
             trainset: str | os.PathLike | None = None, busy_cores: int = 0, release_counts: bool = False,
             **train_settings) -> GMVAE:
         """Train, then write the embedding into ``adata``.
@@ -126,19 +127,25 @@ class GMVAE:
         validation = np.isin(patients, self.held_out_patients)
         if validation.all():
             raise ValueError("held_out_patients / validation_fraction leave no patient to train on.")
+        log = log or (lambda line: None)
+        start = time.perf_counter()
         if trainset is None:
             trainset = output_dir / TRAINSET
             components = self._components(self.adata) if self.supervised else np.full(self.adata.n_obs, UNLABELED)
             write_trainset(trainset, self._counts(self.adata), components, component_names=self.component_names,
                            genes=self.genes, validation=validation, seed=seed)
+            log(f"Training set written: {trainset} ({time.perf_counter() - start:.1f} s)")
         if release_counts:
             self.adata.layers.pop(keys.COUNTS, None)
         training.write_settings(output_dir, self.module_config, config, seed=seed)
+        start = time.perf_counter()
         if n_processes is None:
             training.run(trainset, output_dir, resume=resume, device=device, log=log)
         else:
             launch(trainset, output_dir, n_processes=n_processes, resume=resume, device=device, busy_cores=busy_cores,
                    log=log)
+        log(f"Training and embedding took {time.perf_counter() - start:.1f} s")
+        start = time.perf_counter()
         self._load_module(output_dir / training.MODEL)
         with h5py.File(output_dir / training.EMBEDDING, "r") as f:
             z_mean, proba, zscore = f["z_mean"][:], f["proba"][:], f["zscore"][:]
@@ -148,6 +155,8 @@ class GMVAE:
                                                              len(self.component_names), seed=seed)
             _store_caller(output_dir / training.MODEL, self.caller)
         self._write_keys(self.adata, z_mean, proba, zscore, held_out_probabilities)
+        log("Embedding read" + (" and cell-type caller fitted" if self.supervised else "")
+            + f" ({time.perf_counter() - start:.1f} s)")
         return self
 
     def embed(self, adata: ad.AnnData | None = None, *, batch_size: int = 2048, device: str | None = None) -> None:

@@ -327,6 +327,7 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
         if rank == 0:  # results of an earlier run must not pass for this one's if it fails
             for stale in (MODEL, EMBEDDING):
                 (output_dir / stale).unlink(missing_ok=True)
+        start = time.perf_counter()
         shard = read_shard(trainset, rank, world_size, counts=False)
         torch.manual_seed(seed)  # same initial weights on every rank
         module = build_module(len(shard.genes), len(shard.component_names), module_config, config.backend)
@@ -350,7 +351,8 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
             log(f"GMVAE ({module_config.likelihood}, {'supervised' if config.supervised else 'unsupervised'}): "
                 f"{shard.n_cells:,} cells × {len(shard.genes):,} genes, {len(shard.component_names)} components; "
                 f"{world_size} process(es) × batch {config.batch_size} = effective batch "
-                f"{world_size * config.batch_size}; device {device}, counts {train_batches.placement}"
+                f"{world_size * config.batch_size}; device {device}, counts {train_batches.placement} "
+                f"(read in {time.perf_counter() - start:.1f} s)"
                 + (f"; resuming after epoch {len(history)}" if history else ""))
 
         def save_checkpoint(history):
@@ -362,11 +364,12 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
         history = train(module, train_batches, components[torch.from_numpy(train_rows).to(device)], config=config,
                         validation=validation, log=log, optimizer=optimizer, history=history, on_epoch=save_checkpoint,
                         seed=seed)
+        start = time.perf_counter()
         result = embed(module, counts, components, config.batch_size)
         gathered = _gather_rows(torch.cat([result[k] for k in ("z_mean", "proba", "zscore")], 1), world_size)
         ranks = _rank_resources(shard.stop - shard.start, device, world_size)
         if rank == 0:
-            log("Peak memory per rank: " + "; ".join(
+            log(f"Embedded every cell ({time.perf_counter() - start:.1f} s). Peak memory per rank: " + "; ".join(
                 f"rank {r['rank']}: {r['cells']:,} cells, GPU {r['peak_gpu_gb']:.2f} GB, "
                 f"host {r['peak_host_gb']:.2f} GB" for r in ranks))
             _write_embedding(output_dir / EMBEDDING, gathered, trainset, module_config.latent_dim, shard)
