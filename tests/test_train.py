@@ -159,6 +159,22 @@ def test_trainset_written_in_blocks_of_rows_is_the_same_file(cohort, trainset, t
             assert blocks[name].dtype == whole[name].dtype and np.array_equal(blocks[name][:], whole[name][:]), name
 
 
+def test_trainset_of_chosen_columns_is_the_file_of_those_columns_copied_out(cohort, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainset_module, "BLOCK_ROWS", 97)
+    types = cohort.obs["ct_cov"]
+    columns = np.sort(np.random.default_rng(0).choice(cohort.counts.shape[1], 50, replace=False))
+    common = dict(components=types.cat.codes.to_numpy(), component_names=list(types.cat.categories),
+                  genes=list(cohort.var_names[columns]), validation=cohort.obs["ind_cov"].isin(HELD_OUT).to_numpy())
+    chosen = write_trainset(tmp_path / "chosen.h5", cohort.counts, columns=columns, **common)
+    copied = write_trainset(tmp_path / "copied.h5", cohort.counts[:, columns], **common)
+    with h5py.File(chosen) as a, h5py.File(copied) as b:
+        assert sorted(a) == sorted(b)
+        for name in b:
+            assert np.array_equal(a[name][:], b[name][:]), name
+    with pytest.raises(ValueError, match="genes has 50 names for 49 columns"):
+        write_trainset(tmp_path / "bad.h5", cohort.counts, columns=columns[1:], **common)
+
+
 def test_batches_read_from_the_trainset_file_hold_what_the_read_shard_holds(trainset, monkeypatch):
     monkeypatch.setattr(trainset_module, "ENTRY_BLOCK", 1_000)  # several blocks, the last one short
     for rank in range(2):

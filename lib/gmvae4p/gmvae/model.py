@@ -132,8 +132,10 @@ class GMVAE:
         if trainset is None:
             trainset = output_dir / TRAINSET
             components = self._components(self.adata) if self.supervised else np.full(self.adata.n_obs, UNLABELED)
-            write_trainset(trainset, self._counts(self.adata), components, component_names=self.component_names,
-                           genes=self.genes, validation=validation, seed=seed)
+            # the layer itself and the genes' columns: the training set takes them a block of rows at a time
+            write_trainset(trainset, self.adata.layers[keys.COUNTS], components, component_names=self.component_names,
+                           genes=self.genes, validation=validation, seed=seed,
+                           columns=self.adata.var_names.get_indexer(self.genes))
             log(f"Training set written: {trainset} ({time.perf_counter() - start:.1f} s)")
         if release_counts:
             self.adata.layers.pop(keys.COUNTS, None)

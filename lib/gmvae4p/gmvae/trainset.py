@@ -43,8 +43,11 @@ class Shard:
 
 
 def write_trainset(path: str | os.PathLike, counts: sp.csr_matrix, components: np.ndarray, *,
-                   component_names: list[str], genes: list[str], validation: np.ndarray, seed: int = 0) -> Path:
-    """Write cells × genes ``counts`` with their ``components`` (−1: unknown) and ``validation`` mask, shuffled."""
+                   component_names: list[str], genes: list[str], validation: np.ndarray, seed: int = 0,
+                   columns: np.ndarray | None = None) -> Path:
+    """Write cells × genes ``counts`` with their ``components`` (−1: unknown) and ``validation`` mask, shuffled.
+    ``columns``: the columns of ``counts`` that are ``genes``, in their order (default: every column), taken a block
+    of rows at a time, so that no copy of those columns exists beside ``counts``."""
     counts = sp.csr_matrix(counts)
     if not counts.has_canonical_format:  # a repeated (row, column) entry is one count: readers rely on one entry each
         counts = counts.copy()
@@ -53,13 +56,16 @@ def write_trainset(path: str | os.PathLike, counts: sp.csr_matrix, components: n
     components, validation = np.asarray(components, dtype=np.int64), np.asarray(validation, dtype=bool)
     if len(components) != n_cells or len(validation) != n_cells:
         raise ValueError("components and validation need one entry per cell (row of counts).")
-    if len(genes) != counts.shape[1]:
-        raise ValueError(f"genes has {len(genes)} names for {counts.shape[1]} columns of counts.")
+    if columns is not None and np.array_equal(columns, np.arange(counts.shape[1])):
+        columns = None
+    if len(genes) != (counts.shape[1] if columns is None else len(columns)):
+        raise ValueError(f"genes has {len(genes)} names for "
+                         f"{counts.shape[1] if columns is None else len(columns)} columns of counts.")
     if components.max(initial=-1) >= len(component_names):
         raise ValueError("a component index is out of range of component_names.")
     order = np.random.default_rng(seed).permutation(n_cells)
     indptr = np.zeros(n_cells + 1, dtype=np.int64)
-    np.cumsum(np.diff(counts.indptr)[order], out=indptr[1:])
+    np.cumsum(_row_entries(counts, columns)[order], out=indptr[1:])
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         f["indptr"] = indptr
@@ -68,6 +74,9 @@ def write_trainset(path: str | os.PathLike, counts: sp.csr_matrix, components: n
         for start in range(0, n_cells, BLOCK_ROWS):  # shuffled a block of rows at a time: no second copy of counts
             stop = min(start + BLOCK_ROWS, n_cells)
             block = counts[order[start:stop]]
+            if columns is not None:
+                block = block[:, columns]
+                block.sort_indices()
             indices[indptr[start]:indptr[stop]] = block.indices
             data[indptr[start]:indptr[stop]] = block.data
         f["components"] = components[order]
@@ -76,6 +85,22 @@ def write_trainset(path: str | os.PathLike, counts: sp.csr_matrix, components: n
         f["genes"] = np.asarray(genes, dtype=object).astype("S")
         f["component_names"] = np.asarray(component_names, dtype=object).astype("S")
     return Path(path)
+
+
+def _row_entries(counts: sp.csr_matrix, columns: np.ndarray | None) -> np.ndarray:
+    """Stored entries of each row of ``counts`` in ``columns`` (all: ``None``), a block of rows at a time."""
+    if columns is None:
+        return np.diff(counts.indptr)
+    kept = np.zeros(counts.shape[1], dtype=bool)
+    kept[columns] = True
+    entries = np.empty(counts.shape[0], dtype=np.int64)
+    for start in range(0, counts.shape[0], BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, counts.shape[0])
+        first, last = counts.indptr[start], counts.indptr[stop]
+        running = np.concatenate([[0], np.cumsum(kept[counts.indices[first:last]])])
+        bounds = counts.indptr[start:stop + 1] - first
+        entries[start:stop] = running[bounds[1:]] - running[bounds[:-1]]
+    return entries
 
 
 def shard_bounds(n_cells: int, rank: int, world_size: int) -> tuple[int, int]:
