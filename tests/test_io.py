@@ -172,6 +172,8 @@ def test_cells_read_without_x_are_written_with_the_x_of_their_source_file(tmp_pa
     write_h5ad(source, tmp_path / "source.h5ad")
     cells = read_h5ad(tmp_path / "source.h5ad", x=False)
     assert cells.X is None and (cells.layers[keys.COUNTS] != source.layers[keys.COUNTS]).nnz == 0
+    annotations = read_h5ad(tmp_path / "source.h5ad", x=False, layers=False)  # what stage 04 reads
+    assert annotations.X is None and not annotations.layers and annotations.obs.equals(source.obs)
     cells.obsm["added"] = np.ones((cells.n_obs, 2))
     with pytest.raises(ValueError, match="x_from is for an AnnData read without X"):
         write_h5ad(source, tmp_path / "out.h5ad", x_from=tmp_path / "source.h5ad")

@@ -144,10 +144,11 @@ def obs_column(adata: ad.AnnData, role: str) -> str | None:
     return columns.get(role)
 
 
-def read_h5ad(path: str | os.PathLike, *, x: bool = True, mapped: bool = False) -> ad.AnnData:
+def read_h5ad(path: str | os.PathLike, *, x: bool = True, layers: bool = True, mapped: bool = False) -> ad.AnnData:
     """``anndata.read_h5ad``; with ``x=False`` every element but ``X`` and ``raw``, which stay on disk (a stage that
     reads only the counts layer then holds one copy of the cells' matrix, not two; :func:`write_h5ad`'s ``x_from``
-    copies them into the stage's output file).
+    copies them into the stage's output file); with ``layers=False`` the layers stay on disk too (a stage that reads
+    the cells' annotations and embeddings only).
 
     ``mapped=True``: the dense arrays of ``X``, ``layers`` and ``obsm`` are mapped from the file, read-only
     (:class:`MappedArray`), where HDF5 stores them in one uncompressed block (as :func:`write_h5ad` does); the others
@@ -155,12 +156,12 @@ def read_h5ad(path: str | os.PathLike, *, x: bool = True, mapped: bool = False) 
     file, so worker processes (:class:`~gmvae4p.classify.workers.FoldWorkers`) receive no copy of the samples. The
     file must not change in place while mapped (the stages replace files by renaming, which leaves a mapping valid).
     """
-    if x and not mapped:
+    if x and layers and not mapped:
         return ad.read_h5ad(path)
     with h5py.File(path, "r") as f:
         read = lambda element: _mapped(path, element) if mapped else ad.io.read_elem(element)
         elements = {name: ad.io.read_elem(f[name]) for name in f if name not in ("X", "raw", "layers", "obsm")}
-        for name in ("layers", "obsm"):
+        for name in ("layers", "obsm") if layers else ("obsm",):
             if name in f:
                 elements[name] = {key: read(value) for key, value in f[name].items()}
         if x and "X" in f:
