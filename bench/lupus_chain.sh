@@ -7,7 +7,7 @@
 #   bash bench/lupus_chain.sh start            # installs the wheels, starts the chain (setsid), returns
 #   bash bench/lupus_chain.sh follow 540       # waits up to 540 s for the chain, then packs what it wrote into $OUT
 # Each call names .whl in `carry`; `follow` is made right after the previous call returns (the machine is given back
-# when idle). Results: $OUT/lupus_sim.tar.gz (run.json, index.md, tables, figures, executed notebooks), $OUT/chain.log.
+# when idle). CLASSIFY_DEVICE=cpu (or cuda) before `start` sets stages 04-05's classify.device (default: the file's). Results: $OUT/lupus_sim.tar.gz (run.json, index.md, tables, figures, executed notebooks), $OUT/chain.log.
 # The cohort is simulated into an .h5ad first (bench/bench_stage01_memory.py, which prints the simulation's memory)
 # and the chain reads that file, as it would a real cohort's: stage 01's time and memory are then those of reading
 # and preprocessing, not of the simulator.
@@ -41,6 +41,8 @@ import yaml
 settings = yaml.safe_load(open('parameters/lupus_sim.yaml'))
 del settings['simulate']
 settings['data']['path'] = '$CELLS'
+if '${CLASSIFY_DEVICE:-}':
+    settings['classify']['device'] = '${CLASSIFY_DEVICE:-}'
 yaml.safe_dump(settings, open('$PARAMETERS', 'w'), sort_keys=False)"
     setsid nohup python3 -m gmvae4p run "$PARAMETERS" --output-dir "$RUN" >"$LOG" 2>&1 < /dev/null &
     sleep 60
