@@ -356,9 +356,11 @@ def test_cell_data_group_means_are_exact_and_missing_types_are_nan():
 
 def test_cell_data_reads_the_expression_on_disk_in_blocks(tmp_path, monkeypatch):
     data, _ = _cells(n_units=20, n_types=4)
-    cells = _cells_anndata(data, sp.csr_matrix(np.random.default_rng(2).poisson(1.0, (len(data.unit_of_cell), 12)),
-                                               dtype=np.float32))
+    counts = np.random.default_rng(2).poisson(1.0, (len(data.unit_of_cell), 12)).astype(np.float32)
+    cells = _cells_anndata(data, sp.csr_matrix(counts))
     in_memory = CellData.from_anndata(cells)
+    dense = CellData.from_anndata(_cells_anndata(data, counts))  # a CSR's entries summed as its dense rows are
+    np.testing.assert_allclose(in_memory.type_means, dense.type_means, rtol=1e-6)
     write_h5ad(cells, tmp_path / "cells.h5ad")
     monkeypatch.setattr(io, "BLOCK_ROWS", 70)  # several blocks, the last one short
     with x_on_disk(tmp_path / "cells.h5ad") as expression:

@@ -20,6 +20,7 @@ import dataclasses
 import warnings
 
 import anndata as ad
+import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -202,15 +203,30 @@ def _cell_features(cells: CellData) -> np.ndarray:
 def _group_means(values, group: np.ndarray, n_groups: int) -> np.ndarray:
     """Mean of the rows of ``values`` per group (−1: in none); NaN for an empty group. ``values``: dense, sparse,
     or a matrix on disk that gives a block of rows when sliced (anndata's backed CSR), read a block at a time."""
-    member = np.flatnonzero(group >= 0)
-    indicator = sp.csr_matrix((np.ones(len(member)), (group[member], member)), shape=(n_groups, len(group)))
-    dense = lambda m: m.toarray() if sp.issparse(m) else np.asarray(m)
-    if isinstance(values, np.ndarray) or sp.issparse(values):
-        sums = dense(indicator @ values)
-    else:
-        sums, columns = np.zeros((n_groups, values.shape[1])), indicator.tocsc()
-        for start, stop, block in row_blocks(values):
-            sums += dense(columns[:, start:stop] @ block)
-    counts = np.asarray(indicator.sum(1)).ravel()[:, None]
+    group = np.asarray(group, dtype=np.int64)
+    sums = np.zeros((n_groups, values.shape[1]))
+    blocks = [(0, len(group), values)] if isinstance(values, np.ndarray) or sp.issparse(values) \
+        else row_blocks(values)
+    for start, stop, block in blocks:
+        if sp.issparse(block):  # entry by entry into its row's group: a product with a group indicator made a
+            block = sp.csr_matrix(block)  # sparse groups × genes result as large as the dense one, then densified
+            _add_csr_rows(block.indptr, block.indices, block.data, group[start:stop], sums)
+        else:
+            member = np.flatnonzero(group[start:stop] >= 0)
+            indicator = sp.csr_matrix((np.ones(len(member)), (group[start:stop][member], member)),
+                                      shape=(n_groups, stop - start))
+            sums += indicator @ np.asarray(block)
+    counts = np.bincount(group[group >= 0], minlength=n_groups)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
+
+
+@numba.njit(cache=True)
+def _add_csr_rows(indptr, indices, data, group, sums):
+    """``sums[group[r]] += row r`` of a CSR block, for rows whose group is not −1."""
+    for row in range(len(indptr) - 1):
+        g = group[row]
+        if g < 0:
+            continue
+        for k in range(indptr[row], indptr[row + 1]):
+            sums[g, indices[k]] += data[k]
