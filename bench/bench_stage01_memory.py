@@ -3,6 +3,7 @@
 (Linux). Two commands, each one process:
 
     PYTHONPATH=lib python bench/bench_stage01_memory.py simulate 0.25 cohort.h5ad   # simulate once, write the file
+    PYTHONPATH=lib python bench/bench_stage01_memory.py simulate 2.4 cohort.h5ad 400   # 2 M cells of 400 patients
     PYTHONPATH=lib python bench/bench_stage01_memory.py preprocess cohort.h5ad      # stage 01 on that file
 
 Prints per call its seconds, the resident memory after it and the peak while it ran, each also as a multiple of the
@@ -56,9 +57,12 @@ class PeakSampler:
         print(f"counts CSR {self.csr_gb:.2f} GB, {x.shape[0]:,} cells × {x.shape[1]:,} genes", flush=True)
 
 
-def simulate(fraction: float, path: str) -> None:
+def simulate(fraction: float, path: str, n_patients: int | None = None) -> None:
+    """``fraction`` of the lupus shape's cells, of its patients or of ``n_patients``."""
     sampler = PeakSampler()
     shape = {**LUPUS["simulate"], "n_cells": int(LUPUS["simulate"]["n_cells"] * fraction)}
+    if n_patients:
+        shape["n_patients"] = n_patients
     adata = sampler.step("simulate", lambda: gmvae4p.data.load_cohort(None, **COLUMNS, simulate=shape,
                                                                       seed=LUPUS["seed"]))
     sampler.set_csr(adata.X)
@@ -79,5 +83,5 @@ def preprocess(path: str) -> None:
 
 if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
-    {"simulate": lambda: simulate(float(arguments[0]), arguments[1]), "preprocess": lambda: preprocess(arguments[0])}[
-        command]()
+    {"simulate": lambda: simulate(float(arguments[0]), arguments[1], *map(int, arguments[2:3])),
+     "preprocess": lambda: preprocess(arguments[0])}[command]()

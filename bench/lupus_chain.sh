@@ -7,7 +7,9 @@
 #   bash bench/lupus_chain.sh start            # installs the wheels, starts the chain (setsid), returns
 #   bash bench/lupus_chain.sh follow 540       # waits up to 540 s for the chain, then packs what it wrote into $OUT
 # Each call names .whl in `carry`; `follow` is made right after the previous call returns (the machine is given back
-# when idle). CLASSIFY_DEVICE=cpu (or cuda) before `start` sets stages 04-05's classify.device (default: the file's). Results: $OUT/lupus_sim.tar.gz (run.json, index.md, tables, figures, executed notebooks), $OUT/chain.log.
+# when idle). CLASSIFY_DEVICE=cpu (or cuda) before `start` sets stages 04-05's classify.device (default: the file's);
+# SCALE (default 1.0) multiplies the cohort's cells and PATIENTS sets its patients (e.g. SCALE=2.4 PATIENTS=400: two
+# million cells). Results: $OUT/lupus_sim.tar.gz (run.json, index.md, tables, figures, executed notebooks), $OUT/chain.log.
 # The cohort is simulated into an .h5ad first (bench/bench_stage01_memory.py, which prints the simulation's memory)
 # and the chain reads that file, as it would a real cohort's: stage 01's time and memory are then those of reading
 # and preprocessing, not of the simulator.
@@ -35,7 +37,7 @@ start)
     python3 -c "import anndata, scanpy, papermill, ipykernel, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     rm -rf "$RUN"
-    python3 bench/bench_stage01_memory.py simulate 1.0 "$CELLS"
+    python3 bench/bench_stage01_memory.py simulate "${SCALE:-1.0}" "$CELLS" ${PATIENTS:-}
     python3 -c "
 import yaml
 settings = yaml.safe_load(open('parameters/lupus_sim.yaml'))
