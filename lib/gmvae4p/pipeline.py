@@ -190,10 +190,10 @@ class _PeakMemory:
                 try:
                     rss += child.memory_info().rss
                     pss = getattr(child.memory_full_info(), "pss", 0)
-                    started_by_kernel = child.ppid() != me.pid
+                    is_kernel = child.ppid() == me.pid
                 except psutil.Error:
                     continue
-                if not started_by_kernel:
+                if is_kernel:
                     kernel += pss
                 else:
                     others.append(pss)
