@@ -1,7 +1,7 @@
 """GMVAE training: the loop, and ``python -m gmvae4p.gmvae.train``, the entry that torchrun starts on every rank.
 
-The loop: AdamW, linear KL warm-up, bf16 autocast on CUDA, optional ``torch.compile`` (on CUDA with the whole step
-replayed as one CUDA graph: :class:`_GraphedStep`), gradient clipping. Metrics
+The loop: AdamW, linear KL warm-up, bf16 autocast on CUDA, optional ``torch.compile``, on one CUDA device the whole
+step replayed as one CUDA graph (:class:`_GraphedStep`), gradient clipping. Metrics
 accumulate as device tensors and are read once per epoch, so a step never waits for the host. Under DDP each rank
 trains on its shard; metrics are all-reduced as sums and every rank takes the same number of steps. Rank 0 alone logs,
 checkpoints and writes. One log line per epoch:
@@ -67,11 +67,13 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
     rank = dist.get_rank() if distributed else 0
     stepper = torch.nn.parallel.DistributedDataParallel(
         module, device_ids=[device] if device.type == "cuda" else None) if distributed else module
-    fixed_shape = _fixed_shape_steps(config, distributed)
-    # On CUDA a fixed-shape step is replayed as a CUDA graph: with resident counts the whole step (_GraphedStep);
-    # streamed counts change address with every chunk, so there torch.compile records the forward and backward alone.
-    whole_step_graph = fixed_shape and device.type == "cuda" and batches.placement == "resident"
-    compiler_graphs = fixed_shape and device.type == "cuda" and not whole_step_graph
+    # On one CUDA device steps are replayed as CUDA graphs of fixed-shape batches: with resident counts the whole step
+    # (_GraphedStep, compiled or not); streamed counts change address with every chunk, so there only a compiled
+    # forward and backward are recorded (torch.compile's "reduce-overhead"). DDP's gradient hooks stay outside graphs.
+    graphs = config.cuda_graphs and not distributed and device.type == "cuda"
+    whole_step_graph = graphs and batches.placement == "resident"
+    compiler_graphs = graphs and config.compile and not whole_step_graph
+    fixed_shape = whole_step_graph or _fixed_shape_steps(config, distributed)
     if config.compile:  # unpadded, shapes vary with each batch's non-zero count: compile for dynamic shapes at once
         stepper = torch.compile(stepper, dynamic=not fixed_shape, mode="reduce-overhead" if compiler_graphs else None)
     optimizer = optimizer or make_optimizer(module, config)
@@ -150,8 +152,8 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
 
 
 def _fixed_shape_steps(config: TrainConfig, distributed: bool) -> bool:
-    """Whether steps take fixed-shape batches: compiled for CUDA graphs, in one process (DDP's gradient hooks
-    stay outside graphs)."""
+    """Whether compiled steps take fixed-shape batches, so that they compile once: in one process (under DDP they
+    compile for varying shapes)."""
     return config.compile and config.cuda_graphs and not distributed
 
 
