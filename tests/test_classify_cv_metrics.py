@@ -83,7 +83,7 @@ def test_the_folds_table_that_stage_04_writes_gives_back_the_same_units_and_fold
 def test_most_variable_ranks_training_rows_by_variance_ignoring_nan_across_column_blocks(monkeypatch):
     rng = np.random.default_rng(0)
     features = rng.normal(size=(40, 25)).astype(np.float32) * np.linspace(0.1, 3.0, 25, dtype=np.float32)
-    features[rng.random(features.shape) < 0.1] = np.nan
+    features[:, 4:][rng.random((40, 21)) < 0.1] = np.nan  # the first block has no NaN: computed without nanvar
     features[:, 7] = np.nan  # a type never drawn: never chosen
     features[30:, 2] = 50.0  # varies only outside the training rows
     rows = np.arange(30)
@@ -93,6 +93,8 @@ def test_most_variable_ranks_training_rows_by_variance_ignoring_nan_across_colum
         warnings.simplefilter("ignore", RuntimeWarning)
         variance = np.nan_to_num(np.nanvar(features[rows], axis=0), nan=-np.inf)
     assert list(chosen) == sorted(np.argsort(-variance, kind="stable")[:5]) and 7 not in chosen and 2 not in chosen
+    for n_top in range(1, 25):  # the whole ranking, the NaN-free block's columns among it
+        assert list(most_variable(features, rows, n_top)) == sorted(np.argsort(-variance, kind="stable")[:n_top])
     assert len(most_variable(features, rows, 30)) == 25 and len(most_variable(features, rows[:0], 3)) == 3
 
 

@@ -194,6 +194,9 @@ def most_variable(features: np.ndarray, rows: np.ndarray, n_top: int) -> np.ndar
         # a block of columns at a time: nanvar's temporaries of all rows × columns (hundreds of thousands of
         # communication features) would be several copies of the training rows, in every fold worker at once
         for start in range(0, features.shape[1] if len(rows) else 0, COLUMN_BLOCK):
-            variance[start:start + COLUMN_BLOCK] = np.nanvar(features[rows, start:start + COLUMN_BLOCK], axis=0)
+            block = features[rows, start:start + COLUMN_BLOCK]
+            # where nothing is missing var gives nanvar's numbers (the same sums) several times faster
+            variance[start:start + COLUMN_BLOCK] = np.nanvar(block, axis=0) if np.isnan(block).any() \
+                else np.var(block, axis=0)
     variance = np.where(np.isnan(variance), -np.inf, variance)
     return np.sort(np.argsort(-variance, kind="stable")[:n_top])
