@@ -9,7 +9,8 @@
 # Each call names .whl in `carry`; `follow` is made right after the previous call returns (the machine is given back
 # when idle). CLASSIFY_DEVICE=cpu (or cuda) before `start` sets stages 04-05's classify.device (default: the file's);
 # SCALE (default 1.0) multiplies the cohort's cells and PATIENTS sets its patients (e.g. SCALE=2.4 PATIENTS=400: two
-# million cells). Results: $OUT/lupus_sim.tar.gz (run.json, index.md, tables, figures, executed notebooks), $OUT/chain.log.
+# million cells); STAGES (e.g. "01 02 03 04") runs only those stages. Results: $OUT/lupus_sim.tar.gz (run.json,
+# index.md, tables, figures, executed notebooks), $OUT/chain.log.
 # The cohort is simulated into an .h5ad first (bench/bench_stage01_memory.py, which prints the simulation's memory)
 # and the chain reads that file, as it would a real cohort's: stage 01's time and memory are then those of reading
 # and preprocessing, not of the simulator.
@@ -46,7 +47,8 @@ settings['data']['path'] = '$CELLS'
 if '${CLASSIFY_DEVICE:-}':
     settings['classify']['device'] = '${CLASSIFY_DEVICE:-}'
 yaml.safe_dump(settings, open('$PARAMETERS', 'w'), sort_keys=False)"
-    setsid nohup python3 -m gmvae4p run "$PARAMETERS" --output-dir "$RUN" >"$LOG" 2>&1 < /dev/null &
+    setsid nohup python3 -m gmvae4p run "$PARAMETERS" --output-dir "$RUN" ${STAGES:+--stages $STAGES} >"$LOG" 2>&1 \
+        < /dev/null &
     sleep 60
     tail -c 2000 "$LOG"
     ;;

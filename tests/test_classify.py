@@ -17,7 +17,7 @@ import torch
 
 from gmvae4p import keys
 from gmvae4p.data import io, read_h5ad, write_h5ad, x_on_disk
-from gmvae4p.classify import cell_baselines, evaluate, model as model_module
+from gmvae4p.classify import cell_baselines, deploy, evaluate, model as model_module
 from gmvae4p.classify.cell_baselines import CELL_BASELINES, CellData, fit_predict_cell_baselines
 from gmvae4p.classify.config import METHODS, ClassifierConfig
 from gmvae4p.classify.cv import FoldError, patient_folds, permute_labels, sample_labels, subsample_fold, unit_table
@@ -215,29 +215,44 @@ def test_reference_aucs_read_the_simulators_activity_and_its_program_in_the_pseu
 
 
 def test_worker_processes_give_the_results_of_one_process(monkeypatch):
+    """Table 1's folds, a null and the final model, all started before any is collected (as stage 04 does), give
+    in two worker processes what they give run one after another in this one."""
     samples = _samples()
     units = unit_table(samples, "SLE")
     cells, _ = _cells(n_units=24)  # unit i is positive when i is even, as in _samples
     cells.units = [f"P{i:02d}" for i in range(24)]
     folds = patient_folds(units, n_folds=3, seed=1)
     methods = ["gmvae4p", "logistic_regression", "prototype_cells"]  # a fold task of each kind
-    settings = dict(cells=cells, methods=methods, config=dataclasses.replace(FAST, max_epochs=15), n_top_genes=20,
-                    n_top_interactions=10, device="cpu", progress=False)
-    alone = evaluate.cross_validate(samples, units, folds, **settings)
+    config = dataclasses.replace(FAST, max_epochs=15)
+    settings = dict(cells=cells, config=config, n_top_genes=20, n_top_interactions=10, device="cpu")
+    null_settings = dict(methods=["logistic_regression"], n_permutations=2, n_permutations_costly=0, n_folds=3)
+    final_settings = dict(n_top_genes=20, n_top_interactions=10, device="cpu")
+    alone = evaluate.cross_validate(samples, units, folds, methods=methods, progress=False, **settings)
+    null_alone = evaluate.permutation_null(samples, units, progress=False, **null_settings, **settings)
+    final_alone = deploy.fit_final(samples, units, config, **final_settings)
     monkeypatch.setattr(workers_module, "MAPPED_BYTES", 1_000)  # these small cells' arrays reach the workers mapped
     with FoldWorkers(samples, cells, n_jobs=2) as workers:
         folder = Path(workers._folder.name)
         # the data the workers read once (pickled, the large arrays as references to their files)
         assert {p.name for p in folder.iterdir()} == {"shared.pickle", "embedding.npy", "zscore.npy",
                                                       "unit_of_cell.npy", "type_of_cell.npy", "type_means.npy"}
-        shared = evaluate.cross_validate(samples, units, folds, workers=workers, **settings)
+        final_fit = deploy.start_final(workers, units, config, **final_settings)
+        table1_fits = evaluate.start_cross_validation(samples, units, folds, methods=methods, workers=workers,
+                                                      **settings)
+        null_fits = evaluate.start_permutation_null(samples, units, workers=workers, **null_settings, **settings)
+        shared, null, final = table1_fits.result(progress=False), null_fits.result(progress=False), final_fit.result()
         with pytest.raises(ValueError, match="workers hold other samples"):
-            evaluate.cross_validate(samples.copy(), units, folds, workers=workers, **settings)
+            evaluate.cross_validate(samples.copy(), units, folds, workers=workers, methods=methods, **settings)
     assert not folder.exists()
     assert list(shared.predictions["method"].unique()) == [methods[0], evaluate.SCRNA_NAME, *methods[1:]]
     pd.testing.assert_frame_equal(shared.predictions, alone.predictions, atol=1e-5)
     pd.testing.assert_frame_equal(shared.deployment, alone.deployment, atol=1e-5)
     assert set(shared.seconds) == set(methods) and all(v > 0 for v in shared.seconds.values())
+    pd.testing.assert_frame_equal(null, null_alone)
+    whole = np.flatnonzero(samples.obs[keys.KIND] == keys.WHOLE)
+    np.testing.assert_allclose(final.predict(samples, whole).probability,
+                               final_alone.predict(samples, whole).probability, atol=1e-5)
+    assert null_fits.seconds > 0 and final_fit.seconds > 0
 
 
 def test_null_labels_keep_each_patients_label_count_and_give_chance_auc():

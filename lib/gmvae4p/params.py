@@ -167,8 +167,10 @@ class ClassifySection(ClassifierConfig):
     null_permutations_costly: int = 4
     """Permutations for the methods that take far longer to refit: the tree ensembles and the torch networks
     (GMVAE4P among them; :data:`~gmvae4p.classify.evaluate.COSTLY_METHODS`)."""
-    device: str | None = None
-    """``cpu`` or ``cuda``; None picks CUDA when available."""
+    device: str | None = "cpu"
+    """``cpu``, ``cuda``, or None: CUDA when available. The CPU by default: the fold networks are small, a worker
+    trains them on its share of the cores about as fast as on a GPU, and holds no CUDA context (about 0.8 GB each
+    on a GPU machine; ``BENCHMARKS.md``)."""
     n_jobs: int = 2
     """Worker processes that train folds side by side (GMVAE4P and the cell-level networks, in every table; see
     :mod:`gmvae4p.classify.workers`); 1 trains them in the notebook's process. Each worker's torch takes its share of

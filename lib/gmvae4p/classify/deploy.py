@@ -1,7 +1,7 @@
 """GMVAE4P for new patients: fitted on the whole cohort, saved as a folder, applied to bulk RNA-seq counts.
 
 Stage 04 fits the final model on every unit (:func:`fit_final`: the settings the cross-validation evaluated, the
-program, gene list and scalers from all units) and saves it (:func:`save`) under ``models/gmvae4p/``:
+program, gene list and scalers from all units; :func:`start_final` fits it in a fold worker) and saves it (:func:`save`) under ``models/gmvae4p/``:
 
 - ``model.pt``: tensors only (``torch.load(weights_only=True)`` reads it): the network's weights and every fitted
   array (genes kept, scalers, the program, the linear coefficients);
@@ -45,6 +45,7 @@ from .model import BULK, GMVAE4P, FoldFeatures, ModalityNetwork, _Learners
 from .module import GMVAE4PModule
 from .program import LearnedProgram
 from .stack import Stack
+from .workers import FoldWorkers, Pending
 
 MIN_OVERLAP = 0.8
 """Share of the model's genes an input must have (matched by symbol) to be scored."""
@@ -68,6 +69,28 @@ def fit_final(samples: ad.AnnData, units: pd.DataFrame, config: ClassifierConfig
     rows = {side: np.flatnonzero(mixture & np.isin(unit, getattr(split, side))) for side in ("train", "validation")}
     model = GMVAE4P(config, n_top_genes=n_top_genes, n_top_interactions=n_top_interactions, device=device, seed=seed)
     return model.fit(samples, y, train=rows["train"], validation=rows["validation"])
+
+
+def start_final(workers: FoldWorkers, units: pd.DataFrame, config: ClassifierConfig, *, n_top_genes: int,
+                n_top_interactions: int, validation_fraction: float = 0.2, device: str | None = None,
+                seed: int = 0) -> Pending:
+    """:func:`fit_final` on the workers' samples as one of their tasks, so that it trains beside the folds of the
+    tables submitted with it; ``.result()`` is the fitted model, on the CPU."""
+    task = workers.submit(_fit_final_state, units, config, n_top_genes, n_top_interactions, validation_fraction,
+                          device, seed)
+
+    def collect(progress: bool) -> tuple[GMVAE4P, float]:
+        (arrays, meta), seconds = task.result()
+        return _from_state(arrays, meta, "cpu"), seconds
+    return Pending(collect)
+
+
+def _fit_final_state(shared: dict, units, config, n_top_genes, n_top_interactions, validation_fraction, device,
+                     seed) -> tuple[dict[str, np.ndarray], dict]:
+    # the fitted arrays and settings, as save writes them: a model trained on a GPU comes back without CUDA tensors
+    return _state(fit_final(shared["samples"], units, config, n_top_genes=n_top_genes,
+                            n_top_interactions=n_top_interactions, validation_fraction=validation_fraction,
+                            device=device, seed=seed))
 
 
 def save(model: GMVAE4P, folder: str | os.PathLike, *, samples: ad.AnnData, labels: tuple[str, str],

@@ -24,7 +24,7 @@ from .config import METHODS, N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig
 from .cv import Fold, FoldError, patient_folds, permute_labels, sample_labels, subsample_fold
 from .metrics import auc, auc_with_ci, binary_metrics, unit_probabilities
 from .model import MODALITIES, GMVAE4P
-from .workers import FoldWorkers
+from .workers import FoldWorkers, Pending
 
 GMVAE4P_NAME = METHODS[0]
 SCRNA_NAME = "gmvae4p_scrna"
@@ -226,14 +226,19 @@ def positive_label(cells: ad.AnnData, samples: ad.AnnData, chosen: str | None) -
     return str(truth["positive_label"])
 
 
-def permutation_null(samples: ad.AnnData, units: pd.DataFrame, *, methods: list[str], n_permutations: int,
-                     n_permutations_costly: int, n_folds: int, validation_fraction: float = 0.2, seed: int = 0,
-                     first: int = 0, progress: bool = True, **settings) -> pd.DataFrame:
+def permutation_null(samples: ad.AnnData, units: pd.DataFrame, *, progress: bool = True, **settings) -> pd.DataFrame:
+    """The null distribution of every method's AUC (:func:`start_permutation_null`'s ``settings``), waited for."""
+    return start_permutation_null(samples, units, **settings).result(progress=progress)
+
+
+def start_permutation_null(samples: ad.AnnData, units: pd.DataFrame, *, methods: list[str], n_permutations: int,
+                           n_permutations_costly: int, n_folds: int, validation_fraction: float = 0.2, seed: int = 0,
+                           first: int = 0, **settings) -> Pending:
     """The null distribution of every method's AUC: labels permuted across patients (within patients in a paired
     design: :func:`~gmvae4p.classify.cv.permute_labels`) before anything is fitted, folds drawn again for the
     permuted labels, every method refitted; the :data:`COSTLY_METHODS` take ``n_permutations_costly``
-    permutations, the others ``n_permutations``. ``settings`` are :func:`start_cross_validation`'s. One row per
-    (method, permutation) with its per-unit AUC; every permutation's folds are submitted before any is collected.
+    permutations, the others ``n_permutations``. ``settings`` are :func:`start_cross_validation`'s. Every
+    permutation's folds are submitted now; ``.result()`` is one row per (method, permutation) with its per-unit AUC.
     Permutation ``k`` is the same in every call; ``first`` starts at permutation ``first``, so that calls with
     ``first`` 0, 10, 20, … add up to one longer null."""
     count = {m: n_permutations_costly if m in COSTLY_METHODS else n_permutations for m in methods}
@@ -243,11 +248,16 @@ def permutation_null(samples: ad.AnnData, units: pd.DataFrame, *, methods: list[
         folds = patient_folds(permuted, n_folds=n_folds, validation_fraction=validation_fraction, seed=seed)
         chosen = [m for m in methods if count[m] > k - first]
         pending.append(start_cross_validation(samples, permuted, folds, methods=chosen, seed=seed, **settings))
-    rows = []
-    for k, run in enumerate(tqdm(pending, desc="Permutations", disable=not progress), start=first):
-        for method, part in run.result(progress=False).predictions.groupby("method", sort=False):
-            rows.append({"method": method, "permutation": k, "auc": auc(part["label"], part["probability"])})
-    return pd.DataFrame(rows, columns=["method", "permutation", "auc"])
+
+    def collect(progress: bool) -> tuple[pd.DataFrame, float]:
+        rows, seconds = [], 0.0
+        for k, run in enumerate(tqdm(pending, desc="Permutations", disable=not progress), start=first):
+            done = run.result(progress=False)
+            seconds += sum(done.seconds.values())
+            for method, part in done.predictions.groupby("method", sort=False):
+                rows.append({"method": method, "permutation": k, "auc": auc(part["label"], part["probability"])})
+        return pd.DataFrame(rows, columns=["method", "permutation", "auc"]), seconds
+    return Pending(collect)
 
 
 def with_null(table1: pd.DataFrame, null: pd.DataFrame) -> pd.DataFrame:
@@ -344,16 +354,22 @@ def deployment_table(deployment: pd.DataFrame, *, units: pd.DataFrame | None = N
     return table
 
 
-def small_cohort_table(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, sizes: list[int],
-                       repeats: int, methods: list[str], cells: CellData | None = None,
-                       config: ClassifierConfig = ClassifierConfig(), validation_fraction: float = 0.2,
-                       n_top_genes: int = N_TOP_GENES, n_top_interactions: int = N_TOP_INTERACTIONS,
-                       device: str | None = None, seed: int = 0, workers: FoldWorkers | None = None,
-                       progress: bool = True) -> pd.DataFrame:
+def small_cohort_table(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, progress: bool = True,
+                       **settings) -> pd.DataFrame:
+    """Table 2 (:func:`start_small_cohort_table`'s ``settings``), waited for."""
+    return start_small_cohort_table(samples, units, folds, **settings).result(progress=progress)
+
+
+def start_small_cohort_table(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, sizes: list[int],
+                             repeats: int, methods: list[str], cells: CellData | None = None,
+                             config: ClassifierConfig = ClassifierConfig(), validation_fraction: float = 0.2,
+                             n_top_genes: int = N_TOP_GENES, n_top_interactions: int = N_TOP_INTERACTIONS,
+                             device: str | None = None, seed: int = 0,
+                             workers: FoldWorkers | None = None) -> Pending:
     """Table 2: each method trained on ``n`` units drawn (grouped by patient, stratified) from each fold's training
-    units, for each ``n`` in ``sizes`` and ``repeats`` draws, tested on the same held-out folds; one row per
-    (method, n, repeat) with the AUC and CI of its pooled out-of-fold unit predictions. Every draw's folds are
-    submitted to ``workers`` before any is collected."""
+    units, for each ``n`` in ``sizes`` and ``repeats`` draws, tested on the same held-out folds. Every draw's folds
+    are submitted to ``workers`` now; ``.result()`` is one row per (method, n, repeat) with the AUC and CI of its
+    pooled out-of-fold unit predictions."""
     workers = workers or FoldWorkers(samples, cells)
     draws = [(n, repeat) for n in sizes for repeat in range(repeats)]
     pending = []
@@ -364,16 +380,21 @@ def small_cohort_table(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fol
         pending.append(start_cross_validation(samples, units, drawn, cells=cells, methods=methods, config=config,
                                               n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
                                               device=device, seed=draw_seed, workers=workers))
-    rows = []
-    for (n, repeat), draw in zip(tqdm(draws, desc="Small cohorts", disable=not progress), pending):
-        for method, part in draw.result(progress=False).predictions.groupby("method", sort=False):
-            if method not in methods:  # GMVAE4P's scRNA mode comes with it; Table 2 is about bulk
-                continue
-            auc, low, high = auc_with_ci(part["label"], part["probability"], patients=patients_of(part, units),
-                                         seed=seed)
-            rows.append({"method": method, "n_train_units": n, "repeat": repeat, "auc": auc, "auc_low": low,
-                         "auc_high": high})
-    return pd.DataFrame(rows, columns=["method", "n_train_units", "repeat", "auc", "auc_low", "auc_high"])
+
+    def collect(progress: bool) -> tuple[pd.DataFrame, float]:
+        rows, seconds = [], 0.0
+        for (n, repeat), draw in zip(tqdm(draws, desc="Small cohorts", disable=not progress), pending):
+            done = draw.result(progress=False)
+            seconds += sum(done.seconds.values())
+            for method, part in done.predictions.groupby("method", sort=False):
+                if method not in methods:  # GMVAE4P's scRNA mode comes with it; Table 2 is about bulk
+                    continue
+                auc, low, high = auc_with_ci(part["label"], part["probability"], patients=patients_of(part, units),
+                                             seed=seed)
+                rows.append({"method": method, "n_train_units": n, "repeat": repeat, "auc": auc, "auc_low": low,
+                             "auc_high": high})
+        return pd.DataFrame(rows, columns=["method", "n_train_units", "repeat", "auc", "auc_low", "auc_high"]), seconds
+    return Pending(collect)
 
 
 def small_cohort_summary(table2: pd.DataFrame) -> pd.DataFrame:
@@ -394,8 +415,8 @@ def check_small_cohort_sizes(units: pd.DataFrame, folds: list[Fold], sizes: list
 
 def compute_table(run_record: dict | None, seconds: dict[str, float], *, stage: str = "04_classify") -> pd.DataFrame:
     """Table 5: measured wall time, peak host and GPU memory of the stages run so far (from ``run.json``; GPU memory
-    where it was recorded), then this stage's methods (wall time over all folds) and this process's peak resident
-    memory so far."""
+    where it was recorded), then this stage's steps (each one's tasks' wall time summed: tasks run side by side in
+    the fold workers, so the steps add up to more than the stage) and this process's peak resident memory so far."""
     rows = [{"stage": s["stage"], "step": "whole stage", "wall_s": s.get("wall_s"), "peak_rss_gb": s.get("peak_rss_gb"),
              "peak_gpu_gb": s.get("peak_gpu_gb")}
             for s in (run_record or {}).get("stages", []) if s.get("status") == "complete"]

@@ -104,6 +104,20 @@ class FoldWorkers:
         self.close()
 
 
+class Pending:
+    """Work already submitted to :class:`FoldWorkers`: :meth:`result` waits for its tasks and returns what
+    ``collect(progress)`` makes of them; :attr:`seconds` is then the tasks' wall time summed (``collect`` returns the
+    value and that sum). Starting several before collecting any keeps every worker busy from one table to the next."""
+
+    def __init__(self, collect: Callable[[bool], tuple[object, float]]):
+        self._collect, self._value, self.seconds = collect, None, None
+
+    def result(self, *, progress: bool = True):
+        if self._collect is not None:
+            (self._value, self.seconds), self._collect = self._collect(progress), None
+        return self._value
+
+
 class _Deferred:
     """A task of the in-process mode, run when its result is first asked for (so progress bars follow the work)."""
 
