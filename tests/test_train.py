@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -273,6 +274,28 @@ def test_resume_continues_where_the_checkpoint_stopped(trainset, tmp_path):
     continued = training.run(trainset, resumed, resume=True, log=lines.append)
     assert "resuming after epoch 2" in lines[0] and [line[:9] for line in lines[1:3]] == ["Epoch 3/4", "Epoch 4/4"]
     np.testing.assert_allclose([h["loss"] for h in continued], [h["loss"] for h in full], rtol=1e-4)
+
+
+def test_checkpoints_come_after_the_first_and_last_epochs_and_when_their_interval_has_passed(trainset, tmp_path,
+                                                                                              monkeypatch):
+    written = []
+    original = training.save_state
+
+    def spy(path, *args, history, **kwargs):
+        if Path(path).name == training.CHECKPOINT:
+            written.append(len(history))
+        original(path, *args, history=history, **kwargs)
+
+    monkeypatch.setattr(training, "save_state", spy)
+    monkeypatch.setattr(training, "CHECKPOINT_SECONDS", 1e9)
+    training.write_settings(tmp_path / "rare", SMALL, TrainConfig(epochs=5, batch_size=256))
+    training.run(trainset, tmp_path / "rare", log=None)
+    assert written == [1, 5]
+    written.clear()
+    monkeypatch.setattr(training, "CHECKPOINT_SECONDS", 0.0)
+    training.write_settings(tmp_path / "every", SMALL, TrainConfig(epochs=5, batch_size=256))
+    training.run(trainset, tmp_path / "every", log=None)
+    assert written == [1, 2, 3, 4, 5]
 
 
 def test_resume_without_a_checkpoint_or_with_other_settings_is_refused(trainset, tmp_path):

@@ -10,7 +10,8 @@ checkpoints and writes. One log line per epoch:
 Entry: ``python -m gmvae4p.gmvae.train TRAINSET OUTPUT_DIR [--resume]`` reads ``OUTPUT_DIR/settings.json``
 (:func:`write_settings`) and the training-set file (:mod:`.trainset`), and writes into ``OUTPUT_DIR``:
 
-- ``checkpoint.pt`` after every epoch (atomic; ``complete: False``; ``--resume`` continues from it);
+- ``checkpoint.pt`` after the first epoch, then once :data:`CHECKPOINT_SECONDS` have passed since the last, and after
+  the last epoch (atomic; ``complete: False``; ``--resume`` continues from it);
 - ``embedding.h5``: per cell, in the training set's cell order, ``z_mean`` (E[z|x]), ``zscore`` and ``proba``
   (q(y|x)), plus ``component_names``;
 - ``model.pt`` last, only when everything before succeeded (``complete: True``).
@@ -48,6 +49,10 @@ from .trainset import read_shard
 
 TERMS = ("loss", "recon", "kl", "ce")
 SETTINGS, CHECKPOINT, EMBEDDING, MODEL = "settings.json", "checkpoint.pt", "embedding.h5", "model.pt"
+CHECKPOINT_SECONDS = 60.0
+"""Training time between checkpoints: a checkpoint of a whole-transcriptome model (weights and AdamW's two moments)
+takes about as long to write as a GPU epoch, so one per epoch would add a large share to the training; a stopped run
+loses at most this much."""
 
 
 def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, config: TrainConfig = TrainConfig(),
@@ -357,11 +362,16 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
                 f"(read in {time.perf_counter() - start:.1f} s)"
                 + (f"; resuming after epoch {len(history)}" if history else ""))
 
+        written = time.perf_counter()
+
         def save_checkpoint(history):
-            if rank == 0:
+            nonlocal written
+            due = len(history) in (1, config.epochs) or time.perf_counter() - written >= CHECKPOINT_SECONDS
+            if rank == 0 and due:
                 save_state(output_dir / CHECKPOINT, module, module_config, config, genes=shard.genes,
                            component_names=shard.component_names, history=history, complete=False,
                            optimizer=optimizer)
+                written = time.perf_counter()
 
         history = train(module, train_batches, components[torch.from_numpy(train_rows).to(device)], config=config,
                         validation=validation, log=log, optimizer=optimizer, history=history, on_epoch=save_checkpoint,
