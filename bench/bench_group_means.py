@@ -3,9 +3,9 @@
 genes, 900 entries drawn per cell, 1,352 groups (169 units × 8 types, as at the lupus shape), each cell's group
 drawn at random (the worst order for the memory the sums are added into). The file is written once to PATH
 (``/tmp/gmvae4p_group_means.h5ad``) and reused. The library comes from ``PYTHONPATH``, so two commits can be timed
-against each other with ``farm-bench --vs``:
+against each other, run in turn (A B A B …) under ``/usr/bin/time -v``:
 
-    PYTHONPATH=lib farm-bench -n 5 -- python bench/bench_group_means.py
+    PYTHONPATH=lib /usr/bin/time -v python bench/bench_group_means.py
 """
 
 import os

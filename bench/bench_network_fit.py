@@ -1,9 +1,9 @@
 """One fit of GMVAE4P's modality network, for timing its training step: fold 0 of a run's pseudobulk samples (stage
 03's ``data/pseudobulk.h5ad``), the run's classifier settings, a fixed number of epochs (no early stopping), one
 torch thread (as each fold worker has on two cores). The library comes from ``PYTHONPATH``, so that two commits can
-be timed against each other with ``farm-bench --vs``:
+be timed against each other, run in turn (A B A B …) under ``/usr/bin/time -v``:
 
-    PYTHONPATH=lib farm-bench -n 5 -- python bench/bench_network_fit.py outputs/demo
+    PYTHONPATH=lib /usr/bin/time -v python bench/bench_network_fit.py outputs/demo
 """
 
 import argparse
