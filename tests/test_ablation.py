@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from gmvae4p import keys
-from gmvae4p.classify.ablation import ABLATIONS, FULL, NETWORK_ONLY, ablate, available, configuration, reference
+from gmvae4p.classify.ablation import (ABLATIONS, FULL, NETWORK_ONLY, ablate, available, configuration, learner_alone,
+                                       reference, stage04_rows)
 from gmvae4p.classify.cv import patient_folds, sample_labels, unit_table
+from gmvae4p.classify.evaluate import cross_validate
 from gmvae4p.classify.metrics import paired_auc_difference
 from gmvae4p.classify.model import GMVAE4P
 from gmvae4p.classify.module import GMVAE4PModule
@@ -79,7 +81,7 @@ def test_table4_adds_the_reference_rows_and_pairs_each_delta_with_its_reference(
     short = FAST.__class__(**{**FAST.__dict__, "max_epochs": 3})
     predictions, table = ablate(samples, units, folds, names=["proportions only"], config=short, n_top_genes=20,
                                 n_top_interactions=10, device="cpu", n_boot=100,
-                                full=_stage4_predictions(units, folds), progress=False)
+                                known={FULL: _stage4_predictions(units, folds)}, progress=False)
     assert list(table["configuration"]) == [FULL, NETWORK_ONLY, "proportions only"]
     assert list(table["reference"]) == [FULL, FULL, NETWORK_ONLY]
     assert table.loc[0, "delta_auc"] == 0.0
@@ -102,20 +104,43 @@ def test_table4_adds_the_reference_rows_and_pairs_each_delta_with_its_reference(
     assert list(deltas["configuration"]) == [NETWORK_ONLY, "proportions only"]
 
 
-def test_the_full_rows_predictions_are_read_when_given_and_the_mse_row_needs_its_states():
+def test_known_rows_are_read_when_given_and_the_mse_row_needs_its_states():
     samples = _samples()
     units = unit_table(samples, "SLE")
     folds = patient_folds(units, n_folds=4, seed=3)
     perfect = _stage4_predictions(units, folds).assign(probability=units["y"] * 0.8 + 0.1)
     predictions, table = ablate(samples, units, folds, names=["linear learner only"], config=FAST, n_top_genes=20,
-                                n_top_interactions=10, device="cpu", n_boot=100, full=perfect, progress=False)
+                                n_top_interactions=10, device="cpu", n_boot=100, known={FULL: perfect}, progress=False)
     assert table.set_index("configuration").loc[FULL, "auc"] == 1.0  # read, not refitted
     np.testing.assert_array_equal(predictions.query("method == @FULL")["probability"], perfect["probability"])
-    with pytest.raises(ValueError, match="every unit"):
-        ablate(samples, units, folds, names=[FULL], full=perfect.iloc[1:], progress=False)
+    with pytest.raises(ValueError, match="'full' must be a configuration's, one per unit"):
+        ablate(samples, units, folds, names=[FULL], known={FULL: perfect.iloc[1:]}, progress=False)
     assert "GMVAE trained with mse" in available(samples)  # _samples() carries states_gmvae_mse
     del samples.obsm[keys.STATES_GMVAE_MSE]
     assert available(samples) == [name for name in ABLATIONS if name != "GMVAE trained with mse"]
+
+
+def test_each_learner_alone_is_read_from_stage_04_and_equals_its_refit():
+    """The rows "linear learner only", "program learner only" and "modality network only" are the full model's own
+    outer-fold learners: read from stage 04's learner table, they equal the configurations refitted."""
+    samples = _samples()
+    units = unit_table(samples, "SLE")
+    folds = patient_folds(units, n_folds=3, seed=1)
+    settings = dict(config=FAST, n_top_genes=20, n_top_interactions=10, device="cpu", seed=0)
+    stage04 = cross_validate(samples, units, folds, methods=["gmvae4p"], progress=False, **settings)
+    known = stage04_rows(stage04.predictions.query("method == 'gmvae4p'"), stage04.learners, FAST)
+    alone = [name for name in ABLATIONS if learner_alone(name)]
+    assert sorted(known) == sorted([FULL, *alone]) and [learner_alone(n) for n in alone] == ["linear", "program",
+                                                                                             "network"]
+    refitted, _ = ablate(samples, units, folds, names=alone, n_boot=10, progress=False, **settings)
+    for name in alone:
+        expected = refitted.query("method == @name").set_index("unit")["probability"]
+        read = known[name].set_index("unit")["probability"].loc[expected.index]
+        np.testing.assert_allclose(read, expected, rtol=0, atol=1e-12, err_msg=name)
+        assert (known[name].set_index("unit")["fold"].loc[expected.index]
+                == refitted.query("method == @name").set_index("unit")["fold"]).all()
+    assert learner_alone("no modality network (linear + program)") is None and learner_alone(FULL) is None
+    assert stage04_rows(stage04.predictions.iloc[:0], stage04.learners, FAST) == {}
 
 
 def test_paired_auc_difference_on_a_toy_example():

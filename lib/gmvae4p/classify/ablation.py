@@ -3,7 +3,9 @@
 Each configuration changes exactly one thing relative to its reference, the full model or, for a change inside the
 modality network, the network alone (:data:`ABLATIONS`); the difference in per-unit AUC from the reference comes with
 a paired bootstrap interval over patients. The row whose GMVAE is trained with ``mse`` reads the states of the
-second GMVAE that stage 02 trains (``gmvae.mse_for_ablation``) over stage 03's mixtures.
+second GMVAE that stage 02 trains (``gmvae.mse_for_ablation``) over stage 03's mixtures. Rows that stage 04 has
+computed already are read from its tables (:func:`stage04_rows`), not refitted: the full model, and each learner
+alone, which is the full model's own outer-fold learner (same rows, same seed).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from .config import N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig
 from .cv import Fold
 from .evaluate import patients_of, start_cross_validation
 from .metrics import binary_metrics, paired_auc_difference
+from .metrics import unit_probabilities
 from .model import MODALITIES
+from .stack import single_stack
 from .workers import FoldWorkers
 
 FULL = "full"
@@ -51,6 +55,37 @@ stack, the other learners would hide what the network gained or lost. States fro
 the network's per-column standardization undoes, so that row equalled its reference by construction."""
 
 
+def learner_alone(name: str) -> str | None:
+    """The learner that configuration ``name`` keeps when it changes nothing but keep that one learner, else
+    ``None``."""
+    change = ABLATIONS[name]
+    learners = change.get("config", {}).get("learners", [])
+    return learners[0] if set(change) == {"config"} and set(change["config"]) == {"learners"} and len(learners) == 1 \
+        else None
+
+
+def stage04_rows(predictions: pd.DataFrame, learners: pd.DataFrame, config: ClassifierConfig
+                 ) -> dict[str, pd.DataFrame]:
+    """The configurations whose out-of-fold predictions stage 04 has made, by name: :data:`FULL` (its GMVAE4P rows
+    of ``tables/predictions.csv``, ``predictions``) and each single learner of ``config.learners`` (from
+    ``tables/gmvae4p_learners.csv``, ``learners``: a single learner's probability is its logit taken as it is, clipped
+    as the stack clips it). Empty when stage 04 did not run GMVAE4P."""
+    if not len(predictions):
+        return {}
+    rows = {FULL: predictions}
+    for name in ABLATIONS:
+        learner = learner_alone(name)
+        if learner in config.learners and learner in learners:
+            with np.errstate(divide="ignore"):
+                p = learners[learner].to_numpy(dtype=np.float64)
+                logit = (np.log(p) - np.log1p(-p))[:, None]
+            per_sample = learners[["fold", "unit", "label"]].assign(
+                probability=single_stack((learner,)).probability(logit))
+            rows[name] = pd.concat([unit_probabilities(part).assign(fold=fold)
+                                    for fold, part in per_sample.groupby("fold", sort=True)], ignore_index=True)
+    return rows
+
+
 def reference(name: str) -> str:
     """The configuration that ablation ``name`` is compared with (itself for :data:`FULL`)."""
     return ABLATIONS[name].get("reference", FULL)
@@ -76,14 +111,14 @@ def configuration(name: str, config: ClassifierConfig) -> tuple[ClassifierConfig
 def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names: list[str] | None = None,
            config: ClassifierConfig = ClassifierConfig(), n_top_genes: int = N_TOP_GENES,
            n_top_interactions: int = N_TOP_INTERACTIONS, device: str | None = None, seed: int = 0, n_boot: int = 1000,
-           workers: FoldWorkers | None = None, full: pd.DataFrame | None = None,
+           workers: FoldWorkers | None = None, known: dict[str, pd.DataFrame] | None = None,
            progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Out-of-fold predictions of every configuration (``method`` = its name) and Table 4: per configuration what it
     changes (``config``, ``modalities`` or ``sources``), its ``reference`` row, the modalities it reads, the per-unit
     metrics and ``delta_auc`` (vs its reference) with its paired CI. The references are added to ``names`` when
-    missing. ``full``: the full model's out-of-fold predictions on these folds when they exist already (stage 04's
-    GMVAE4P rows of ``tables/predictions.csv``), which are then read instead of refitted. Every other configuration's
-    folds are submitted to ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` of these ``samples``;
+    missing. ``known``: out-of-fold predictions on these folds that exist already, by configuration
+    (:func:`stage04_rows`: per unit ``fold``, ``unit``, ``label``, ``probability``), read instead of refitted. Every
+    other configuration's folds are submitted to ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` of these ``samples``;
     default: this process) before any is collected."""
     names = list(ABLATIONS) if names is None else list(names)
     unknown = [n for n in names if n not in ABLATIONS]
@@ -92,22 +127,24 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
     for needed in (NETWORK_ONLY, FULL):  # FULL ends up first
         if needed not in names and (needed == FULL or any(reference(n) == needed for n in names)):
             names.insert(0, needed)
-    if full is not None and set(full["unit"]) != set(units["unit"]):
-        raise ValueError("full: the full model's predictions must cover every unit of these folds once.")
+    known = dict(known or {})
+    for name, rows in known.items():
+        if name not in ABLATIONS or len(rows) != len(units) or set(rows["unit"]) != set(units["unit"]):
+            raise ValueError(f"known: the predictions of {name!r} must be a configuration's, one per unit of these "
+                             "folds.")
     workers = workers or FoldWorkers(samples)
     pending, read = {}, {}
     for name in names:
         changed, modalities, sources = configuration(name, config)
         read[name] = modalities
-        if name != FULL or full is None:
+        if name not in known:
             pending[name] = start_cross_validation(samples, units, folds, methods=["gmvae4p"], config=changed,
                                                    n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
                                                    modalities=modalities, sources=sources, device=device, seed=seed,
                                                    workers=workers)
     computed = {name: result.result(progress=False).predictions.query("method == 'gmvae4p'")
                 for name, result in zip(pending, tqdm(pending.values(), desc="Ablations", disable=not progress))}
-    if full is not None:
-        computed[FULL] = full
+    computed.update({name: known[name] for name in names if name in known})
     predictions = pd.concat([computed[name].assign(method=name) for name in names], ignore_index=True)
     by_unit = predictions.pivot(index="unit", columns="method", values="probability")
     y = predictions.drop_duplicates("unit").set_index("unit")["label"].loc[by_unit.index].to_numpy()
