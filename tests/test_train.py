@@ -234,6 +234,44 @@ def test_two_gloo_processes_match_one_and_write_one_checkpoint(cohort, trainset,
     assert single >= 0.95 and abs(single - double) <= 0.01, (single, double)
 
 
+def _two_steps_on_rank(rank, folder, inputs, targets):
+    """One rank of :func:`test_two_gloo_ranks_averaging_their_gradients_take_the_steps_of_one_process`: its own
+    initial weights (rank 0's must win), its half of each batch, two SGD steps; it saves weights and last gradients."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(rank)
+        module = torch.nn.Linear(4, 3)
+        averaged = training._AveragedGradients(module)
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.5)
+        rows = slice(rank * len(inputs) // 2, (rank + 1) * len(inputs) // 2)
+        for _ in range(2):
+            averaged.zero()
+            torch.nn.functional.mse_loss(module(inputs[rows]), targets[rows]).backward()
+            averaged.average()
+            optimizer.step()
+        torch.save({name: (p.detach(), p.grad) for name, p in module.named_parameters()}, f"{folder}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_averaging_their_gradients_take_the_steps_of_one_process(tmp_path):
+    generator = torch.Generator().manual_seed(1)
+    inputs, targets = torch.randn(8, 4, generator=generator), torch.randn(8, 3, generator=generator)
+    torch.multiprocessing.spawn(_two_steps_on_rank, args=(str(tmp_path), inputs, targets), nprocs=2)
+    torch.manual_seed(0)  # rank 0's initial weights, the whole batch
+    whole = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(whole.parameters(), lr=0.5)
+    for _ in range(2):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(whole(inputs), targets).backward()
+        optimizer.step()
+    for rank in (0, 1):
+        saved = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for name, parameter in whole.named_parameters():
+            torch.testing.assert_close(saved[name][0], parameter.detach())
+            torch.testing.assert_close(saved[name][1], parameter.grad)
+
+
 def test_under_two_processes_the_prior_is_fitted_to_every_rank_s_cells(cohort, trainset, tmp_path):
     training.write_settings(tmp_path, SMALL, TrainConfig(epochs=2, batch_size=128, supervised=False,
                                                          prior_fit_epoch=1))

@@ -1,10 +1,11 @@
 """GMVAE training: the loop, and ``python -m gmvae4p.gmvae.train``, the entry that torchrun starts on every rank.
 
 The loop: AdamW, linear KL warm-up, bf16 autocast on CUDA, optional ``torch.compile``, on one CUDA device the whole
-step replayed as one CUDA graph (:class:`_GraphedStep`), gradient clipping. Metrics
-accumulate as device tensors and are read once per epoch, so a step never waits for the host. Under DDP each rank
-trains on its shard; metrics are all-reduced as sums and every rank takes the same number of steps. Rank 0 alone logs,
-checkpoints and writes. One log line per epoch:
+step replayed as one CUDA graph (:class:`_GraphedStep`), gradient clipping. Metrics accumulate as device tensors and
+are read once per epoch, so a step never waits for the host. Under torchrun each rank trains on its shard (data
+parallel): the ranks start from rank 0's weights, their gradients are averaged by one all-reduce per step
+(:class:`_AveragedGradients`), metrics are all-reduced as sums and every rank takes the same number of steps. Rank 0
+alone logs, checkpoints and writes. One log line per epoch:
 ``Epoch  3/10: loss=…, recon=…, kl=…, ce=…, acc=…, val_acc=…, cells/s=…``.
 
 Entry: ``python -m gmvae4p.gmvae.train TRAINSET OUTPUT_DIR [--resume]`` reads ``OUTPUT_DIR/settings.json``
@@ -64,17 +65,19 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
     ``validation``: held-out cells (other patients) and their labels, for ``val_acc`` (under DDP every rank passes
     it, possibly with no rows). ``seed`` fixes shuffling and dropout per epoch. ``optimizer`` and ``history``
     continue a run (their epochs are skipped); ``on_epoch(history)`` runs after each epoch (checkpointing).
-    Under an initialized process group the module is wrapped in DDP and metrics are summed over ranks.
+    Under an initialized process group the ranks' gradients are averaged every step (:class:`_AveragedGradients`)
+    and metrics are summed over ranks.
     """
     device = batches.device
     module.to(device).train()
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
-    stepper = torch.nn.parallel.DistributedDataParallel(
-        module, device_ids=[device] if device.type == "cuda" else None) if distributed else module
+    averaged = _AveragedGradients(module) if distributed else None
+    stepper = module
     # On one CUDA device steps are replayed as CUDA graphs of fixed-shape batches: with resident counts the whole step
     # (_GraphedStep, compiled or not); streamed counts change address with every chunk, so there only a compiled
-    # forward and backward are recorded (torch.compile's "reduce-overhead"). DDP's gradient hooks stay outside graphs.
+    # forward and backward are recorded (torch.compile's "reduce-overhead"). Not yet under several ranks: each rank
+    # would have to record its graph at the same step, or one rank's all-reduce would wait for a recording.
     graphs = config.cuda_graphs and not distributed and device.type == "cuda"
     whole_step_graph = graphs and batches.placement == "resident"
     compiler_graphs = graphs and config.compile and not whole_step_graph
@@ -104,8 +107,13 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
         with autocast:
             out = stepper(x, y, kl_weight=kl_weight, ce_weight=config.ce_weight, class_weights=class_weights,
                           cell_mask=cells if fixed_shape else None)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        if averaged is None:
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+        else:
+            averaged.zero()
+            out["loss"].backward()
+            averaged.average()
         torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
         optimizer.step()
         labelled = y >= 0
@@ -160,6 +168,33 @@ def _fixed_shape_steps(config: TrainConfig, distributed: bool) -> bool:
     """Whether compiled steps take fixed-shape batches, so that they compile once: in one process (under DDP they
     compile for varying shapes)."""
     return config.compile and config.cuda_graphs and not distributed
+
+
+class _AveragedGradients:
+    """Data parallelism without DDP's per-bucket hooks: every gradient is a view into one flat buffer, which one
+    all-reduce per step averages over the ranks after the backward pass (a step's only collective, so that a recorded
+    step can hold it). Made once per training, after which the module's parameters must not be replaced; rank 0's
+    weights are broadcast on construction, so every rank starts from the same model."""
+
+    def __init__(self, module: torch.nn.Module):
+        parameters = [p for p in module.parameters() if p.requires_grad]
+        with torch.no_grad():
+            for tensor in (*module.parameters(), *module.buffers()):
+                dist.broadcast(tensor, 0)
+        self.flat = torch.zeros(sum(p.numel() for p in parameters), dtype=parameters[0].dtype,
+                                device=parameters[0].device)
+        offset = 0
+        for p in parameters:  # backward adds into an existing .grad in place: into the buffer
+            p.grad = self.flat[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+        self.world_size = dist.get_world_size()
+
+    def zero(self) -> None:
+        self.flat.zero_()
+
+    def average(self) -> None:
+        dist.all_reduce(self.flat)
+        self.flat.div_(self.world_size)
 
 
 class _GraphedStep:
