@@ -61,10 +61,10 @@ def test_the_recorded_whole_step_trains_like_the_same_steps_run_one_by_one(count
     assert histories[True][-1]["loss"] < histories[True][0]["loss"]
 
 
-def test_a_one_gpu_process_group_trains_through_ddp_with_the_kernels(counts, tmp_path):
-    """Under an NCCL process group (here of one process) the step runs through DDP, compiled for varying shapes, with
-    the likelihood's Triton kernels: it gives the losses of the same training without a group (its gradients are
-    all-reduced, over one rank)."""
+def test_a_one_gpu_process_group_averages_its_gradients_and_trains_with_the_kernels(counts, tmp_path):
+    """Under an NCCL process group (here of one process) the step, compiled for varying shapes with the likelihood's
+    Triton kernels, has its gradients averaged over the ranks by one all-reduce into the flat buffer
+    (``_AveragedGradients``): it gives the losses of the same training without a group."""
     import torch.distributed as dist
 
     matrix, types = counts
