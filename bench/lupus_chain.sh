@@ -9,7 +9,9 @@
 # Each call names .whl in `carry`; `follow` is made right after the previous call returns (the machine is given back
 # when idle). CLASSIFY_DEVICE=cpu (or cuda) before `start` sets stages 04-05's classify.device (default: the file's);
 # SCALE (default 1.0) multiplies the cohort's cells and PATIENTS sets its patients (e.g. SCALE=2.4 PATIENTS=400: two
-# million cells); STAGES (e.g. "01 02 03 04") runs only those stages. Results: $OUT/lupus_sim.tar.gz (run.json,
+# million cells); STAGES (e.g. "01 02 03 04") runs only those stages; CUDA_TESTS=1 runs tests/test_cuda_training.py
+# first ($OUT/cuda_tests.txt; it compiles the Triton kernels, so the chain then starts with a warm kernel cache).
+# Results: $OUT/lupus_sim.tar.gz (run.json,
 # index.md, tables, figures, executed notebooks), $OUT/chain.log.
 # The cohort is simulated into an .h5ad first (bench/bench_stage01_memory.py, which prints the simulation's memory)
 # and the chain reads that file, as it would a real cohort's: stage 01's time and memory are then those of reading
@@ -37,6 +39,12 @@ start)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
     python3 -c "import anndata, scanpy, papermill, ipykernel, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    if [ -n "${CUDA_TESTS:-}" ]; then
+        mkdir -p "${OUT:-/tmp/out}"
+        python3 -m pytest --noconftest -q -p no:cacheprovider tests/test_cuda_training.py \
+            >"${OUT:-/tmp/out}/cuda_tests.txt" 2>&1 || true
+        tail -n 5 "${OUT:-/tmp/out}/cuda_tests.txt"
+    fi
     rm -rf "$RUN"
     python3 bench/bench_stage01_memory.py simulate "${SCALE:-1.0}" "$CELLS" ${PATIENTS:-}
     python3 -c "
