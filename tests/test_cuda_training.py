@@ -87,3 +87,35 @@ def test_a_one_gpu_process_group_averages_its_gradients_and_trains_with_the_kern
     for term in ("loss", "recon", "kl", "ce", "acc"):
         np.testing.assert_allclose([h[term] for h in histories[1]], [h[term] for h in histories[0]], rtol=1e-3,
                                    err_msg=term)
+
+
+def test_under_a_one_gpu_process_group_the_recorded_step_holds_the_all_reduce(counts, tmp_path, monkeypatch):
+    """With resident counts every rank records its whole step, the gradients' all-reduce included: under an NCCL
+    group (here of one process) the step is recorded and replayed, and gives the losses of the recorded step without a
+    group."""
+    import torch.distributed as dist
+
+    matrix, types = counts
+    captures = []
+    original = torch.cuda.CUDAGraph.capture_begin
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "capture_begin",
+                        lambda graph, *args, **kwargs: (captures.append(dist.is_initialized()),
+                                                        original(graph, *args, **kwargs))[1])
+    config = TrainConfig(epochs=2, batch_size=256, compile=False, cuda_graphs=True)
+    histories = []
+    for grouped in (False, True):
+        if grouped:
+            dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
+                                    device_id=torch.device("cuda", torch.cuda.current_device()))
+        try:
+            torch.manual_seed(0)
+            module = GMVAEModule(matrix.shape[1], N_TYPES, latent_dim=6, hidden_dims=(64,), likelihood="zinb")
+            batches = CSRBatches(matrix, device="cuda", placement="resident")  # its entry bound from 0 each time
+            histories.append(train(module, batches, types, config=config, log=None))
+        finally:
+            if grouped:
+                dist.destroy_process_group()
+    assert False in captures and True in captures
+    for term in ("loss", "recon", "kl", "ce", "acc"):
+        np.testing.assert_allclose([h[term] for h in histories[1]], [h[term] for h in histories[0]], rtol=1e-3,
+                                   err_msg=term)

@@ -272,6 +272,41 @@ def test_two_gloo_ranks_averaging_their_gradients_take_the_steps_of_one_process(
             torch.testing.assert_close(saved[name][1], parameter.grad)
 
 
+def _rank_shard(rank):
+    """Rank 1's cells hold three times as many entries as rank 0's, and it has fewer of them."""
+    return sp.random(120 - 40 * rank, 50, density=0.1 * (1 + 2 * rank), format="csr", random_state=rank,
+                     dtype=np.float32)
+
+
+def _fixed_shapes_on_rank(rank, folder):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=2)
+    try:
+        batches, shapes = CSRBatches(_rank_shard(rank)), set()
+        agree = lambda rows, entries: training._largest_over_ranks((rows, entries), "cpu")
+        for seed in (0, 1):
+            for positions, batch in batches.batches(4, seed=seed, fixed_shape=True, agree=agree):
+                shapes.add((len(positions), len(batch.value)))
+        torch.save({"shapes": sorted(shapes), "bound": batches.entry_bound}, f"{folder}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ranks_that_agree_serve_batches_of_one_shape_and_one_entry_bound(tmp_path):
+    """A step recorded on every rank holds the gradients' all-reduce, so all ranks must record at the same step: their
+    fixed-shape batches agree on rows and entries (the largest over the ranks), though their shards differ."""
+    alone = []
+    for rank in (0, 1):
+        batches = CSRBatches(_rank_shard(rank))
+        alone.append({(len(p), len(b.value)) for seed in (0, 1) for p, b in batches.batches(4, seed=seed,
+                                                                                           fixed_shape=True)})
+    assert alone[0] != alone[1]  # left to themselves the ranks would batch differently
+    torch.multiprocessing.spawn(_fixed_shapes_on_rank, args=(str(tmp_path),), nprocs=2)
+    saved = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert saved[0] == saved[1] and len(saved[0]["shapes"]) == 1
+    rows, entries = saved[0]["shapes"][0]
+    assert entries == saved[0]["bound"] and all(rows >= r and entries >= e for shapes in alone for r, e in shapes)
+
+
 def test_under_two_processes_the_prior_is_fitted_to_every_rank_s_cells(cohort, trainset, tmp_path):
     training.write_settings(tmp_path, SMALL, TrainConfig(epochs=2, batch_size=128, supervised=False,
                                                          prior_fit_epoch=1))

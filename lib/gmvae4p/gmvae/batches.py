@@ -20,7 +20,7 @@ so that the gathering is recorded with it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -128,8 +128,9 @@ class CSRBatches:
         """Bytes of the CSR arrays (on the device when resident)."""
         return sum(t.numel() * t.element_size() for t in (self.indptr, self.indices, self.data))
 
-    def batches(self, n_batches: int, *, seed: int | None = None, fixed_shape: bool = False,
-                counts: bool = True) -> Iterator[tuple[torch.Tensor, SparseCounts | torch.Tensor]]:
+    def batches(self, n_batches: int, *, seed: int | None = None, fixed_shape: bool = False, counts: bool = True,
+                agree: Callable[[int, int], tuple[int, int]] | None = None
+                ) -> Iterator[tuple[torch.Tensor, SparseCounts | torch.Tensor]]:
         """``n_batches`` batches covering every row once: ``(row ids on the device, their counts)``; the ids are
         positions in :meth:`select`'s rows where rows were selected.
 
@@ -137,7 +138,8 @@ class CSRBatches:
         same ``n_batches`` so that all take the same number of steps. ``fixed_shape``: every batch has the same
         numbers of rows and entries (see the module's docstring); padding rows have id −1. ``counts=False`` (with
         ``fixed_shape``, resident only): the batch's matrix rows (−1 for padding) in place of its counts, for
-        :meth:`gather`.
+        :meth:`gather`. ``agree(rows, entries)``: the largest batch's rows and entries over every rank (called once
+        per epoch, with ``fixed_shape``), so that all ranks' batches have one shape and one entry bound.
         """
         if not counts and not (fixed_shape and self.placement == "resident"):
             raise ValueError("counts=False needs fixed_shape=True and resident counts.")
@@ -159,7 +161,7 @@ class CSRBatches:
             batch_bounds = np.cumsum([0] + [len(p) for p in np.array_split(positions, len(split[i]))])
             nnz = np.add.reduceat(self._host_lengths[matrix_rows], batch_bounds[:-1])
             plans.append((positions, matrix_rows, batch_bounds, nnz))
-        shape = self._fixed_shape(plans) if fixed_shape else None
+        shape = self._fixed_shape(plans, agree) if fixed_shape else None
         ahead = self._chunk(*self._matrix_range(bounds, chunk_order[0]))
         for i, c in enumerate(chunk_order):
             current = ahead
@@ -178,11 +180,14 @@ class CSRBatches:
         """Entries of every fixed-shape batch (0 before the first; it grows when an epoch's batches need more)."""
         return self._entry_bound
 
-    def _fixed_shape(self, plans) -> tuple[int, int]:
+    def _fixed_shape(self, plans, agree=None) -> tuple[int, int]:
         """``(rows, entries)`` of every batch of ``plans``: room for the largest batch plus the sink row (rounded up
-        to a multiple of 8 rows), and the entry bound, raised if a batch exceeds it."""
+        to a multiple of 8 rows), and the entry bound, raised if a batch exceeds it (the largest over the ranks where
+        they ``agree``)."""
         most_rows = max(int(np.diff(batch_bounds).max()) for _, _, batch_bounds, _ in plans)
         most_entries = max(int(np.max(nnz)) for *_, nnz in plans)
+        if agree is not None:
+            most_rows, most_entries = agree(most_rows, most_entries)
         if most_entries > self._entry_bound:
             self._entry_bound = -(-int(most_entries * ENTRY_HEADROOM) // 1024) * 1024
         return -(-(most_rows + 1) // 8) * 8, self._entry_bound

@@ -58,11 +58,12 @@ class TrainConfig:
     """``torch.compile`` the forward pass and its backward (fewer, fused kernels: on GPU a step is otherwise bound
     by kernel launches and per-gene element-wise passes). The first epoch pays the compilation."""
     cuda_graphs: bool = True
-    """In one process, pad every batch to one shape (rows and non-zero entries) so that, on CUDA, the step is recorded
-    once and replayed as a CUDA graph instead of launching its few hundred kernels one by one: with resident counts
-    the whole step (batch gathering, forward, backward, clipping, AdamW), compiled or not; with streamed ones the
-    forward and backward, with ``compile`` only (``torch.compile``'s ``mode="reduce-overhead"``). With ``compile`` the
-    fixed shape also means one compilation. Under DDP steps run eagerly or compile for varying shapes."""
+    """Pad every batch to one shape (rows and non-zero entries) so that, on CUDA, the step is recorded once and
+    replayed as a CUDA graph instead of launching its few hundred kernels one by one: with resident counts the whole
+    step (batch gathering, forward, backward, the ranks' gradient all-reduce, clipping, AdamW), compiled or not, on
+    every rank (the ranks agree on the shape); with streamed ones, in one process, the forward and backward, with
+    ``compile`` only (``torch.compile``'s ``mode="reduce-overhead"``). With ``compile`` the fixed shape also means one
+    compilation. Several ranks with streamed counts run their steps eagerly or compiled for varying shapes."""
     placement: str = "auto"
     """Where counts live: ``resident`` on the device, ``streamed`` from pinned host memory, or ``auto``."""
     backend: str = "fast"

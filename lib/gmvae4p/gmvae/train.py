@@ -1,7 +1,7 @@
 """GMVAE training: the loop, and ``python -m gmvae4p.gmvae.train``, the entry that torchrun starts on every rank.
 
-The loop: AdamW, linear KL warm-up, bf16 autocast on CUDA, optional ``torch.compile``, on one CUDA device the whole
-step replayed as one CUDA graph (:class:`_GraphedStep`), gradient clipping. Metrics accumulate as device tensors and
+The loop: AdamW, linear KL warm-up, bf16 autocast on CUDA, optional ``torch.compile``, on CUDA (on every rank) the
+whole step replayed as one CUDA graph (:class:`_GraphedStep`), gradient clipping. Metrics accumulate as device tensors and
 are read once per epoch, so a step never waits for the host. Under torchrun each rank trains on its shard (data
 parallel): the ranks start from rank 0's weights, their gradients are averaged by one all-reduce per step
 (:class:`_AveragedGradients`), metrics are all-reduced as sums and every rank takes the same number of steps. Rank 0
@@ -76,11 +76,12 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
     stepper = module
     # On one CUDA device steps are replayed as CUDA graphs of fixed-shape batches: with resident counts the whole step
     # (_GraphedStep, compiled or not); streamed counts change address with every chunk, so there only a compiled
-    # forward and backward are recorded (torch.compile's "reduce-overhead"). Not yet under several ranks: each rank
-    # would have to record its graph at the same step, or one rank's all-reduce would wait for a recording.
-    graphs = config.cuda_graphs and not distributed and device.type == "cuda"
+    # forward and backward are recorded (torch.compile's "reduce-overhead"). Under several ranks the recorded step
+    # holds the all-reduce of the gradients: every rank must record at the same step, so the ranks agree on the
+    # batches' shape (and with it the entry bound, the recording's key) each epoch.
+    graphs = config.cuda_graphs and device.type == "cuda"
     whole_step_graph = graphs and batches.placement == "resident"
-    compiler_graphs = graphs and config.compile and not whole_step_graph
+    compiler_graphs = graphs and config.compile and not whole_step_graph and not distributed
     fixed_shape = whole_step_graph or _fixed_shape_steps(config, distributed)
     if config.compile:  # unpadded, shapes vary with each batch's non-zero count: compile for dynamic shapes at once
         stepper = torch.compile(stepper, dynamic=not fixed_shape, mode="reduce-overhead" if compiler_graphs else None)
@@ -97,6 +98,7 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
     class_weights = _class_weights(labels, module.prior.n_components, distributed) \
         if config.class_weighted and config.supervised else None
     sums = torch.zeros(len(TERMS) + 2, device=device)  # terms × cells, correct calls, labelled cells
+    agree = (lambda rows, entries: _largest_over_ranks((rows, entries), device)) if distributed else None
 
     def step(positions: torch.Tensor, x: SparseCounts, kl_weight: torch.Tensor) -> None:
         cells = positions >= 0  # False: a fixed-shape batch's padding rows
@@ -134,7 +136,8 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
         sums.zero_()
         kl_weights = _kl_weights(epoch, n_batches, config.kl_warmup_epochs, device)
         for i, (positions, x) in enumerate(batches.batches(n_batches, seed=_epoch_seed(seed, epoch, rank),
-                                                           fixed_shape=fixed_shape, counts=not whole_step_graph)):
+                                                           fixed_shape=fixed_shape, counts=not whole_step_graph,
+                                                           agree=agree)):
             run_step(positions, x, kl_weights[i])
         if validation is not None:
             val_batches, val_labels = validation
@@ -503,6 +506,10 @@ def _init_distributed(device: str | None) -> tuple[int, int, torch.device]:
         torch.cuda.set_device(target)
     dist.init_process_group("nccl" if use_cuda else "gloo", device_id=target if use_cuda else None)
     return dist.get_rank(), world_size, target
+
+
+def _largest_over_ranks(values: tuple[int, ...], device) -> tuple[int, ...]:
+    return tuple(int(v) for v in _reduce(torch.tensor(values, device=device), dist.ReduceOp.MAX).tolist())
 
 
 def _reduce(values: torch.Tensor, op=None) -> torch.Tensor:
