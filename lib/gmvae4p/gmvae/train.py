@@ -1,9 +1,9 @@
 """GMVAE training: the loop, and ``python -m gmvae4p.gmvae.train``, the entry that torchrun starts on every rank.
 
 The loop: AdamW, linear KL warm-up, bf16 autocast on CUDA, optional ``torch.compile``, on CUDA (on every rank) the
-whole step replayed as one CUDA graph (:class:`_GraphedStep`), gradient clipping. Metrics accumulate as device tensors and
-are read once per epoch, so a step never waits for the host. Under torchrun each rank trains on its shard (data
-parallel): the ranks start from rank 0's weights, their gradients are averaged by one all-reduce per step
+whole step replayed as one CUDA graph (:class:`_GraphedStep`), gradient clipping. Metrics accumulate as device
+tensors and are read once per epoch, so a step never waits for the host. Under torchrun each rank trains on its shard
+(data parallel): the ranks start from rank 0's weights, their gradients are averaged by one all-reduce per step
 (:class:`_AveragedGradients`), metrics are all-reduced as sums and every rank takes the same number of steps. Rank 0
 alone logs, checkpoints and writes. One log line per epoch:
 ``Epoch  3/10: loss=…, recon=…, kl=…, ce=…, acc=…, val_acc=…, cells/s=…``.
