@@ -29,6 +29,30 @@ def test_latent_umaps_run_in_the_background_and_are_stored_for_a_subsample(tiny_
     np.testing.assert_array_equal(stored[keys.X_GMVAE], expected)  # as in this process
 
 
+def test_with_cores_to_spare_each_basis_is_embedded_in_its_own_process_with_the_same_result(tiny_cohort,
+                                                                                              monkeypatch):
+    import concurrent.futures
+
+    from gmvae4p import embedding
+
+    cells = tiny_cohort.copy()
+    rng = np.random.default_rng(3)
+    for basis in embedding.BASES:
+        cells.obsm[basis] = rng.normal(size=(cells.n_obs, 4)).astype(np.float32)
+    pools, stored = [], []
+    original = concurrent.futures.ProcessPoolExecutor
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor",
+                        lambda n, **kwargs: pools.append(n) or original(n, **kwargs))
+    for cores in (2, embedding.SPARE_CORES):
+        monkeypatch.setattr(embedding.os, "cpu_count", lambda: cores)
+        assert embedding.busy_cores() == (1 if cores == 2 else len(embedding.BASES))
+        embedding.start_latent_umaps(cells, max_cells=150, seed=4)()
+        stored.append(cells.uns.pop(keys.UNS_GMVAE_UMAP))
+    assert pools == [1, 2]
+    for basis in embedding.BASES:
+        np.testing.assert_array_equal(stored[0][basis], stored[1][basis])
+
+
 def test_without_a_writable_cache_folder_umap_code_is_compiled_as_before(monkeypatch):
     import types
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -23,21 +24,29 @@ MAX_CELLS = 20_000
 """Cells embedded at most; the figures say when they show a subsample."""
 
 
-BUSY_CORES = 1
-"""Cores the UMAPs keep busy while :func:`start_latent_umaps` computes them: work meanwhile should leave them free
-(``GMVAE.fit``'s ``busy_cores``)."""
+BASES = (keys.X_GMVAE, keys.X_GMVAE_ZSCORE)
+SPARE_CORES = 4
+"""Machines with at least this many cores embed each basis in a process of its own; smaller ones embed them one
+after the other in one process, so that the work going on meanwhile keeps its cores."""
 
 
-def start_latent_umaps(adata: ad.AnnData, *, bases: tuple[str, ...] = (keys.X_GMVAE, keys.X_GMVAE_ZSCORE),
-                       max_cells: int = MAX_CELLS, seed: int = 0) -> Callable[[], None]:
+def busy_cores(n_bases: int = len(BASES)) -> int:
+    """Cores that :func:`start_latent_umaps` keeps busy (one per process; a seeded UMAP runs on one core): work
+    meanwhile should leave them free (``GMVAE.fit``'s ``busy_cores``)."""
+    return n_bases if (os.cpu_count() or 1) >= SPARE_CORES else 1
+
+
+def start_latent_umaps(adata: ad.AnnData, *, bases: tuple[str, ...] = BASES, max_cells: int = MAX_CELLS,
+                       seed: int = 0) -> Callable[[], None]:
     """UMAP (:func:`umap_embedding`) of ``obsm[basis]`` for each of ``bases`` on the same random subsample of at most
-    ``max_cells`` cells, started in a background process so that other work can run meanwhile (on all but
-    :data:`BUSY_CORES` cores). Calling the returned function waits for them and writes ``uns["gmvae_umap"]``."""
+    ``max_cells`` cells, started in background processes (:func:`busy_cores` of them) so that other work can run
+    meanwhile on the other cores. Calling the returned function waits for them and writes ``uns["gmvae_umap"]``."""
     missing = [b for b in bases if b not in adata.obsm]
     if missing:
         raise KeyError(f"adata.obsm lacks {missing}: train the GMVAE (stage 02) first.")
     cells = subsample(adata.n_obs, max_cells, seed)
-    process = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    process = concurrent.futures.ProcessPoolExecutor(busy_cores(len(bases)),
+                                                     mp_context=multiprocessing.get_context("spawn"))
     pending = {basis: process.submit(umap_embedding, np.asarray(adata.obsm[basis])[cells], seed) for basis in bases}
 
     def write() -> None:
@@ -55,8 +64,7 @@ def latent_umaps(adata: ad.AnnData, **settings) -> None:
     start_latent_umaps(adata, **settings)()
 
 
-def umap_embedding(values: np.ndarray, seed: int, *, n_epochs: int | None = None,
-                   threads: int = BUSY_CORES) -> np.ndarray:
+def umap_embedding(values: np.ndarray, seed: int, *, n_epochs: int | None = None, threads: int = 1) -> np.ndarray:
     """UMAP of ``values`` (rows are points) over their ``N_NEIGHBOURS`` exact nearest neighbours, on ``threads``
     cores; umap-learn's numba code is compiled once per machine and read from its on-disk cache afterwards."""
     import umap  # umap-learn directly: scanpy 1.11's neighbors calls csr_array.getnnz, which scipy 1.17 removed
