@@ -118,8 +118,8 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
     metrics and ``delta_auc`` (vs its reference) with its paired CI. The references are added to ``names`` when
     missing. ``known``: out-of-fold predictions on these folds that exist already, by configuration
     (:func:`stage04_rows`: per unit ``fold``, ``unit``, ``label``, ``probability``), read instead of refitted. Every
-    other configuration's folds are submitted to ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` of these ``samples``;
-    default: this process) before any is collected."""
+    other configuration's folds are submitted to ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` of
+    these ``samples``; default: this process) before any is collected."""
     names = list(ABLATIONS) if names is None else list(names)
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
