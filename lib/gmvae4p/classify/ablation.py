@@ -18,11 +18,11 @@ import pandas as pd
 from tqdm import tqdm  # text bars: the same in a terminal, a notebook and a papermill log
 
 from .. import keys
+from ..layout import RunLayout
 from .config import N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig
 from .cv import Fold
-from .evaluate import patients_of, start_cross_validation
-from .metrics import binary_metrics, paired_auc_difference
-from .metrics import unit_probabilities
+from .evaluate import GMVAE4P_NAME, patients_of, start_cross_validation
+from .metrics import binary_metrics, paired_auc_difference, unit_probabilities
 from .model import MODALITIES
 from .stack import single_stack
 from .workers import FoldWorkers
@@ -84,6 +84,14 @@ def stage04_rows(predictions: pd.DataFrame, learners: pd.DataFrame, config: Clas
             rows[name] = pd.concat([unit_probabilities(part).assign(fold=fold)
                                     for fold, part in per_sample.groupby("fold", sort=True)], ignore_index=True)
     return rows
+
+
+def read_stage04_rows(layout: RunLayout, config: ClassifierConfig) -> dict[str, pd.DataFrame]:
+    """:func:`stage04_rows` from stage 04's tables in the run folder of ``layout``."""
+    predictions = pd.read_csv(layout.require(layout.table("predictions"), "04_classify"), dtype={"unit": str})
+    full = predictions[predictions["method"] == GMVAE4P_NAME]
+    return stage04_rows(full, pd.read_csv(layout.table("gmvae4p_learners"), dtype={"unit": str}), config) \
+        if len(full) else {}
 
 
 def reference(name: str) -> str:

@@ -1,7 +1,8 @@
 """GMVAE4P for new patients: fitted on the whole cohort, saved as a folder, applied to bulk RNA-seq counts.
 
 Stage 04 fits the final model on every unit (:func:`fit_final`: the settings the cross-validation evaluated, the
-program, gene list and scalers from all units; :func:`start_final` fits it in a fold worker) and saves it (:func:`save`) under ``models/gmvae4p/``:
+program, gene list and scalers from all units; :func:`start_final` fits it in a fold worker) and saves it
+(:func:`save`) under ``models/gmvae4p/``:
 
 - ``model.pt``: tensors only (``torch.load(weights_only=True)`` reads it): the network's weights and every fitted
   array (genes kept, scalers, the program, the linear coefficients);

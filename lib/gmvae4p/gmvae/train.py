@@ -74,7 +74,7 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
     rank = dist.get_rank() if distributed else 0
     averaged = _AveragedGradients(module) if distributed else None
     stepper = module
-    # On one CUDA device steps are replayed as CUDA graphs of fixed-shape batches: with resident counts the whole step
+    # On CUDA steps are replayed as CUDA graphs of fixed-shape batches: with resident counts the whole step
     # (_GraphedStep, compiled or not); streamed counts change address with every chunk, so there only a compiled
     # forward and backward are recorded (torch.compile's "reduce-overhead"). Under several ranks the recorded step
     # holds the all-reduce of the gradients: every rank must record at the same step, so the ranks agree on the
