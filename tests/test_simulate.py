@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from scipy import stats
@@ -65,6 +66,17 @@ def test_effect_size_drives_the_disease_program_and_zero_gives_a_null_cohort():
     big = {**TINY, "n_patients": 40, "n_cells": 8000, "activity_sd": 0.3}
     assert _disease_log_fold_change(simulate_cohort(**big, effect_size=1.0, seed=2)) > 0.5
     assert abs(_disease_log_fold_change(simulate_cohort(**big, effect_size=0.0, seed=2))) < 0.1
+
+
+@pytest.mark.parametrize("n_patients, n_batches", [(60, 2), (13, 3)])
+def test_every_batch_holds_each_label_evenly_so_a_batch_cannot_predict_it(n_patients, n_batches):
+    cohort = simulate_cohort(**{**TINY, "n_patients": n_patients, "n_cells": 20 * n_patients}, n_batches=n_batches,
+                             disease_fraction=0.4, seed=5)
+    patients = cohort.obs.groupby("ind_cov", observed=True)[["disease_cov", "batch_cov"]].first()
+    per_batch = pd.crosstab(patients["batch_cov"], patients["disease_cov"])
+    assert per_batch.shape == (n_batches, 2)
+    assert (per_batch.max() - per_batch.min() <= 1).all()  # each label dealt evenly
+    assert per_batch.sum(axis=1).max() - per_batch.sum(axis=1).min() <= 1  # and the batches as large as each other
 
 
 def test_low_quality_cells_have_high_mito_share(tiny_cohort):

@@ -124,7 +124,9 @@ def simulate_cohort(
     n_marker_genes, marker_lfc
         Marker program of each cell type: that many genes up by ``marker_lfc`` (natural log).
     donor_effect_sd, n_batches, batch_effect_sd
-        Gene-wise random effects of donor and of processing batch (patients are assigned to batches).
+        Gene-wise random effects of donor and of processing batch. Patients are dealt to batches at random but evenly
+        within each label, as in a designed study: a chance excess of patients of one label in a batch would let the
+        batch effect predict the label, and a cohort without a disease effect would not be a null.
     library_size, library_size_sd
         Log-normal library size: median and sd of its log.
     dispersion, zero_inflation
@@ -151,7 +153,7 @@ def simulate_cohort(
     n_disease = round(disease_fraction * n_patients)
     is_disease = rng.permutation(np.arange(n_patients) < n_disease)
     activity = rng.normal(is_disease.astype(float), activity_sd)
-    batch_of_patient = rng.permutation(n_patients) % n_batches
+    batch_of_patient = _balanced_batches(rng.permutation(n_patients), is_disease, n_batches)
 
     baseline = rng.normal(0.0, GENE_BASELINE_SD, n_genes)
     baseline[genes.mito] = -np.inf  # the mitochondrial share is set apart, below
@@ -255,6 +257,18 @@ class _Genes:
     mito: np.ndarray
     second: np.ndarray  # the second program's genes (empty without one)
     second_weights: np.ndarray
+
+
+def _balanced_batches(order: np.ndarray, is_disease: np.ndarray, n_batches: int) -> np.ndarray:
+    """Each patient's batch: the patients of each label in the random ``order``, dealt to the batches in turn, the
+    second label going on where the first stopped (so the batches' sizes differ by at most one as well)."""
+    batch_of_patient = np.empty(len(order), dtype=int)
+    dealt = 0
+    for label in (is_disease, ~is_disease):
+        members = order[label[order]]
+        batch_of_patient[members] = (dealt + np.arange(len(members))) % n_batches
+        dealt += len(members)
+    return batch_of_patient
 
 
 def _gene_layout(cell_types, n_genes, n_marker_genes, n_disease_genes, n_ligand_receptor_genes, rng, *,
