@@ -482,8 +482,10 @@ def test_worker_processes_end_when_their_parent_is_killed_mid_task(tmp_path):
             print(" ".join(map(str, pids)), flush=True)
             time.sleep(600)
     """))
+    # TMPDIR: a killed parent cannot remove its workers' folder, so it is made where pytest cleans up
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                              cwd=Path(__file__).parent, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                              cwd=Path(__file__).parent, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
+                                                              "TMPDIR": str(tmp_path)})
     pids = [int(p) for p in parent.stdout.readline().split()]
     assert pids and all(_alive(p) for p in pids)
     parent.kill()
