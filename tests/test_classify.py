@@ -137,17 +137,21 @@ def test_cross_validate_tests_every_unit_once_per_method_and_selects_genes_on_tr
         assert patient[row.unit] not in set(patient.loc[np.concatenate([fold.train, fold.validation])])
     assert sorted(result.deployment["unit"]) == sorted(units["unit"])
     assert set(result.seconds) == set(methods) and set(result.histories) == {f.index for f in folds}
-    # each learner's probability per test sample: through the fold's stack weights and scales they give GMVAE4P's
+    # each learner's probability per test sample: through the fold's stack weights and scales they give GMVAE4P's,
+    # and with the network given the true modalities in its place, the scRNA mode's
     learners = result.learners
     assert sorted(learners["unit"].unique()) == sorted(units["unit"])
-    assert list(learners.columns) == ["fold", "sample", "unit", "label", *FAST.learners]
-    for fold, part in learners.groupby("fold"):
-        stack = result.stack[result.stack["fold"] == fold]
-        p = part[FAST.learners].to_numpy()
-        z = np.clip(np.log(p) - np.log1p(-p), -10, 10) / stack["scale"].to_numpy() @ stack["weight"].to_numpy()
-        combined = pd.DataFrame({"unit": part["unit"], "p": 1 / (1 + np.exp(-z))}).groupby("unit")["p"].mean()
-        gmvae4p = result.predictions.query("method == 'gmvae4p' and fold == @fold").set_index("unit")["probability"]
-        np.testing.assert_allclose(combined.loc[gmvae4p.index], gmvae4p, atol=1e-5)
+    assert list(learners.columns) == ["fold", "sample", "unit", "label", *FAST.learners, "network_scrna"]
+    scrna_learners = [name if name != "network" else "network_scrna" for name in FAST.learners]
+    for (method, columns, suffix) in [("gmvae4p", FAST.learners, ""), (evaluate.SCRNA_NAME, scrna_learners, "_scrna")]:
+        for fold, part in learners.groupby("fold"):
+            stack = result.stack[result.stack["fold"] == fold]
+            p = part[columns].to_numpy()
+            z = np.clip(np.log(p) - np.log1p(-p), -10, 10) / stack[f"scale{suffix}"].to_numpy() \
+                @ stack[f"weight{suffix}"].to_numpy()
+            combined = pd.DataFrame({"unit": part["unit"], "p": 1 / (1 + np.exp(-z))}).groupby("unit")["p"].mean()
+            reported = result.predictions.query("method == @method and fold == @fold").set_index("unit")["probability"]
+            np.testing.assert_allclose(combined.loc[reported.index], reported, atol=1e-5)
     table1 = evaluate.main_table(result.predictions, references={evaluate.ORACLE_ACTIVITY: (0.9, 0.8, 1.0)},
                                  n_boot=50)
     assert list(table1["method"]) == [methods[0], evaluate.SCRNA_NAME, *methods[1:], evaluate.ORACLE_ACTIVITY]

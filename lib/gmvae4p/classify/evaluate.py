@@ -48,7 +48,8 @@ class CrossValidation:
     empty with ``bulk_input: genes``). ``stack``: per fold and learner of GMVAE4P, its stack weight (bulk input and
     scRNA mode), scale and out-of-fold AUC on the inner folds (:meth:`~gmvae4p.classify.model.GMVAE4P.stack_table`).
     ``learners``: per test mixture sample (fold, sample, unit, label) each of GMVAE4P's learners' own probability
-    from bulk, what its stack combined.
+    from bulk, what its stack combined, and ``network_scrna``, the network's given the true modalities (what the
+    scRNA mode's stack combined in its place); with the stack's table, any other rule can be scored without refitting.
     """
 
     predictions: pd.DataFrame
@@ -176,8 +177,11 @@ def _gmvae4p_fold(shared, y, fold: Fold, config, n_top_genes, n_top_interactions
     per_unit = lambda probability, name: unit_probabilities(pd.DataFrame(
         {"unit": unit[test], "label": y[test], "probability": probability})).assign(method=name, fold=fold.index)
     predictions = [per_unit(predicted.probability, GMVAE4P_NAME)]
+    learners = predicted.learners.reset_index(drop=True)
     if model.modalities and "network" in config.learners:  # the same model given the true modalities
-        predictions.append(per_unit(model.predict(samples, test, use_true=True).probability, SCRNA_NAME))
+        given = model.predict(samples, test, use_true=True)
+        predictions.append(per_unit(given.probability, SCRNA_NAME))
+        learners["network_scrna"] = given.learners["network"].to_numpy()
     label = predictions[0].set_index("unit")["label"]
     weights = predicted.fusion_weights.set_axis(unit[test]).groupby(level=0).mean()
     embedding = pd.DataFrame(predicted.fused, index=unit[test]).groupby(level=0).mean()
@@ -197,8 +201,7 @@ def _gmvae4p_fold(shared, y, fold: Fold, config, n_top_genes, n_top_interactions
             "fused": frame(embedding), "deployment": deployment, "program": program,
             "stack": model.stack_table().assign(fold=fold.index), "history": model.history,
             "learners": pd.concat([pd.DataFrame({"fold": fold.index, "sample": samples.obs_names[test],
-                                                 "unit": unit[test], "label": y[test]}),
-                                   predicted.learners.reset_index(drop=True)], axis=1)}
+                                                 "unit": unit[test], "label": y[test]}), learners], axis=1)}
 
 
 def program_table(program: pd.DataFrame, *, n_folds: int, disease_genes=None) -> pd.DataFrame:

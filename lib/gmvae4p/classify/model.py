@@ -286,12 +286,14 @@ class GMVAE4P:
 
     def stack_table(self) -> pd.DataFrame:
         """One row per learner: its stack weight for bulk input and for the scRNA mode, the scale its logit is
-        divided by (:class:`~gmvae4p.classify.stack.Stack`), and its inner AUC."""
+        divided by (:class:`~gmvae4p.classify.stack.Stack`), and its inner AUC in either mode."""
         return pd.DataFrame({"learner": list(self.config.learners), "weight": self.stack[False].weights,
                              "weight_scrna": self.stack[True].weights, "scale": self.stack[False].scale,
                              "scale_scrna": self.stack[True].scale,
                              "inner_auc": [self.stack[False].inner_auc.get(name, np.nan)
                                            for name in self.config.learners],
+                             "inner_auc_scrna": [self.stack[True].inner_auc.get(name, np.nan)
+                                                 for name in self.config.learners],
                              "stacked_on": self.stack[False].inner})
 
     def _fit_learners(self, samples, y, train, validation, seed) -> _Learners:
