@@ -4,8 +4,8 @@ GMVAE4P reads bulk expression only. Three learners read it (:data:`~gmvae4p.clas
 linear model over the most variable genes, the score of a disease program learned from the training units
 (:mod:`gmvae4p.classify.program`), and the modality network (:class:`ModalityNetwork`: bulk → predicted
 proportions, states and communication with their variances → certainty-weighted fusion → classifier, the true
-modalities as auxiliary targets). Their combination is learned from the training units alone, on inner folds over
-the training patients (:mod:`gmvae4p.classify.stack`).
+modalities as auxiliary targets). They are combined by the mean of their logits, each scaled by its spread on inner
+folds over the training patients (:mod:`gmvae4p.classify.stack`).
 
 What is fitted — genes and interactions kept, the program, every standardization, the stack — is fitted on training
 units only (:class:`FoldFeatures`); the validation units drive the network's early stopping; any other unit is only
