@@ -259,7 +259,7 @@ def test_worker_processes_give_the_results_of_one_process(monkeypatch):
     assert null_fits.seconds > 0 and final_fit.seconds > 0
 
 
-def test_null_labels_keep_each_patients_label_count_and_give_chance_auc():
+def test_null_labels_keep_each_patients_label_count_and_find_no_signal():
     samples = _samples(signal=3.0)
     units = unit_table(samples, "SLE")
     null_units = permute_labels(units, seed=0)
@@ -268,8 +268,10 @@ def test_null_labels_keep_each_patients_label_count_and_give_chance_auc():
     result = evaluate.cross_validate(samples, null_units, folds, methods=["gmvae4p", "logistic_regression"],
                                      config=FAST, n_top_genes=20, n_top_interactions=10, device="cpu",
                                      progress=False)
+    # no interval above chance: nothing leaks from the test units (below chance is cross-validation's small-sample
+    # pessimism on labels without signal, bench/results/null_cohorts_balanced_batches_cpu_2026-12-07)
     for row in evaluate.main_table(result.predictions, n_boot=200).itertuples():
-        assert row.auc_low <= 0.5 <= row.auc_high, row
+        assert row.auc_low <= 0.5, row
 
 
 def test_the_permutation_null_refits_each_method_on_its_count_of_permutations_and_gives_p_values():
