@@ -1,13 +1,14 @@
-"""GMVAE4P's stack: equal weights on logits standardized on inner folds of the training units."""
+"""GMVAE4P's stack: equal weights on logits standardized on held-out training units."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
+from gmvae4p.calibration import fit_temperature
 from gmvae4p.classify.cv import patient_folds, sample_labels, unit_table
-from gmvae4p.classify.stack import LOGIT_LIMIT, equal_stack, fit_stack
-from gmvae4p.classify.model import GMVAE4P
+from gmvae4p.classify.stack import HELD_OUT, LOGIT_LIMIT, equal_stack, fit_stack
+from gmvae4p.classify.model import GMVAE4P, ModalityNetwork
 
 from test_classify import FAST, _mixture_rows, _samples
 
@@ -26,8 +27,8 @@ def _inner_logits(seed=0, n_units=400, per_unit=4):
 def test_the_stack_weighs_every_learner_equally_on_its_standardized_logit_and_reports_its_inner_auc():
     logits, y, unit = _inner_logits()
     stack = fit_stack(logits, y, unit, ("noise", "informative", "weak"))
-    assert stack.inner == "inner folds"
-    assert stack.inner_auc["informative"] > 0.9 > stack.inner_auc["weak"] > 0.6 > stack.inner_auc["noise"] > 0.4
+    assert stack.scaled_on == "held-out units"
+    assert stack.held_out_auc["informative"] > 0.9 > stack.held_out_auc["weak"] > 0.6 > stack.held_out_auc["noise"] > 0.4
     np.testing.assert_allclose(stack.weights, 1 / 3)
     np.testing.assert_allclose(stack.scale, np.clip(logits, -LOGIT_LIMIT, LOGIT_LIMIT).std(0))
     assert ((stack.probability(logits) > 0.5) == y).mean() > 0.7  # the guessing learner dilutes, never drowns it
@@ -57,8 +58,49 @@ def test_a_learner_does_not_weigh_more_for_having_larger_logits():
     np.testing.assert_allclose(louder_stack.probability(louder), stack.probability(logits[:, :2]), rtol=1e-9)
 
 
+def test_each_learner_is_scaled_on_its_own_held_out_rows_and_the_temperature_on_the_rows_all_hold_out():
+    logits, y, unit = _inner_logits(seed=3)
+    partial = logits.copy()
+    partial[unit >= 100, 1] = np.nan  # the second learner held out only the first 100 units
+    stack = fit_stack(partial, y, unit, ("noise", "informative", "weak"))
+    assert stack.scaled_on == HELD_OUT
+    np.testing.assert_allclose(stack.scale[1], np.clip(logits[unit < 100, 1], -LOGIT_LIMIT, LOGIT_LIMIT).std())
+    np.testing.assert_allclose(stack.scale[[0, 2]], np.clip(logits[:, [0, 2]], -LOGIT_LIMIT, LOGIT_LIMIT).std(0))
+    first = unit < 100  # the temperature: on the units every learner held out, with each learner's own scale
+    clipped = np.clip(logits[first], -LOGIT_LIMIT, LOGIT_LIMIT)
+    per_unit = np.stack([np.bincount(unit[first], column) / np.bincount(unit[first]) for column in clipped.T], 1)
+    truth = np.bincount(unit[first], y[first]) / np.bincount(unit[first])
+    assert stack.temperature == pytest.approx(fit_temperature(per_unit / stack.scale @ stack.weights, truth,
+                                                              class_balanced=True))
+    alone = fit_stack(logits[first], y[first], unit[first], ("noise", "informative", "weak"))
+    assert stack.held_out_auc["informative"] == pytest.approx(alone.held_out_auc["informative"])
+    partial[:, 1] = np.nan
+    partial[0, 1] = 1.0  # one held-out row gives no spread: unscaled equal weights
+    assert fit_stack(partial, y, unit, ("noise", "informative", "weak")).scaled_on == "equal"
+
+
+def test_the_network_is_fitted_once_and_scaled_on_its_validation_units(monkeypatch):
+    samples = _samples(n_patients=24, n_samples=4)
+    units = unit_table(samples, "SLE")
+    y = sample_labels(samples, units)
+    fold = patient_folds(units, n_folds=4, seed=0)[0]
+    fits = []
+    original = ModalityNetwork.fit
+    monkeypatch.setattr(ModalityNetwork, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
+    train, validation = _mixture_rows(samples, fold.train), _mixture_rows(samples, fold.validation)
+    model = GMVAE4P(dataclasses.replace(FAST, max_epochs=5), n_top_genes=20, n_top_interactions=5, device="cpu")
+    model.fit(samples, y, train=train, validation=validation)
+    assert len(fits) == 1  # the inner folds refit only the linear and program learners
+    network = list(model.config.learners).index("network")
+    for use_true in (False, True):
+        held = np.clip(model.learners.network_logits(samples, validation, use_true=use_true), -LOGIT_LIMIT,
+                       LOGIT_LIMIT)
+        assert model.stack[use_true].scale[network] == pytest.approx(held.std())
+    assert model.stack[False].scale[network] != model.stack[True].scale[network]
+
+
 def test_one_class_or_too_few_patients_give_equal_weights():
-    assert fit_stack(np.ones((5, 2)), np.zeros(5), np.arange(5), ("a", "b")).inner == "equal"
+    assert fit_stack(np.ones((5, 2)), np.zeros(5), np.arange(5), ("a", "b")).scaled_on == "equal"
     stack = equal_stack(("a", "b"))
     assert stack.probability(np.array([[2.0, -2.0]])) == pytest.approx(0.5)
     samples = _samples(n_patients=4, n_samples=3)
@@ -67,10 +109,10 @@ def test_one_class_or_too_few_patients_give_equal_weights():
     rows = _mixture_rows(samples, units["unit"][:3])  # three patients cannot hold three inner folds of both labels
     model = GMVAE4P(dataclasses.replace(FAST, max_epochs=3), n_top_genes=10, n_top_interactions=5, device="cpu")
     model.fit(samples, y, train=rows)
-    assert model.stack[False].inner == "equal"
+    assert model.stack[False].scaled_on == "equal"
 
 
-def test_gmvae4p_stacks_on_inner_folds_and_reports_which_learner_carries_the_signal():
+def test_gmvae4p_stacks_on_held_out_units_and_reports_which_learner_carries_the_signal():
     samples = _samples(n_patients=24, n_samples=4, signal=0.8)
     x = np.asarray(samples.X)
     rng = np.random.default_rng(3)
@@ -85,8 +127,8 @@ def test_gmvae4p_stacks_on_inner_folds_and_reports_which_learner_carries_the_sig
     model = GMVAE4P(config, n_top_genes=40, device="cpu").fit(samples, y, train=_mixture_rows(samples, fold.train),
                                                               validation=_mixture_rows(samples, fold.validation))
     table = model.stack_table().set_index("learner")
-    assert model.stack[False].inner == "inner folds" and table.loc["linear", "inner_auc"] > 0.8
-    assert table.loc["linear", "inner_auc"] > table.loc["program", "inner_auc"]
+    assert model.stack[False].scaled_on == "held-out units" and table.loc["linear", "held_out_auc"] > 0.8
+    assert table.loc["linear", "held_out_auc"] > table.loc["program", "held_out_auc"]
     assert (table["weight"] == 0.5).all() and (table["weight_scrna"] == 0.5).all()
     test = _mixture_rows(samples, fold.test)
     predicted = model.predict(samples, test)
@@ -103,7 +145,7 @@ def test_one_learner_is_taken_as_it_is_and_the_network_is_class_balanced_like_th
     for learner in ("linear", "network"):
         model = GMVAE4P(dataclasses.replace(FAST, learners=[learner]), n_top_genes=20, n_top_interactions=5,
                         device="cpu").fit(samples, y, train=rows)
-        assert model.stack[False].inner == "single learner" and model.stack[False].inner_auc == {}  # no inner folds
+        assert model.stack[False].scaled_on == "single learner" and not model.stack[False].held_out_auc
         predicted = model.predict(samples, rows)
         np.testing.assert_allclose(predicted.probability, predicted.learners[learner], rtol=1e-6, atol=1e-6)
         called = predicted.probability > 0.5  # the training rows: balanced errors with one positive in four

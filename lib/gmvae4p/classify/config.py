@@ -31,9 +31,10 @@ class ClassifierConfig:
     """GMVAE4P's architecture, loss weights and optimization; the cell-level baselines share the optimization."""
 
     learners: list[str] = dataclasses.field(default_factory=lambda: list(LEARNERS))
-    """GMVAE4P's learners, combined by a stack fitted on inner folds of the training units."""
+    """GMVAE4P's learners, combined by a stack fitted on their held-out training units."""
     stack_folds: int = 3
-    """Inner folds over a fold's training patients that give the learners' out-of-fold logits for the stack."""
+    """Inner folds over a fold's training patients that give the linear and program learners' out-of-fold logits
+    for the stack (the network's come from its validation units)."""
     bulk_input: str = "program"
     """What the modality network's bulk encoder reads: ``program``, the score of the disease program learned on the
     training units (:mod:`gmvae4p.classify.program`), or ``genes``, the ``n_top_genes`` most variable genes' log-CPM."""

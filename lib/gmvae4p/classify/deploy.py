@@ -400,8 +400,8 @@ def _state(model: GMVAE4P) -> tuple[dict[str, np.ndarray], dict]:
     meta = {"config": {f.name: getattr(model.config, f.name) for f in dataclasses.fields(ClassifierConfig)}}
     meta.update(n_top_genes=model.n_top_genes, modalities=list(model.modalities), sources=model.sources,
                 seed=model.seed, learners=list(learners.names),
-                stack={str(use_true): {"weights": s.weights.tolist(), "scale": s.scale.tolist(), "inner": s.inner,
-                                       "inner_auc": s.inner_auc, "temperature": s.temperature}
+                stack={str(use_true): {"weights": s.weights.tolist(), "scale": s.scale.tolist(), "scaled_on": s.scaled_on,
+                                       "held_out_auc": s.held_out_auc, "temperature": s.temperature}
                        for use_true, s in model.stack.items()})
     if learners.linear is not None:
         genes, pipeline = learners.linear
@@ -460,7 +460,7 @@ def _from_state(arrays: dict[str, np.ndarray], meta: dict, device: str | None) -
         network.module.to(network.device).eval()
     model.learners = _Learners(tuple(meta["learners"]), linear, program, network)
     model.stack = {use_true == "True": Stack(tuple(meta["learners"]), np.asarray(s["weights"]), np.asarray(s["scale"]),
-                                             s["inner"], s["inner_auc"], s["temperature"])
+                                             s["scaled_on"], s["held_out_auc"], s["temperature"])
                    for use_true, s in meta["stack"].items()}
     return model
 
@@ -495,9 +495,9 @@ def _card(meta: dict, metrics: pd.DataFrame | None) -> str:
               "## Model", "",
               f"- learners: {', '.join(meta['learners'])}; stack weights "
               + ", ".join(f"{n} {w:.2f}" for n, w in zip(meta["learners"], stack["weights"]))
-              + f" ({stack['inner']}); positive when the probability exceeds {meta['threshold']}.",
+              + f" ({stack['scaled_on']}); positive when the probability exceeds {meta['threshold']}.",
               f"- `probability_calibrated`: the same ranking and calls, its logit times a temperature fitted on the "
-              f"inner folds ({stack['temperature']:.2f}); read it as a probability.",
+              f"held-out training units ({stack['temperature']:.2f}); read it as a probability.",
               "- settings: `model.json` (`config`).", ""]
     if metrics is not None and len(metrics):
         lines += ["## Cross-validated performance on the training cohort (patient-grouped, out of fold)", "",

@@ -4,8 +4,8 @@ GMVAE4P reads bulk expression only. Three learners read it (:data:`~gmvae4p.clas
 linear model over the most variable genes, the score of a disease program learned from the training units
 (:mod:`gmvae4p.classify.program`), and the modality network (:class:`ModalityNetwork`: bulk → predicted
 proportions, states and communication with their variances → certainty-weighted fusion → classifier, the true
-modalities as auxiliary targets). They are combined by the mean of their logits, each scaled by its spread on inner
-folds over the training patients (:mod:`gmvae4p.classify.stack`).
+modalities as auxiliary targets). They are combined by the mean of their logits, each scaled by its spread on training
+units it was not fitted on (:mod:`gmvae4p.classify.stack`).
 
 What is fitted — genes and interactions kept, the program, every standardization, the stack — is fitted on training
 units only (:class:`FoldFeatures`); the validation units drive the network's early stopping; any other unit is only
@@ -203,8 +203,9 @@ class ModalityNetwork:
 
 class GMVAE4P:
     """The patient classifier: its learners (:data:`~gmvae4p.classify.config.LEARNERS`, ``config.learners``) fitted
-    on the training units, combined by a stack fitted on their out-of-fold logits over ``config.stack_folds`` inner
-    folds of the training patients (:mod:`gmvae4p.classify.stack`).
+    on the training units, combined by a stack fitted on their held-out logits: the linear and program learners'
+    over ``config.stack_folds`` inner folds of the training patients, the network's on its validation units
+    (:mod:`gmvae4p.classify.stack`).
 
     Parameters are those of :class:`ModalityNetwork`; ``n_top_genes`` is also what the linear learner keeps.
     """
@@ -254,18 +255,24 @@ class GMVAE4P:
         if inner is None:
             self.stack = {False: equal_stack(names), True: equal_stack(names)}
             return self
-        held, logits = [], {False: [], True: []}
+        # held-out logits of every training row: the network's on its validation rows, the others' on inner folds
+        position = {row: i for i, row in enumerate(rows)}
+        held = {use_true: np.full((len(rows), len(names)), np.nan) for use_true in (False, True)}
+        refitted = tuple(name for name in names if name != "network")
         for index, (inner_train, inner_validation, inner_test) in enumerate(inner):
-            fitted = self._fit_learners(samples, y, inner_train, inner_validation, self.seed + 1000 * (index + 1))
-            held.append(inner_test)
-            bulk = fitted.logits(samples, inner_test)
-            logits[False].append(bulk)
-            logits[True].append(fitted.logits(samples, inner_test, use_true=True) if fitted.reads_modalities
-                                else bulk)
-        held = np.concatenate(held)
-        unit = samples.obs["unit"].astype(str).to_numpy()[held]
-        self.stack = {use_true: fit_stack(np.concatenate(parts), y[held], unit, names)
-                      for use_true, parts in logits.items()}
+            fitted = self._fit_learners(samples, y, inner_train, inner_validation, self.seed + 1000 * (index + 1),
+                                        names=refitted)
+            logits = fitted.logits(samples, inner_test)
+            for use_true in held:
+                held[use_true][np.ix_([position[row] for row in inner_test],
+                                      [names.index(name) for name in refitted])] = logits
+        if "network" in names and len(validation):
+            at = [position[row] for row in validation]
+            for use_true in held:
+                held[use_true][at, names.index("network")] = self.learners.network_logits(samples, validation,
+                                                                                         use_true=use_true)
+        unit = samples.obs["unit"].astype(str).to_numpy()[rows]
+        self.stack = {use_true: fit_stack(logits, y[rows], unit, names) for use_true, logits in held.items()}
         return self
 
     @torch.no_grad()
@@ -286,32 +293,34 @@ class GMVAE4P:
 
     def stack_table(self) -> pd.DataFrame:
         """One row per learner: its stack weight for bulk input and for the scRNA mode, the scale its logit is
-        divided by (:class:`~gmvae4p.classify.stack.Stack`), and its inner AUC in either mode."""
+        divided by (:class:`~gmvae4p.classify.stack.Stack`), and its AUC on its held-out training units in either mode."""
         return pd.DataFrame({"learner": list(self.config.learners), "weight": self.stack[False].weights,
                              "weight_scrna": self.stack[True].weights, "scale": self.stack[False].scale,
                              "scale_scrna": self.stack[True].scale,
-                             "inner_auc": [self.stack[False].inner_auc.get(name, np.nan)
-                                           for name in self.config.learners],
-                             "inner_auc_scrna": [self.stack[True].inner_auc.get(name, np.nan)
-                                                 for name in self.config.learners],
-                             "stacked_on": self.stack[False].inner})
+                             "held_out_auc": [self.stack[False].held_out_auc.get(name, np.nan)
+                                              for name in self.config.learners],
+                             "held_out_auc_scrna": [self.stack[True].held_out_auc.get(name, np.nan)
+                                                    for name in self.config.learners],
+                             "scaled_on": self.stack[False].scaled_on})
 
-    def _fit_learners(self, samples, y, train, validation, seed) -> _Learners:
+    def _fit_learners(self, samples, y, train, validation, seed, names=None) -> _Learners:
+        """The learners ``names`` (default: the config's) fitted on the sample rows ``train`` and ``validation``."""
         c, rows = self.config, np.concatenate([train, validation])
+        names = tuple(c.learners if names is None else names)
         expression = feature_block(samples, BULK)
         linear = program = network = None
-        if "linear" in c.learners:
+        if "linear" in names:
             genes = most_variable(expression, rows, self.n_top_genes)
             linear = genes, BASELINES["logistic_regression"][1](seed).fit(expression[np.ix_(rows, genes)], y[rows])
-        if "program" in c.learners:
+        if "program" in names:
             learned = LearnedProgram.fit(expression, rows, samples.obs["unit"].astype(str).to_numpy(), y,
                                          n_seed_genes=c.program_seed_genes, alpha=c.program_alpha)
             score = learned.score(expression, rows)[:, None]
             program = learned, LogisticRegression(class_weight="balanced").fit(score, y[rows])
-        if "network" in c.learners:
+        if "network" in names:
             network = ModalityNetwork(c, **self._network_settings, seed=seed).fit(samples, y, train=train,
                                                                                  validation=validation)
-        return _Learners(tuple(c.learners), linear, program, network)
+        return _Learners(names, linear, program, network)
 
     def _inner_folds(self, samples, y, rows):
         """(train, validation, test) sample rows of each inner fold over the patients of ``rows`` (stratified like
@@ -327,7 +336,7 @@ class GMVAE4P:
         unit = obs["unit"].astype(str).to_numpy()
         label = units.set_index("unit")["label"]
         inner = []
-        for fold in folds:  # each inner fold's network must train on both labels
+        for fold in folds:  # each inner fold's learners must train on both labels
             if not len(fold.train) or label.loc[fold.train].nunique() < 2:
                 return None
             inner.append(tuple(rows[np.isin(unit, side)] for side in (fold.train, fold.validation, fold.test)))
@@ -363,7 +372,11 @@ class _Learners:
                 learned, model = self.program
                 columns.append(model.decision_function(learned.score(expression, rows)[:, None]))
             else:
-                p = np.clip(self.network.predict(samples, rows, use_true=use_true).probability.astype(np.float64),
-                            1e-6, 1 - 1e-6)
-                columns.append(np.log(p) - np.log1p(-p))
+                columns.append(self.network_logits(samples, rows, use_true=use_true))
         return np.column_stack(columns).astype(np.float64)
+
+    def network_logits(self, samples: ad.AnnData, rows: np.ndarray, *, use_true: bool = False) -> np.ndarray:
+        """The network's logit of the positive label for sample rows ``rows``."""
+        p = np.clip(self.network.predict(samples, rows, use_true=use_true and self.reads_modalities)
+                    .probability.astype(np.float64), 1e-6, 1 - 1e-6)
+        return np.log(p) - np.log1p(-p)
