@@ -4,7 +4,8 @@
   each unit is the mean ``X_gmvae`` of its cells.
 - ``prototype_cells`` (ProtoCell4P-style): cells' GMVAE z-scores and cell types → learned prototypes, pooled per
   unit with learned per-cell importance (:class:`~gmvae4p.classify.module.PrototypeModule`); trained on random draws
-  of ``CELLS_PER_DRAW`` cells per unit, predicted from all of a unit's cells.
+  of ``CELLS_PER_DRAW`` cells per unit, stopped early on at most ``VALIDATION_CELLS`` cells per validation unit,
+  predicted from all of a unit's cells.
 - ``per_type_networks`` (singleDeep-style): per unit and cell type the mean log-normalized expression of its cells;
   one small network per type; the unit's call is the vote over its types
   (:class:`~gmvae4p.classify.module.PerTypeModule`).
@@ -39,6 +40,10 @@ from .training import fit
 
 CELL_BASELINES = ("gmvae_embedding_logistic_regression", "prototype_cells", "per_type_networks")
 CELLS_PER_DRAW = 256
+VALIDATION_CELLS = 1024
+"""``prototype_cells`` scores each validation unit on a fixed draw of at most this many of its cells (drawn once per
+fit): early stopping needs a stable loss, and every cell of every validation unit at each epoch would cost several
+times the epoch's training on cohorts of thousands of cells per unit. Test units are predicted from all their cells."""
 UNITS_PER_STEP = 8
 """The cell-level networks see one row per unit, tens of them per fold: 8 units per step gives several steps per
 epoch (``batch_size``, sized for pseudobulk samples, would give one and stop training after a few updates)."""
@@ -147,13 +152,17 @@ def _prototype_cells(features, cells, y, train, validation, test, *, config, see
         draw = (torch.rand(len(units), CELLS_PER_DRAW, device=device) * size[units, None]).long()
         return F.cross_entropy(module(values[start[units, None] + draw])[0], labels[units])
 
-    def logits(units):  # all of each unit's cells, one unit at a time (units differ in size)
-        return torch.cat([module(values[bounds[u]:bounds[u + 1]][None])[0] for u in units])
+    def logits(groups):  # one unit's cells at a time (units differ in size)
+        return torch.cat([module(cells[None])[0] for cells in groups])
 
-    validation_loss = (lambda: F.cross_entropy(logits(validation), labels[validation])) if len(validation) else None
+    draw = np.random.default_rng(seed)
+    held = [values[torch.as_tensor(np.sort(draw.choice(np.arange(bounds[u], bounds[u + 1]), VALIDATION_CELLS,
+                                                        replace=False)), device=device)]
+            if bounds[u + 1] - bounds[u] > VALIDATION_CELLS else values[bounds[u]:bounds[u + 1]] for u in validation]
+    validation_loss = (lambda: F.cross_entropy(logits(held), labels[validation])) if len(validation) else None
     fit(module, batch_loss, len(train), validation_loss=validation_loss, config=config, seed=seed)
     with torch.no_grad():
-        return torch.softmax(logits(test), -1)[:, 1].cpu().numpy()
+        return torch.softmax(logits(values[bounds[u]:bounds[u + 1]] for u in test), -1)[:, 1].cpu().numpy()
 
 
 def _per_type_networks(means, cells, y, train, validation, test, *, config, seed, device, n_top_genes):
