@@ -28,7 +28,8 @@ def test_the_stack_weighs_every_learner_equally_on_its_standardized_logit_and_re
     logits, y, unit = _inner_logits()
     stack = fit_stack(logits, y, unit, ("noise", "informative", "weak"))
     assert stack.scaled_on == "held-out units"
-    assert stack.held_out_auc["informative"] > 0.9 > stack.held_out_auc["weak"] > 0.6 > stack.held_out_auc["noise"] > 0.4
+    auc = stack.held_out_auc
+    assert auc["informative"] > 0.9 > auc["weak"] > 0.6 > auc["noise"] > 0.4
     np.testing.assert_allclose(stack.weights, 1 / 3)
     np.testing.assert_allclose(stack.scale, np.clip(logits, -LOGIT_LIMIT, LOGIT_LIMIT).std(0))
     assert ((stack.probability(logits) > 0.5) == y).mean() > 0.7  # the guessing learner dilutes, never drowns it

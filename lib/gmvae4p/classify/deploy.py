@@ -400,8 +400,9 @@ def _state(model: GMVAE4P) -> tuple[dict[str, np.ndarray], dict]:
     meta = {"config": {f.name: getattr(model.config, f.name) for f in dataclasses.fields(ClassifierConfig)}}
     meta.update(n_top_genes=model.n_top_genes, modalities=list(model.modalities), sources=model.sources,
                 seed=model.seed, learners=list(learners.names),
-                stack={str(use_true): {"weights": s.weights.tolist(), "scale": s.scale.tolist(), "scaled_on": s.scaled_on,
-                                       "held_out_auc": s.held_out_auc, "temperature": s.temperature}
+                stack={str(use_true): {"weights": s.weights.tolist(), "scale": s.scale.tolist(),
+                                       "scaled_on": s.scaled_on, "held_out_auc": s.held_out_auc,
+                                       "temperature": s.temperature}
                        for use_true, s in model.stack.items()})
     if learners.linear is not None:
         genes, pipeline = learners.linear

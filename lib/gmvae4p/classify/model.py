@@ -293,7 +293,8 @@ class GMVAE4P:
 
     def stack_table(self) -> pd.DataFrame:
         """One row per learner: its stack weight for bulk input and for the scRNA mode, the scale its logit is
-        divided by (:class:`~gmvae4p.classify.stack.Stack`), and its AUC on its held-out training units in either mode."""
+        divided by (:class:`~gmvae4p.classify.stack.Stack`), and its AUC on its held-out training units in either
+        mode."""
         return pd.DataFrame({"learner": list(self.config.learners), "weight": self.stack[False].weights,
                              "weight_scrna": self.stack[True].weights, "scale": self.stack[False].scale,
                              "scale_scrna": self.stack[True].scale,
