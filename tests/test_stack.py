@@ -131,6 +131,7 @@ def test_gmvae4p_stacks_on_held_out_units_and_reports_which_learner_carries_the_
     assert model.stack[False].scaled_on == "held-out units" and table.loc["linear", "held_out_auc"] > 0.8
     assert table.loc["linear", "held_out_auc"] > table.loc["program", "held_out_auc"]
     assert (table["weight"] == 0.5).all() and (table["weight_scrna"] == 0.5).all()
+    assert (table["temperature"] == model.stack[False].temperature).all()
     test = _mixture_rows(samples, fold.test)
     predicted = model.predict(samples, test)
     assert list(predicted.learners.columns) == ["linear", "program"] and predicted.fused.shape == (len(test), 0)

@@ -46,7 +46,8 @@ class CrossValidation:
     :class:`~gmvae4p.classify.workers.FoldWorkers`). ``histories``: GMVAE4P's epochs per fold. ``program``: the genes
     of the disease program GMVAE4P learned in each fold (fold, gene, loading, seed: whether it seeded the program;
     empty with ``bulk_input: genes``). ``stack``: per fold and learner of GMVAE4P, its stack weight (bulk input and
-    scRNA mode), scale and AUC on its held-out training units (:meth:`~gmvae4p.classify.model.GMVAE4P.stack_table`).
+    scRNA mode), scale and AUC on its held-out training units, the fold's temperatures
+    (:meth:`~gmvae4p.classify.model.GMVAE4P.stack_table`).
     ``learners``: per test mixture sample (fold, sample, unit, label) each of GMVAE4P's learners' own probability
     from bulk, what its stack combined, and ``network_scrna``, the network's given the true modalities (what the
     scRNA mode's stack combined in its place); with the stack's table, any other rule can be scored without refitting.

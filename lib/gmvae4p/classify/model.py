@@ -294,7 +294,7 @@ class GMVAE4P:
     def stack_table(self) -> pd.DataFrame:
         """One row per learner: its stack weight for bulk input and for the scRNA mode, the scale its logit is
         divided by (:class:`~gmvae4p.classify.stack.Stack`), and its AUC on its held-out training units in either
-        mode."""
+        mode; the stack's temperature in either mode (the same on every row)."""
         return pd.DataFrame({"learner": list(self.config.learners), "weight": self.stack[False].weights,
                              "weight_scrna": self.stack[True].weights, "scale": self.stack[False].scale,
                              "scale_scrna": self.stack[True].scale,
@@ -302,6 +302,8 @@ class GMVAE4P:
                                               for name in self.config.learners],
                              "held_out_auc_scrna": [self.stack[True].held_out_auc.get(name, np.nan)
                                                     for name in self.config.learners],
+                             "temperature": self.stack[False].temperature,
+                             "temperature_scrna": self.stack[True].temperature,
                              "scaled_on": self.stack[False].scaled_on})
 
     def _fit_learners(self, samples, y, train, validation, seed, names=None) -> _Learners:
