@@ -8,7 +8,7 @@ hundreds of genes at once a regularized linear model over all genes wins; where 
 bulk hides, the modality network should. Each learner's logits on units it was not fitted on give its scale, its
 held-out AUC (reported) and, combined, the temperature (:func:`fit_stack`): for the linear and program learners, inner
 folds over the training patients; for the network, the validation units on which it stops early. Those units are out
-of its training set, and refitting the network in every inner fold would triple GMVAE4P's time for a scale.
+of its training set, and refitting the network in every inner fold took most of GMVAE4P's time, for a scale.
 
 The weights are equal, on purpose. Any weights estimated from the out-of-fold logits of a few dozen training patients
 carry an estimation error as large as the differences between the learners: a regression of the labels on the logits
