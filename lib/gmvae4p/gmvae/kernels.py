@@ -60,7 +60,7 @@ def count_forward(out, zero_logits, bias, zero_bias, log_library, log_theta, row
     columns, and the sum of the log-likelihood's derivatives by log μ; per entry, its gain's derivatives by log μ,
     log θ and (zinb) the zero logit, as rows of one float32 tensor. ``log_library``: (cells, 1); the entries are
     ``rows``, ``columns`` and ``values``, sorted by row."""
-    return torch.ops.gmvae4p.count_forward(out, zero_logits, bias, zero_bias, log_library, log_theta, rows, columns,
+    return ops().count_forward(out, zero_logits, bias, zero_bias, log_library, log_theta, rows, columns,
                                            values)
 
 
@@ -69,7 +69,7 @@ def count_backward(out, zero_logits, bias, zero_bias, log_library, log_theta, lo
     """Gradients by ``out`` and ``zero_logits`` (their dtype, zero in padding columns), by ``bias`` and ``zero_bias``
     (float32, zero in padding columns) and by ``log_theta`` (float32), given the forward's results, the entries' rows
     and columns and the gradient of the per-cell sums."""
-    grad_out, grad_zero_logits, grad_log_theta = torch.ops.gmvae4p.count_backward(
+    grad_out, grad_zero_logits, grad_log_theta = ops().count_backward(
         out, zero_logits, bias, zero_bias, log_library, log_theta, log_norm, slope_sums, entry_grads, rows, columns,
         grad_sums)
     # a bias's gradient is the column sum of its output's (in float32, of the rounded values, as for a matrix
@@ -89,8 +89,22 @@ def _dense_arguments(out, zero_logits, bias, zero_bias, log_library, log_theta) 
     return out, zero_logits, bias, zero_bias, log_library, log_theta
 
 
-if AVAILABLE:
-    # Custom ops, so that torch.compile sees the kernels as functions of their inputs (their outputs are made here).
+_ops = None
+
+
+def ops():
+    """``torch.ops.gmvae4p`` with the two likelihood ops, registered on first use: ``torch.library.triton_op`` imports
+    ``torch._inductor`` (about a second per process), which processes that never run the likelihood on CUDA (the
+    notebooks, the CPU fold workers) need not pay. :func:`.train.train` calls it before ``torch.compile`` traces."""
+    global _ops
+    if _ops is None:
+        _register_ops()
+        _ops = torch.ops.gmvae4p
+    return _ops
+
+
+def _register_ops() -> None:
+    """Custom ops, so that torch.compile sees the kernels as functions of their inputs (their outputs are made here)."""
     @torch.library.triton_op("gmvae4p::count_forward", mutates_args=())
     def _count_forward(out: torch.Tensor, zero_logits: torch.Tensor | None, bias: torch.Tensor,
                        zero_bias: torch.Tensor | None, log_library: torch.Tensor, log_theta: torch.Tensor,

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from ..data.atomic import atomic_path
+from . import kernels
 from .batches import CSRBatches
 from .config import ModuleConfig, TrainConfig
 from .mixture import fit_gaussian_mixture
@@ -79,6 +80,8 @@ def train(module: GMVAEModule, batches: CSRBatches, labels: torch.Tensor, *, con
     # forward and backward are recorded (torch.compile's "reduce-overhead"). Under several ranks the recorded step
     # holds the all-reduce of the gradients: every rank must record at the same step, so the ranks agree on the
     # batches' shape (and with it the entry bound, the recording's key) each epoch.
+    if device.type == "cuda" and kernels.AVAILABLE:
+        kernels.ops()  # registered now, not while torch.compile traces or a CUDA graph records the likelihood
     graphs = config.cuda_graphs and device.type == "cuda"
     whole_step_graph = graphs and batches.placement == "resident"
     compiler_graphs = graphs and config.compile and not whole_step_graph and not distributed
