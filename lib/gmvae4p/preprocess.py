@@ -15,6 +15,7 @@ import gc
 import os
 
 import anndata as ad
+import numba
 import numpy as np
 import scanpy as sc
 import scipy.sparse as sp
@@ -253,34 +254,42 @@ def _subset(adata: ad.AnnData, keep_cells: np.ndarray, keep_genes: np.ndarray, *
     return rest
 
 
-def _subset_csr(x: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, *, block_rows: int = BLOCK_ROWS,
-                in_place: bool = False) -> sp.csr_matrix:
+def _subset_csr(x: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, *, in_place: bool = False) -> sp.csr_matrix:
     """``x[rows][:, cols]`` for boolean masks with at most one new copy of the kept part: scipy gathers the rows,
-    then the dropped columns' entries are squeezed out of that copy in place, a block of rows at a time (scipy's
-    column subset would make one more copy of the matrix). ``in_place``: no copy, dropped rows and columns are
-    squeezed out of ``x``'s own arrays, which the result then shares (``x`` is no longer the matrix it was)."""
+    then the dropped columns' entries are squeezed out of that copy in place (scipy's column subset would make one
+    more copy of the matrix). ``in_place``: no copy, dropped rows and columns are squeezed out of ``x``'s own arrays,
+    which the result then shares (``x`` is no longer the matrix it was)."""
     if in_place:
         out, keep_rows = x, rows
     else:
         out, keep_rows = x[np.flatnonzero(rows)] if not rows.all() else x.copy(), np.ones(rows.sum(), dtype=bool)
     if cols.all() and keep_rows.all():
         return out
-    new_column = (np.cumsum(cols) - 1).astype(out.indices.dtype)
+    new_column = np.where(cols, np.cumsum(cols) - 1, -1)
     indptr = np.zeros(int(keep_rows.sum()) + 1, dtype=out.indptr.dtype)
-    written = row = 0
-    for start in range(0, out.shape[0], block_rows):
-        end = min(start + block_rows, out.shape[0])
-        lo, hi = out.indptr[start], out.indptr[end]
-        row_of = np.repeat(np.arange(end - start), np.diff(out.indptr[start:end + 1]))
-        keep = cols[out.indices[lo:hi]] & keep_rows[start:end][row_of]
-        n = int(keep.sum())
-        # the right-hand sides are copies and written ≤ lo: squeezing in place never overwrites unread entries
-        out.data[written:written + n] = out.data[lo:hi][keep]
-        out.indices[written:written + n] = new_column[out.indices[lo:hi][keep]]
-        per_row = np.bincount(row_of[keep], minlength=end - start)[keep_rows[start:end]]
-        indptr[row + 1:row + 1 + len(per_row)] = written + np.cumsum(per_row)
-        written, row = written + n, row + len(per_row)
-    return sp.csr_matrix((out.data[:written], out.indices[:written], indptr), shape=(row, int(cols.sum())))
+    written = _squeeze_csr(out.indptr, out.indices, out.data, np.asarray(keep_rows, dtype=bool), new_column, indptr)
+    return sp.csr_matrix((out.data[:written], out.indices[:written], indptr), shape=(len(indptr) - 1, int(cols.sum())))
+
+
+@numba.njit(cache=True)
+def _squeeze_csr(indptr, indices, data, keep_rows, new_column, new_indptr):
+    """Move the entries of kept rows in kept columns (``new_column`` ≥ 0: their new index) to the front of
+    ``indices`` and ``data``, in order, and write the kept rows' bounds into ``new_indptr``; returns the entries
+    kept. In place: an entry is only ever written at or before where it was read."""
+    written = 0
+    row = 0
+    for r in range(len(indptr) - 1):
+        if not keep_rows[r]:
+            continue
+        for k in range(indptr[r], indptr[r + 1]):
+            column = new_column[indices[k]]
+            if column >= 0:
+                data[written] = data[k]
+                indices[written] = column
+                written += 1
+        row += 1
+        new_indptr[row] = written
+    return written
 
 
 def _is_mito(adata: ad.AnnData, mito_prefix: str):
@@ -301,22 +310,27 @@ def _cells_detected(counts, rows: np.ndarray) -> np.ndarray:
     return np.asarray((counts[rows] > 0).sum(axis=0)).ravel()
 
 
-def _detected(x: sp.csr_matrix, rows: np.ndarray | None = None, *, block_rows: int = BLOCK_ROWS):
-    """Non-zero genes per cell, and per gene the cells among ``rows`` (all when None) where it is non-zero, one
-    block of rows at a time (explicit zeros do not count; temporaries stay a block's size)."""
+def _detected(x: sp.csr_matrix, rows: np.ndarray | None = None):
+    """Non-zero genes per cell, and per gene the cells among ``rows`` (all when None) where it is non-zero, in one
+    pass over the entries (explicit zeros do not count)."""
     genes_per_cell = np.zeros(x.shape[0], dtype=np.int64)
     cells_per_gene = np.zeros(x.shape[1], dtype=np.int64)
-    for start in range(0, x.shape[0], block_rows):
-        end = min(start + block_rows, x.shape[0])
-        per_row = np.diff(x.indptr[start:end + 1])
-        lo, hi = x.indptr[start], x.indptr[end]
-        positive = x.data[lo:hi] > 0
-        row_of = np.repeat(np.arange(end - start), per_row)
-        genes_per_cell[start:end] = np.bincount(row_of[positive], minlength=end - start)
-        if rows is not None:
-            positive &= rows[start:end][row_of]
-        cells_per_gene += np.bincount(x.indices[lo:hi][positive], minlength=x.shape[1])
+    counted = np.ones(x.shape[0], dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    _count_detected(x.indptr, x.indices, x.data, counted, genes_per_cell, cells_per_gene)
     return genes_per_cell, cells_per_gene
+
+
+@numba.njit(cache=True)
+def _count_detected(indptr, indices, data, counted, genes_per_cell, cells_per_gene):
+    """Per row its positive entries; per column the positive entries of the rows where ``counted`` is True."""
+    for r in range(len(indptr) - 1):
+        n = 0
+        for k in range(indptr[r], indptr[r + 1]):
+            if data[k] > 0:
+                n += 1
+                if counted[r]:
+                    cells_per_gene[indices[k]] += 1
+        genes_per_cell[r] = n
 
 
 def _check_classes_survive(adata: ad.AnnData) -> None:
