@@ -4,7 +4,7 @@
 # scanpy, papermill or the Jupyter kernel: those travel as wheels in .whl/ (bench/lupus_chain_wheels.txt lists them).
 #
 # A device command runs at most 10 minutes, so the chain runs detached and later calls follow it:
-#   bash bench/lupus_chain.sh start            # installs the wheels, starts the chain (setsid), returns
+#   bash bench/lupus_chain.sh start            # installs the wheels (once per machine), starts the chain (setsid)
 #   bash bench/lupus_chain.sh follow 540       # waits up to 540 s for the chain, then packs what it wrote into $OUT
 # Each call names .whl in `carry`; `follow` is made right after the previous call returns (the machine is given back
 # when idle). CLASSIFY_DEVICE=cpu (or cuda) before `start` sets stages 04-05's classify.device (default: the file's);
@@ -36,7 +36,12 @@ pack() {
 
 case "${1:-}" in
 start)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+    # once per machine: reinstalling would give the packages new files, and numba's on-disk cache of umap-learn's
+    # compiled code (keyed on its source files) would then be compiled again in every run
+    if [ ! -f "$SITE/.installed" ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+        touch "$SITE/.installed"
+    fi
     python3 -c "import anndata, scanpy, papermill, ipykernel, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     if [ -n "${CUDA_TESTS:-}" ]; then
