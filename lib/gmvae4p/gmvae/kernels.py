@@ -60,8 +60,7 @@ def count_forward(out, zero_logits, bias, zero_bias, log_library, log_theta, row
     columns, and the sum of the log-likelihood's derivatives by log μ; per entry, its gain's derivatives by log μ,
     log θ and (zinb) the zero logit, as rows of one float32 tensor. ``log_library``: (cells, 1); the entries are
     ``rows``, ``columns`` and ``values``, sorted by row."""
-    return ops().count_forward(out, zero_logits, bias, zero_bias, log_library, log_theta, rows, columns,
-                                           values)
+    return ops().count_forward(out, zero_logits, bias, zero_bias, log_library, log_theta, rows, columns, values)
 
 
 def count_backward(out, zero_logits, bias, zero_bias, log_library, log_theta, log_norm, slope_sums, entry_grads,
