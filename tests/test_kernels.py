@@ -1,6 +1,10 @@
 """The Triton kernels (nb/zinb likelihood, batch gathering) against the torch code they replace on CUDA: on the GPU
 where there is one, else in Triton's CPU interpreter (switched on in conftest.py)."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -86,3 +90,12 @@ def test_gathered_rows_match_the_torch_gathering(sink):
                                    n_entries, 500)
     for ours, theirs in zip(gathered, expected):
         torch.testing.assert_close(ours.cpu(), theirs, rtol=0, atol=0)
+
+
+def test_importing_the_training_code_and_the_fold_workers_leaves_the_inductor_unloaded():
+    """Registering the likelihood's ops imports ``torch._inductor`` (about a second): that waits for their first use,
+    which notebooks and CPU fold workers never make."""
+    code = "import sys, gmvae4p.gmvae.train, gmvae4p.classify.workers; print('torch._inductor' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.stdout.strip() == "False"
