@@ -364,7 +364,6 @@ class _Learners:
     def logits(self, samples: ad.AnnData, rows: np.ndarray, *, use_true: bool = False) -> np.ndarray:
         """Each learner's logit of the positive label for sample rows ``rows`` (rows × learners); ``use_true`` is
         ignored unless the network :attr:`reads_modalities`."""
-        use_true = use_true and self.reads_modalities
         expression = feature_block(samples, BULK)
         columns = []
         for name in self.names:
@@ -379,7 +378,7 @@ class _Learners:
         return np.column_stack(columns).astype(np.float64)
 
     def network_logits(self, samples: ad.AnnData, rows: np.ndarray, *, use_true: bool = False) -> np.ndarray:
-        """The network's logit of the positive label for sample rows ``rows``."""
+        """The network's logit of the positive label for sample rows ``rows`` (``use_true`` as :meth:`logits`)."""
         p = np.clip(self.network.predict(samples, rows, use_true=use_true and self.reads_modalities)
                     .probability.astype(np.float64), 1e-6, 1 - 1e-6)
         return np.log(p) - np.log1p(-p)
