@@ -88,7 +88,8 @@ def test_classifier_stage_saves_a_final_model_that_predict_applies_to_bulk_count
     from gmvae4p.classify import deploy
 
     expected = deploy.load(folder).model.predict(whole, np.arange(whole.n_obs), use_true=True).probability
-    np.testing.assert_allclose(scrna.loc[whole.obs["unit"].astype(str), "probability_scrna"], expected, atol=1e-6)
+    # the modalities recomputed from cells and stage 03's are two float32 sums in different orders: 1e-6 apart at times
+    np.testing.assert_allclose(scrna.loc[whole.obs["unit"].astype(str), "probability_scrna"], expected, atol=1e-5)
     import papermill  # the notebook 07 is the same call, with a figure
 
     papermill.execute_notebook(str(ROOT / "notebooks" / "07_predict.ipynb"), str(tmp_path / "07_predict.ipynb"),

@@ -365,74 +365,75 @@ def run(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, resume: b
     """Train from a training-set file into ``output_dir`` (see the module docstring); return the history.
 
     Runs as one process, or as one rank of a torchrun job (``WORLD_SIZE`` set): then the process group is set up
-    here (nccl on CUDA, gloo on CPU) and torn down at the end.
+    here (nccl on CUDA, gloo on CPU) and torn down after a successful run.
     """
     output_dir = Path(output_dir)
     log = log or (lambda line: None)
     module_config, config, seed = read_settings(output_dir)
     rank, world_size, device = _init_distributed(device)
-    try:
-        if rank == 0:  # results of an earlier run must not pass for this one's if it fails
-            for stale in (MODEL, EMBEDDING):
-                (output_dir / stale).unlink(missing_ok=True)
-        start = time.perf_counter()
-        shard = read_shard(trainset, rank, world_size, counts=False)
-        torch.manual_seed(seed)  # same initial weights on every rank
-        module = build_module(len(shard.genes), len(shard.component_names), module_config, config.backend)
-        module.to(device)
-        optimizer = make_optimizer(module, config)
-        history = []
-        if resume:
-            history = _load_checkpoint(output_dir / CHECKPOINT, module, optimizer, module_config, config, device)
-        components = torch.from_numpy(shard.components).to(device)
-        held_out = shard.validation
-        train_rows, val_rows = np.flatnonzero(~held_out), np.flatnonzero(held_out)
-        # read straight into the device (or pinned) arrays: no host copy of the shard beside them
-        counts = CSRBatches.from_trainset(trainset, shard.start, shard.stop, device=device,
-                                          placement=config.placement)
-        train_batches = counts.select(train_rows)
-        validation = None
-        # every rank must agree, or the ranks' all-reduces would differ in size
-        if _any_rank(len(val_rows) > 0, device) and config.supervised:
-            validation = (counts.select(val_rows), components[torch.from_numpy(val_rows).to(device)])
-        if rank == 0:
-            log(f"GMVAE ({module_config.likelihood}, {'supervised' if config.supervised else 'unsupervised'}): "
-                f"{shard.n_cells:,} cells × {len(shard.genes):,} genes, {len(shard.component_names)} components; "
-                f"{world_size} process(es) × batch {config.batch_size} = effective batch "
-                f"{world_size * config.batch_size}; device {device}, counts {train_batches.placement} "
-                f"(read in {time.perf_counter() - start:.1f} s)"
-                + (f"; resuming after epoch {len(history)}" if history else ""))
+    if rank == 0:  # results of an earlier run must not pass for this one's if it fails
+        for stale in (MODEL, EMBEDDING):
+            (output_dir / stale).unlink(missing_ok=True)
+    start = time.perf_counter()
+    shard = read_shard(trainset, rank, world_size, counts=False)
+    torch.manual_seed(seed)  # same initial weights on every rank
+    module = build_module(len(shard.genes), len(shard.component_names), module_config, config.backend)
+    module.to(device)
+    optimizer = make_optimizer(module, config)
+    history = []
+    if resume:
+        history = _load_checkpoint(output_dir / CHECKPOINT, module, optimizer, module_config, config, device)
+    components = torch.from_numpy(shard.components).to(device)
+    held_out = shard.validation
+    train_rows, val_rows = np.flatnonzero(~held_out), np.flatnonzero(held_out)
+    # read straight into the device (or pinned) arrays: no host copy of the shard beside them
+    counts = CSRBatches.from_trainset(trainset, shard.start, shard.stop, device=device,
+                                      placement=config.placement)
+    train_batches = counts.select(train_rows)
+    validation = None
+    # every rank must agree, or the ranks' all-reduces would differ in size
+    if _any_rank(len(val_rows) > 0, device) and config.supervised:
+        validation = (counts.select(val_rows), components[torch.from_numpy(val_rows).to(device)])
+    if rank == 0:
+        log(f"GMVAE ({module_config.likelihood}, {'supervised' if config.supervised else 'unsupervised'}): "
+            f"{shard.n_cells:,} cells × {len(shard.genes):,} genes, {len(shard.component_names)} components; "
+            f"{world_size} process(es) × batch {config.batch_size} = effective batch "
+            f"{world_size * config.batch_size}; device {device}, counts {train_batches.placement} "
+            f"(read in {time.perf_counter() - start:.1f} s)"
+            + (f"; resuming after epoch {len(history)}" if history else ""))
 
-        written = time.perf_counter()
+    written = time.perf_counter()
 
-        def save_checkpoint(history):
-            nonlocal written
-            due = len(history) in (1, config.epochs) or time.perf_counter() - written >= CHECKPOINT_SECONDS
-            if rank == 0 and due:
-                save_state(output_dir / CHECKPOINT, module, module_config, config, genes=shard.genes,
-                           component_names=shard.component_names, history=history, complete=False,
-                           optimizer=optimizer)
-                written = time.perf_counter()
+    def save_checkpoint(history):
+        nonlocal written
+        due = len(history) in (1, config.epochs) or time.perf_counter() - written >= CHECKPOINT_SECONDS
+        if rank == 0 and due:
+            save_state(output_dir / CHECKPOINT, module, module_config, config, genes=shard.genes,
+                       component_names=shard.component_names, history=history, complete=False,
+                       optimizer=optimizer)
+            written = time.perf_counter()
 
-        history = train(module, train_batches, components[torch.from_numpy(train_rows).to(device)], config=config,
-                        validation=validation, log=log, optimizer=optimizer, history=history, on_epoch=save_checkpoint,
-                        seed=seed)
-        start = time.perf_counter()
-        result = embed(module, counts, components, config.batch_size)
-        gathered = _gather_rows(torch.cat([result[k] for k in ("z_mean", "proba", "zscore")], 1), world_size)
-        ranks = _rank_resources(shard.stop - shard.start, device, world_size)
-        if rank == 0:
-            log(f"Embedded every cell ({time.perf_counter() - start:.1f} s). Peak memory per rank: " + "; ".join(
-                f"rank {r['rank']}: {r['cells']:,} cells, GPU {r['peak_gpu_gb']:.2f} GB, "
-                f"host {r['peak_host_gb']:.2f} GB" for r in ranks))
-            _write_embedding(output_dir / EMBEDDING, gathered, trainset, module_config.latent_dim, shard)
-            save_state(output_dir / MODEL, module, module_config, config, genes=shard.genes,
-                       component_names=shard.component_names, history=history, complete=True, ranks=ranks)
-            log(f"Wrote {output_dir / MODEL} and {output_dir / EMBEDDING}.")
-        return history
-    finally:
-        if world_size > 1:
-            dist.destroy_process_group()
+    history = train(module, train_batches, components[torch.from_numpy(train_rows).to(device)], config=config,
+                    validation=validation, log=log, optimizer=optimizer, history=history, on_epoch=save_checkpoint,
+                    seed=seed)
+    start = time.perf_counter()
+    result = embed(module, counts, components, config.batch_size)
+    gathered = _gather_rows(torch.cat([result[k] for k in ("z_mean", "proba", "zscore")], 1), world_size)
+    ranks = _rank_resources(shard.stop - shard.start, device, world_size)
+    if rank == 0:
+        log(f"Embedded every cell ({time.perf_counter() - start:.1f} s). Peak memory per rank: " + "; ".join(
+            f"rank {r['rank']}: {r['cells']:,} cells, GPU {r['peak_gpu_gb']:.2f} GB, "
+            f"host {r['peak_host_gb']:.2f} GB" for r in ranks))
+        _write_embedding(output_dir / EMBEDDING, gathered, trainset, module_config.latent_dim, shard)
+        save_state(output_dir / MODEL, module, module_config, config, genes=shard.genes,
+                   component_names=shard.component_names, history=history, complete=True, ranks=ranks)
+        log(f"Wrote {output_dir / MODEL} and {output_dir / EMBEDDING}.")
+    if world_size > 1:
+        # Only after success (teardown is collective: after a failure it could hang; torchrun stops the other ranks),
+        # and together: a rank leaving while rank 0 still writes can be aborted in gloo's threads.
+        dist.barrier()
+        dist.destroy_process_group()
+    return history
 
 
 def module_kwargs(config: ModuleConfig) -> dict:
