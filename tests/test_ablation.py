@@ -139,7 +139,7 @@ def test_each_learner_alone_is_read_from_stage_04_and_equals_its_refit():
         np.testing.assert_allclose(read, expected, rtol=0, atol=1e-12, err_msg=name)
         assert (known[name].set_index("unit")["fold"].loc[expected.index]
                 == refitted.query("method == @name").set_index("unit")["fold"]).all()
-    assert learner_alone("no modality network (linear + program)") is None and learner_alone(FULL) is None
+    assert learner_alone("no program learner (linear + network)") is None and learner_alone(FULL) is None
     assert stage04_rows(stage04.predictions.iloc[:0], stage04.learners, FAST) == {}
 
 

@@ -98,6 +98,27 @@ def test_the_network_is_fitted_once_and_scaled_on_its_validation_units(monkeypat
                        LOGIT_LIMIT)
         assert model.stack[use_true].scale[network] == pytest.approx(held.std())
     assert model.stack[False].scale[network] != model.stack[True].scale[network]
+    # from bulk it reads the program's score, as the program learner does: out of the mean; given the cells' in
+    np.testing.assert_allclose(model.stack[False].weights, np.where(np.arange(3) == network, 0.0, 0.5))
+    np.testing.assert_allclose(model.stack[True].weights, 1 / 3)
+    genes = GMVAE4P(dataclasses.replace(FAST, max_epochs=5, bulk_input="genes"), n_top_genes=20, n_top_interactions=5,
+                    device="cpu").fit(samples, y, train=train, validation=validation)
+    np.testing.assert_allclose(genes.stack[False].weights, 1 / 3)  # reading the genes, it is a learner of its own
+
+
+def test_a_learner_left_out_of_the_mean_is_still_scaled_and_scored():
+    logits, y, unit = _inner_logits(seed=4)
+    stack = fit_stack(logits, y, unit, ("noise", "informative", "weak"), left_out=("noise",))
+    full = fit_stack(logits, y, unit, ("noise", "informative", "weak"))
+    np.testing.assert_allclose(stack.weights, [0.0, 0.5, 0.5])
+    np.testing.assert_allclose(stack.scale, full.scale)
+    assert stack.held_out_auc == full.held_out_auc
+    shuffled = logits.copy()
+    shuffled[:, 0] = np.random.default_rng(0).permutation(shuffled[:, 0])  # the left-out learner moves nothing
+    np.testing.assert_allclose(stack.probability(shuffled), stack.probability(logits))
+    np.testing.assert_allclose(equal_stack(("a", "b"), left_out=("b",)).weights, [1.0, 0.0])
+    with pytest.raises(ValueError, match="every learner"):
+        equal_stack(("a",), left_out=("a",))
 
 
 def test_one_class_or_too_few_patients_give_equal_weights():

@@ -35,7 +35,7 @@ ABLATIONS: dict[str, dict] = {
     "linear learner only": {"config": {"learners": ["linear"]}},
     "program learner only": {"config": {"learners": ["program"]}},
     NETWORK_ONLY: {"config": {"learners": ["network"]}},
-    "no modality network (linear + program)": {"config": {"learners": ["linear", "program"]}},
+    "no program learner (linear + network)": {"config": {"learners": ["linear", "network"]}},
     "network reads the most variable genes, not the program": {**_INSIDE_NETWORK, "config": {"bulk_input": "genes"}},
     "mean fusion (no certainty weighting)": {**_INSIDE_NETWORK, "config": {"fusion": "mean"}},
     "no contrastive term": {**_INSIDE_NETWORK, "config": {"contrastive_weight": 0.0}},

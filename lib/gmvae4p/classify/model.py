@@ -5,7 +5,8 @@ linear model over the most variable genes, the score of a disease program learne
 (:mod:`gmvae4p.classify.program`), and the modality network (:class:`ModalityNetwork`: bulk → predicted
 proportions, states and communication with their variances → certainty-weighted fusion → classifier, the true
 modalities as auxiliary targets). They are combined by the mean of their logits, each scaled by its spread on training
-units it was not fitted on (:mod:`gmvae4p.classify.stack`).
+units it was not fitted on; from bulk, a network that reads the program's score is left out of that mean
+(:mod:`gmvae4p.classify.stack`).
 
 What is fitted — genes and interactions kept, the program, every standardization, the stack — is fitted on training
 units only (:class:`FoldFeatures`); the validation units drive the network's early stopping; any other unit is only
@@ -251,9 +252,12 @@ class GMVAE4P:
         if len(names) == 1:  # every learner is class-balanced: a stack of one is the learner itself
             self.stack = {False: single_stack(names), True: single_stack(names)}
             return self
+        # from bulk, a network that reads the program's score repeats the program learner (stack's docstring)
+        left_out = {False: ("network",) if {"network", "program"} <= set(names)
+                    and self.config.bulk_input == "program" else (), True: ()}
         inner = self._inner_folds(samples, y, rows)
         if inner is None:
-            self.stack = {False: equal_stack(names), True: equal_stack(names)}
+            self.stack = {use_true: equal_stack(names, left_out[use_true]) for use_true in (False, True)}
             return self
         # held-out logits of every training row: the network's on its validation rows, the others' on inner folds
         position = {row: i for i, row in enumerate(rows)}
@@ -272,7 +276,8 @@ class GMVAE4P:
                 held[use_true][at, names.index("network")] = self.learners.network_logits(samples, validation,
                                                                                          use_true=use_true)
         unit = samples.obs["unit"].astype(str).to_numpy()[rows]
-        self.stack = {use_true: fit_stack(logits, y[rows], unit, names) for use_true, logits in held.items()}
+        self.stack = {use_true: fit_stack(logits, y[rows], unit, names, left_out[use_true])
+                      for use_true, logits in held.items()}
         return self
 
     @torch.no_grad()
