@@ -1,4 +1,5 @@
 import dataclasses
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -307,14 +308,19 @@ def test_ranks_that_agree_serve_batches_of_one_shape_and_one_entry_bound(tmp_pat
     assert entries == saved[0]["bound"] and all(rows >= r and entries >= e for shapes in alone for r, e in shapes)
 
 
-def test_under_two_processes_the_prior_is_fitted_to_every_rank_s_cells(cohort, trainset, tmp_path):
+def test_under_two_processes_the_prior_is_fitted_to_every_rank_s_cells(cohort, trainset, tmp_path, monkeypatch):
     training.write_settings(tmp_path, SMALL, TrainConfig(epochs=2, batch_size=128, supervised=False,
                                                          prior_fit_epoch=1))
+    scratch = tmp_path / "scratch"  # the temporary folder of this process and of torchrun's
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
     lines = []
     launch(trainset, tmp_path, n_processes=2, device="cpu", log=lines.append)
     n_training = (~cohort.obs["ind_cov"].isin(HELD_OUT)).sum()
     assert sum(line.startswith(f"Prior fitted to the latent means of {n_training:,} cells") for line in lines) == 1
     assert torch.load(tmp_path / training.MODEL, weights_only=True)["complete"]
+    assert not any(scratch.iterdir())  # torchrun's log folders are not left behind, one per fit
 
 
 def test_a_rank_without_held_out_cells_still_trains_and_val_acc_comes_from_the_other(cohort, tmp_path):

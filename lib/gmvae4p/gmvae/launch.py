@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 
 TAIL_LINES = 25
@@ -24,10 +25,11 @@ class TrainingFailed(RuntimeError):
 
 
 def torchrun_command(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, n_processes: int = 1,
-                     resume: bool = False, device: str | None = None) -> list[str]:
-    """The torchrun argument list for one node with ``n_processes`` ranks (one per GPU when on GPUs)."""
+                     resume: bool = False, device: str | None = None, log_dir: str | os.PathLike) -> list[str]:
+    """The torchrun argument list for one node with ``n_processes`` ranks (one per GPU when on GPUs); torchrun keeps
+    the ranks' log files under ``log_dir``."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_processes}",
-               "--tee", "3", "-m", "gmvae4p.gmvae.train", str(trainset), str(output_dir)]
+               "--tee", "3", "--log-dir", str(log_dir), "-m", "gmvae4p.gmvae.train", str(trainset), str(output_dir)]
     if resume:
         command.append("--resume")
     if device is not None:
@@ -53,12 +55,16 @@ def launch(trainset: str | os.PathLike, output_dir: str | os.PathLike, *, n_proc
     The ranks share the cores that ``busy_cores`` (other work running meanwhile) leaves, one torch thread or more
     each: OpenMP threads that outnumber the free cores wait on each other at every parallel region, and a step then
     takes many times longer."""
-    command = torchrun_command(trainset, output_dir, n_processes=n_processes, resume=resume, device=device)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(rank_threads(n_processes, busy_cores))}
     rank_tail = collections.defaultdict(lambda: collections.deque(maxlen=TAIL_LINES))
     launcher_lines = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          env=env) as process:
+    # the ranks' lines reach log and the error here; torchrun's copies of them in files (in a new temporary
+    # folder per run when no folder is given) would only pile up
+    with tempfile.TemporaryDirectory(prefix="gmvae4p_torchrun_") as log_dir, \
+            subprocess.Popen(torchrun_command(trainset, output_dir, n_processes=n_processes, resume=resume,
+                                              device=device, log_dir=log_dir),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                             env=env) as process:
         for line in process.stdout:
             line = line.rstrip("\n")
             match = _RANK_PREFIX.match(line)
