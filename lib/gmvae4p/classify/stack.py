@@ -49,9 +49,10 @@ LOGIT_LIMIT = 10.0
 @dataclasses.dataclass
 class Stack:
     """``probability = sigmoid(Σ weight_j · clip(logit_j) / scale_j)`` over the learners in ``learners``' order
-    (equal weights over the learners in the mean, 0 for those left out, summing to 1); ``held_out_auc`` is each learner's per-unit AUC on its held-out training units
-    (empty without them); ``scaled_on`` says where the scales came from (:data:`HELD_OUT`; ``equal`` when the training
-    units were too few to hold units out, or of one label: logits taken unscaled; ``single learner``)."""
+    (equal weights over the learners in the mean, 0 for those left out, summing to 1); ``held_out_auc`` is each
+    learner's per-unit AUC on its held-out training units (empty without them); ``scaled_on`` says where the scales
+    came from (:data:`HELD_OUT`; ``equal`` when the training units were too few to hold units out, or of one label:
+    logits taken unscaled; ``single learner``)."""
 
     learners: tuple[str, ...]
     weights: np.ndarray
