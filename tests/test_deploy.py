@@ -55,6 +55,8 @@ def test_the_saved_model_scores_new_counts_as_the_fitted_one_scores_the_whole_un
     assert {"model.pt", "model.json", "model_card.md"} <= {p.name for p in folder.iterdir()}
     card = (folder / "model_card.md").read_text()
     assert "SLE" in card and "0.900 [0.80, 1.00]" in card
+    assert "stack weights from bulk linear 0.50, program 0.50, network 0.00, given cells (scRNA mode) linear 0.33, " \
+           "program 0.33, network 0.33" in card
     loaded = deploy.load(folder)
     assert loaded.labels == ("healthy", "SLE") and list(loaded.genes) == list(samples.var_names)
     counts, whole = _whole_counts(samples)

@@ -494,9 +494,12 @@ def _card(meta: dict, metrics: pd.DataFrame | None) -> str:
               f"at least {meta['min_overlap']:.0%} must be found, a missing one takes its training median log-CPM.",
               "- raw counts per sample (log-CPM over the model's genes is computed here).", "",
               "## Model", "",
-              f"- learners: {', '.join(meta['learners'])}; stack weights "
+              f"- learners: {', '.join(meta['learners'])}; stack weights from bulk "
               + ", ".join(f"{n} {w:.2f}" for n, w in zip(meta["learners"], stack["weights"]))
-              + f" ({stack['scaled_on']}); positive when the probability exceeds {meta['threshold']}.",
+              + ", given cells (scRNA mode) "
+              + ", ".join(f"{n} {w:.2f}" for n, w in zip(meta["learners"], meta["stack"]["True"]["weights"]))
+              + f" ({stack['scaled_on']}; a learner that only repeats another's input from bulk weighs 0 there); "
+              f"positive when the probability exceeds {meta['threshold']}.",
               f"- `probability_calibrated`: the same ranking and calls, its logit times a temperature fitted on the "
               f"held-out training units ({stack['temperature']:.2f}); read it as a probability.",
               "- settings: `model.json` (`config`).", ""]
