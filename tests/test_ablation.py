@@ -92,6 +92,15 @@ def test_table4_adds_the_reference_rows_and_pairs_each_delta_with_its_reference(
     assert predictions.groupby("method")["unit"].nunique().eq(len(units)).all()
     assert list(table["changes"]) == ["nothing", "config", "modalities"]
     assert list(table["n_modalities"]) == [3, 3, 1]
+    # the scRNA mode: the network given the cells' modalities; the known full row here has none
+    scrna = table.set_index("configuration")
+    assert np.isnan(scrna.loc[FULL, "auc_scrna"]) and np.isnan(scrna.loc[NETWORK_ONLY, "delta_auc_scrna"])
+    assert scrna.loc["proportions only", "delta_auc_scrna"] == pytest.approx(
+        scrna.loc["proportions only", "auc_scrna"] - scrna.loc[NETWORK_ONLY, "auc_scrna"])
+    assert scrna.loc["proportions only", "delta_auc_scrna_low"] <= scrna.loc["proportions only", "delta_auc_scrna"] \
+        <= scrna.loc["proportions only", "delta_auc_scrna_high"]
+    given = predictions.set_index("method").loc[NETWORK_ONLY]
+    assert given["probability_scrna"].notna().all() and (given["probability_scrna"] != given["probability"]).any()
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,17 +137,21 @@ def test_each_learner_alone_is_read_from_stage_04_and_equals_its_refit():
     folds = patient_folds(units, n_folds=3, seed=1)
     settings = dict(config=FAST, n_top_genes=20, n_top_interactions=10, device="cpu", seed=0)
     stage04 = cross_validate(samples, units, folds, methods=["gmvae4p"], progress=False, **settings)
-    known = stage04_rows(stage04.predictions.query("method == 'gmvae4p'"), stage04.learners, FAST)
+    known = stage04_rows(stage04.predictions, stage04.learners, FAST)
     alone = [name for name in ABLATIONS if learner_alone(name)]
     assert sorted(known) == sorted([FULL, *alone]) and [learner_alone(n) for n in alone] == ["linear", "program",
                                                                                              "network"]
     refitted, _ = ablate(samples, units, folds, names=alone, n_boot=10, progress=False, **settings)
     for name in alone:
-        expected = refitted.query("method == @name").set_index("unit")["probability"]
-        read = known[name].set_index("unit")["probability"].loc[expected.index]
-        np.testing.assert_allclose(read, expected, rtol=0, atol=1e-12, err_msg=name)
+        for column in ("probability", "probability_scrna"):  # the scRNA mode: the network alone's, else none
+            expected = refitted.query("method == @name").set_index("unit")[column]
+            read = known[name].set_index("unit")[column].loc[expected.index]
+            np.testing.assert_allclose(read, expected, rtol=0, atol=1e-12, err_msg=f"{name} {column}")
+            assert read.notna().all() == (column == "probability" or name == NETWORK_ONLY)
         assert (known[name].set_index("unit")["fold"].loc[expected.index]
                 == refitted.query("method == @name").set_index("unit")["fold"]).all()
+    scrna = stage04.predictions.query("method == 'gmvae4p_scrna'").set_index("unit")["probability"]
+    np.testing.assert_array_equal(known[FULL].set_index("unit")["probability_scrna"], scrna.loc[known[FULL]["unit"]])
     assert learner_alone("no program learner (linear + network)") is None and learner_alone(FULL) is None
     assert stage04_rows(stage04.predictions.iloc[:0], stage04.learners, FAST) == {}
 

@@ -1,4 +1,6 @@
-"""Table 4: GMVAE4P with one component removed at a time, on the same outer folds and seed as Table 1.
+"""Table 4: GMVAE4P with one component removed at a time, on the same outer folds and seed as Table 1, from bulk
+and in the scRNA mode (the network given the cells' modalities: from bulk it reads only the program's score, so what
+each modality is worth shows there).
 
 Each configuration changes exactly one thing relative to its reference, the full model or, for a change inside the
 modality network, the network alone (:data:`ABLATIONS`); the difference in per-unit AUC from the reference comes with
@@ -21,8 +23,8 @@ from .. import keys
 from ..layout import RunLayout
 from .config import N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig
 from .cv import Fold
-from .evaluate import GMVAE4P_NAME, patients_of, start_cross_validation
-from .metrics import binary_metrics, paired_auc_difference, unit_probabilities
+from .evaluate import GMVAE4P_NAME, SCRNA_NAME, patients_of, start_cross_validation
+from .metrics import auc, binary_metrics, paired_auc_difference, unit_probabilities
 from .model import MODALITIES
 from .stack import single_stack
 from .workers import FoldWorkers
@@ -67,31 +69,39 @@ def learner_alone(name: str) -> str | None:
 def stage04_rows(predictions: pd.DataFrame, learners: pd.DataFrame, config: ClassifierConfig
                  ) -> dict[str, pd.DataFrame]:
     """The configurations whose out-of-fold predictions stage 04 has made, by name: :data:`FULL` (its GMVAE4P rows
-    of ``tables/predictions.csv``, ``predictions``) and each single learner of ``config.learners`` (from
-    ``tables/gmvae4p_learners.csv``, ``learners``: a single learner's probability is its logit taken as it is, clipped
-    as the stack clips it). Empty when stage 04 did not run GMVAE4P."""
-    if not len(predictions):
+    of ``tables/predictions.csv``, ``predictions``, with the scRNA mode's as ``probability_scrna`` where they are
+    there) and each single learner of ``config.learners`` (from ``tables/gmvae4p_learners.csv``, ``learners``: a single
+    learner's probability is its logit taken as it is, clipped as the stack clips it; the network's scRNA mode from
+    ``network_scrna``). Empty when stage 04 did not run GMVAE4P."""
+    full = predictions[predictions["method"] == GMVAE4P_NAME].drop(columns="method")
+    if not len(full):
         return {}
-    rows = {FULL: predictions}
+    scrna = predictions[predictions["method"] == SCRNA_NAME].set_index("unit")["probability"]
+    rows = {FULL: full.assign(probability_scrna=full["unit"].map(scrna) if len(scrna) else np.nan)}
     for name in ABLATIONS:
         learner = learner_alone(name)
         if learner in config.learners and learner in learners:
-            with np.errstate(divide="ignore"):
-                p = learners[learner].to_numpy(dtype=np.float64)
-                logit = (np.log(p) - np.log1p(-p))[:, None]
+            modes = {"probability": learner, "probability_scrna": f"{learner}_scrna"}
             per_sample = learners[["fold", "unit", "label"]].assign(
-                probability=single_stack((learner,)).probability(logit))
-            rows[name] = pd.concat([unit_probabilities(part).assign(fold=fold)
+                **{mode: _alone(learners[column]) if column in learners else np.nan for mode, column in modes.items()})
+            rows[name] = pd.concat([unit_probabilities(part, columns=list(modes)).assign(fold=fold)
                                     for fold, part in per_sample.groupby("fold", sort=True)], ignore_index=True)
     return rows
+
+
+def _alone(probability: pd.Series) -> np.ndarray:
+    """A learner's probability as a stack of that learner alone gives it (its logit clipped)."""
+    with np.errstate(divide="ignore"):
+        p = probability.to_numpy(dtype=np.float64)
+        return single_stack(("alone",)).probability((np.log(p) - np.log1p(-p))[:, None])
 
 
 def read_stage04_rows(layout: RunLayout, config: ClassifierConfig) -> dict[str, pd.DataFrame]:
     """:func:`stage04_rows` from stage 04's tables in the run folder of ``layout``."""
     predictions = pd.read_csv(layout.require(layout.table("predictions"), "04_classify"), dtype={"unit": str})
-    full = predictions[predictions["method"] == GMVAE4P_NAME]
-    return stage04_rows(full, pd.read_csv(layout.table("gmvae4p_learners"), dtype={"unit": str}), config) \
-        if len(full) else {}
+    if not (predictions["method"] == GMVAE4P_NAME).any():
+        return {}
+    return stage04_rows(predictions, pd.read_csv(layout.table("gmvae4p_learners"), dtype={"unit": str}), config)
 
 
 def reference(name: str) -> str:
@@ -121,10 +131,12 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
            n_top_interactions: int = N_TOP_INTERACTIONS, device: str | None = None, seed: int = 0, n_boot: int = 1000,
            workers: FoldWorkers | None = None, known: dict[str, pd.DataFrame] | None = None,
            progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Out-of-fold predictions of every configuration (``method`` = its name) and Table 4: per configuration what it
-    changes (``config``, ``modalities`` or ``sources``), its ``reference`` row, the modalities it reads, the per-unit
-    metrics and ``delta_auc`` (vs its reference) with its paired CI. The references are added to ``names`` when
-    missing. ``known``: out-of-fold predictions on these folds that exist already, by configuration
+    """Out-of-fold predictions of every configuration (``method`` = its name; ``probability`` from bulk,
+    ``probability_scrna`` in the scRNA mode where its network reads the cells' modalities, else NaN) and Table 4: per
+    configuration what it changes (``config``, ``modalities`` or ``sources``), its ``reference`` row, the modalities it
+    reads, the per-unit metrics from bulk and ``delta_auc`` (vs its reference) with its paired CI, and the same AUC and
+    Δ in the scRNA mode (``auc_scrna``, ``delta_auc_scrna``…; NaN where the row or its reference has no scRNA mode).
+    The references are added to ``names`` when missing. ``known``: out-of-fold predictions on these folds that exist already, by configuration
     (:func:`stage04_rows`: per unit ``fold``, ``unit``, ``label``, ``probability``), read instead of refitted. Every
     other configuration's folds are submitted to ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` of
     these ``samples``; default: this process) before any is collected."""
@@ -141,30 +153,48 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
             raise ValueError(f"known: the predictions of {name!r} must be a configuration's, one per unit of these "
                              "folds.")
     workers = workers or FoldWorkers(samples)
-    pending, read = {}, {}
+    pending, read, reads_cells = {}, {}, {}
     for name in names:
         changed, modalities, sources = configuration(name, config)
-        read[name] = modalities
+        read[name], reads_cells[name] = modalities, "network" in changed.learners and bool(modalities)
         if name not in known:
             pending[name] = start_cross_validation(samples, units, folds, methods=["gmvae4p"], config=changed,
                                                    n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
                                                    modalities=modalities, sources=sources, device=device, seed=seed,
                                                    workers=workers)
-    computed = {name: result.result(progress=False).predictions.query("method == 'gmvae4p'")
-                for name, result in zip(pending, tqdm(pending.values(), desc="Ablations", disable=not progress))}
-    computed.update({name: known[name] for name in names if name in known})
+    computed = {}
+    for name, result in zip(pending, tqdm(pending.values(), desc="Ablations", disable=not progress)):
+        done = result.result(progress=False).predictions
+        bulk = done[done["method"] == GMVAE4P_NAME].drop(columns="method")
+        scrna = done[done["method"] == SCRNA_NAME].set_index("unit")["probability"]
+        computed[name] = bulk.assign(probability_scrna=bulk["unit"].map(scrna) if reads_cells[name] else np.nan)
+    computed.update({name: known[name] if "probability_scrna" in known[name]
+                     else known[name].assign(probability_scrna=np.nan) for name in names if name in known})
     predictions = pd.concat([computed[name].assign(method=name) for name in names], ignore_index=True)
-    by_unit = predictions.pivot(index="unit", columns="method", values="probability")
-    y = predictions.drop_duplicates("unit").set_index("unit")["label"].loc[by_unit.index].to_numpy()
-    patients = patients_of(by_unit.reset_index(), units)
+    predictions = predictions[["method", "fold", "unit", "label", "probability", "probability_scrna"]]
+    by_unit = {mode: predictions.pivot(index="unit", columns="method", values=column)
+               for mode, column in (("bulk", "probability"), ("scrna", "probability_scrna"))}
+    y = predictions.drop_duplicates("unit").set_index("unit")["label"].loc[by_unit["bulk"].index].to_numpy()
+    patients = patients_of(by_unit["bulk"].reset_index(), units)
+
+    def delta(mode: str, name: str) -> tuple[float, float, float]:
+        p, p_reference = by_unit[mode][name].to_numpy(), by_unit[mode][reference(name)].to_numpy()
+        if np.isnan(p).any() or np.isnan(p_reference).any():
+            return np.nan, np.nan, np.nan
+        if name == FULL:
+            return 0.0, np.nan, np.nan
+        return paired_auc_difference(y, p, p_reference, patients=patients, n_boot=n_boot, seed=seed)
+
     rows = []
     for name in names:
-        delta = paired_auc_difference(y, by_unit[name].to_numpy(), by_unit[reference(name)].to_numpy(),
-                                      patients=patients, n_boot=n_boot, seed=seed) if name != FULL \
-            else (0.0, np.nan, np.nan)
+        bulk, scrna = delta("bulk", name), delta("scrna", name)
+        given = by_unit["scrna"][name].to_numpy()
         rows.append({"configuration": name,
                      "changes": "+".join(k for k in ABLATIONS[name] if k != "reference") or "nothing",
                      "reference": reference(name), "modalities": " ".join(read[name]), "n_modalities": len(read[name]),
-                     **binary_metrics(y, by_unit[name].to_numpy(), patients=patients, n_boot=n_boot, seed=seed),
-                     "delta_auc": delta[0], "delta_auc_low": delta[1], "delta_auc_high": delta[2]})
+                     **binary_metrics(y, by_unit["bulk"][name].to_numpy(), patients=patients, n_boot=n_boot,
+                                      seed=seed),
+                     "delta_auc": bulk[0], "delta_auc_low": bulk[1], "delta_auc_high": bulk[2],
+                     "auc_scrna": np.nan if np.isnan(given).any() else auc(y, given),
+                     "delta_auc_scrna": scrna[0], "delta_auc_scrna_low": scrna[1], "delta_auc_scrna_high": scrna[2]})
     return predictions, pd.DataFrame(rows)

@@ -8,13 +8,14 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 
-def unit_probabilities(samples: pd.DataFrame) -> pd.DataFrame:
-    """Mean positive-class probability per unit from per-sample rows (columns ``unit``, ``label``,
-    ``probability``); one row per unit with its label."""
+def unit_probabilities(samples: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """Mean positive-class probability per unit from per-sample rows (columns ``unit``, ``label`` and the
+    probabilities ``columns``, default ``["probability"]``); one row per unit with its label."""
     grouped = samples.groupby("unit", observed=True, sort=True)
     if (grouped["label"].nunique() > 1).any():
         raise ValueError("a unit's samples carry different labels.")
-    return grouped.agg(label=("label", "first"), probability=("probability", "mean")).reset_index()
+    return grouped.agg(label=("label", "first"),
+                       **{column: (column, "mean") for column in columns or ["probability"]}).reset_index()
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
