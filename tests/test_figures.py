@@ -32,15 +32,22 @@ def _predictions(methods, n_units=30, seed=0):
                       for m in methods], ignore_index=True)
 
 
+def _ablation_predictions(configurations):
+    """Stage 05's predictions: from bulk, and in the scRNA mode (another draw)."""
+    return _predictions(configurations).assign(probability_scrna=_predictions(configurations, seed=5)["probability"])
+
+
 def _table4(predictions):
-    """Table 4's columns for the configurations in ``predictions``, metrics computed from them."""
+    """Table 4's columns for the configurations in ``predictions``, metrics computed from them, in both modes."""
     rows = []
     for name, part in predictions.groupby("method", sort=False):
         change = ABLATIONS[name]
         modalities = change.get("modalities", MODALITIES)
+        given = binary_metrics(part["label"], part["probability_scrna"], n_boot=20)
         rows.append({"configuration": name, "changes": "+".join(k for k in change if k != "reference") or "nothing",
                      "reference": reference(name), "modalities": " ".join(modalities), "n_modalities": len(modalities),
-                     **binary_metrics(part["label"], part["probability"], n_boot=20)})
+                     **binary_metrics(part["label"], part["probability"], n_boot=20),
+                     **{f"auc_scrna{end}": given[f"auc{end}"] for end in ("", "_low", "_high")}})
     return pd.DataFrame(rows)
 
 
@@ -54,7 +61,7 @@ def _fusion(n_units=30, seed=0):
 def test_figure3_points_are_table4s_and_single_modality_panels_read_the_one_modality_rows():
     configurations = ["full", NETWORK_ONLY, "no communication", "proportions only", "states only",
                       "communication only", "no auxiliary modalities", "no contrastive term"]
-    ablation_predictions = _predictions(configurations)
+    ablation_predictions = _ablation_predictions(configurations)
     table4 = _table4(ablation_predictions)
     predictions = _predictions(["gmvae4p", "xgboost"], seed=1)
     table1 = evaluate.main_table(predictions, n_boot=20)
@@ -65,11 +72,12 @@ def test_figure3_points_are_table4s_and_single_modality_panels_read_the_one_moda
     expected = table4[(table4["changes"] == "modalities") | (table4["configuration"] == NETWORK_ONLY)]
     expected = expected.set_index("configuration")
     assert sorted(points.index) == sorted(expected.index) and not {"full", "no contrastive term"} & set(points.index)
-    pd.testing.assert_series_equal(points["auc"], expected.loc[points.index, "auc"])
+    # panels b, c, e: the scRNA mode (the network reads the cells' modalities)
+    pd.testing.assert_series_equal(points["auc"], expected.loc[points.index, "auc_scrna"], check_names=False)
     assert set(data.loc[data["panel"] == "b", "method"]) == {"proportions only", "states only", "communication only"}
     assert set(data.loc[data["panel"] == "a", "method"]) == {"gmvae4p", "xgboost"}
     correlation = data[data["panel"] == "e"].set_index("row")[["proportions only", "states only", "communication only"]]
-    wide = ablation_predictions.pivot(index="unit", columns="method", values="probability")
+    wide = ablation_predictions.pivot(index="unit", columns="method", values="probability_scrna")
     assert correlation.loc["states only", "proportions only"] == pytest.approx(
         wide["states only"].corr(wide["proportions only"], method="spearman"))
     weights = data[data["panel"] == "d"]
@@ -77,7 +85,7 @@ def test_figure3_points_are_table4s_and_single_modality_panels_read_the_one_moda
 
 
 def test_figure3_refuses_a_table4_without_one_modality_rows():
-    ablation_predictions = _predictions(["full", "no contrastive term"])
+    ablation_predictions = _ablation_predictions(["full", "no contrastive term"])
     predictions = _predictions(["gmvae4p"])
     with pytest.raises(ValueError, match="no one-modality configuration"):
         plots.modalities_figure(predictions, evaluate.main_table(predictions, n_boot=10), ablation_predictions,

@@ -459,22 +459,26 @@ def modalities_figure(predictions: pd.DataFrame, table1: pd.DataFrame, ablation_
                       table4: pd.DataFrame, fusion: pd.DataFrame, *, label_names: dict[int, str] | None = None):
     """Figure 3: (a) ROC per method (Table 1), (b) ROC of GMVAE4P's modality network trained with each single
     auxiliary modality (Table 4's one-modality rows, the network alone), (c) the network's AUC against the number of
-    modalities (Table 4), (d) the learned fusion weights, (e) correlation of the single-modality predictions. The panel data carries a ``panel`` column."""
+    modalities (Table 4), (d) the learned fusion weights, (e) correlation of the single-modality predictions. Panels
+    b, c and e are in the scRNA mode (``probability_scrna``, ``auc_scrna``…): from bulk the network reads only the
+    program's score, given the cells it reads the modalities. The panel data carries a ``panel`` column."""
     single = table4.loc[(table4["changes"] == "modalities") & (table4["n_modalities"] == 1), "configuration"].tolist()
     if not single:
         raise ValueError("Table 4 has no one-modality configuration: run stage 05 with its default ablations.")
-    single_predictions = ablation_predictions[ablation_predictions["method"].isin(single)]
+    single_predictions = ablation_predictions[ablation_predictions["method"].isin(single)].assign(
+        probability=lambda d: d["probability_scrna"])
+    table4 = table4.assign(**{f"auc{end}": table4[f"auc_scrna{end}"] for end in ("", "_low", "_high")})
     single_table = table4.rename(columns={"configuration": "method"})
     fig, axes = plt.subplots(2, 3, figsize=(17, 10), layout="constrained")
     parts = {"a": roc_curves(predictions, table1, title="a  every method", ax=axes[0, 0])[1],
-             "b": roc_curves(single_predictions, single_table, title="b  modality network, one auxiliary modality",
-                             ax=axes[0, 1])[1],
+             "b": roc_curves(single_predictions, single_table,
+                             title="b  modality network, one modality, given the cells", ax=axes[0, 1])[1],
              "c": auc_by_modality_count(table4, ax=axes[0, 2])[1],
              "d": fusion_weight_distribution(fusion, label_names=label_names, ax=axes[1, 0])[1],
              "e": prediction_correlation(single_predictions, ax=axes[1, 1])[1].rename_axis("row").reset_index()}
-    axes[0, 2].set_title("c  modality network: AUC by number of modalities (Table 4)")
+    axes[0, 2].set_title("c  modality network given the cells: AUC by number of modalities (Table 4)")
     axes[1, 0].set_title("d  learned fusion weights (full model)")
-    axes[1, 1].set_title("e  " + axes[1, 1].get_title())
+    axes[1, 1].set_title("e  " + axes[1, 1].get_title() + ", given the cells")
     handles, labels = axes[0, 0].get_legend_handles_labels()  # panel a's long legend takes the free sixth slot
     axes[0, 0].get_legend().remove()
     axes[1, 2].axis("off")

@@ -24,7 +24,7 @@ from ..layout import RunLayout
 from .config import N_TOP_GENES, N_TOP_INTERACTIONS, ClassifierConfig
 from .cv import Fold
 from .evaluate import GMVAE4P_NAME, SCRNA_NAME, patients_of, start_cross_validation
-from .metrics import auc, binary_metrics, paired_auc_difference, unit_probabilities
+from .metrics import auc_with_ci, binary_metrics, paired_auc_difference, unit_probabilities
 from .model import MODALITIES
 from .stack import single_stack
 from .workers import FoldWorkers
@@ -69,21 +69,23 @@ def learner_alone(name: str) -> str | None:
 def stage04_rows(predictions: pd.DataFrame, learners: pd.DataFrame, config: ClassifierConfig
                  ) -> dict[str, pd.DataFrame]:
     """The configurations whose out-of-fold predictions stage 04 has made, by name: :data:`FULL` (its GMVAE4P rows
-    of ``tables/predictions.csv``, ``predictions``, with the scRNA mode's as ``probability_scrna`` where they are
-    there) and each single learner of ``config.learners`` (from ``tables/gmvae4p_learners.csv``, ``learners``: a single
+    of ``tables/predictions.csv``, ``predictions``, with the scRNA mode's as ``probability_scrna``; as from bulk
+    where it has none) and each single learner of ``config.learners`` (from ``tables/gmvae4p_learners.csv``, ``learners``: a single
     learner's probability is its logit taken as it is, clipped as the stack clips it; the network's scRNA mode from
-    ``network_scrna``). Empty when stage 04 did not run GMVAE4P."""
+    ``network_scrna``, the others' as from bulk). Empty when stage 04 did not run GMVAE4P."""
     full = predictions[predictions["method"] == GMVAE4P_NAME].drop(columns="method")
     if not len(full):
         return {}
     scrna = predictions[predictions["method"] == SCRNA_NAME].set_index("unit")["probability"]
-    rows = {FULL: full.assign(probability_scrna=full["unit"].map(scrna) if len(scrna) else np.nan)}
+    rows = {FULL: full.assign(probability_scrna=full["unit"].map(scrna) if len(scrna) else full["probability"])}
     for name in ABLATIONS:
         learner = learner_alone(name)
         if learner in config.learners and learner in learners:
-            modes = {"probability": learner, "probability_scrna": f"{learner}_scrna"}
+            # a learner that reads no modalities predicts in the scRNA mode as from bulk
+            modes = {"probability": learner,
+                     "probability_scrna": f"{learner}_scrna" if f"{learner}_scrna" in learners else learner}
             per_sample = learners[["fold", "unit", "label"]].assign(
-                **{mode: _alone(learners[column]) if column in learners else np.nan for mode, column in modes.items()})
+                **{mode: _alone(learners[column]) for mode, column in modes.items()})
             rows[name] = pd.concat([unit_probabilities(part, columns=list(modes)).assign(fold=fold)
                                     for fold, part in per_sample.groupby("fold", sort=True)], ignore_index=True)
     return rows
@@ -132,10 +134,11 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
            workers: FoldWorkers | None = None, known: dict[str, pd.DataFrame] | None = None,
            progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Out-of-fold predictions of every configuration (``method`` = its name; ``probability`` from bulk,
-    ``probability_scrna`` in the scRNA mode where its network reads the cells' modalities, else NaN) and Table 4: per
-    configuration what it changes (``config``, ``modalities`` or ``sources``), its ``reference`` row, the modalities it
-    reads, the per-unit metrics from bulk and ``delta_auc`` (vs its reference) with its paired CI, and the same AUC and
-    Δ in the scRNA mode (``auc_scrna``, ``delta_auc_scrna``…; NaN where the row or its reference has no scRNA mode).
+    ``probability_scrna`` in the scRNA mode: the network given the cells' modalities, where the configuration has
+    such a network, else the same as from bulk) and Table 4: per configuration what it changes (``config``,
+    ``modalities`` or ``sources``), its ``reference`` row, the modalities it reads, the per-unit metrics from bulk and
+    ``delta_auc`` (vs its reference) with its paired CI, and the AUC and Δ in the scRNA mode with their intervals
+    (``auc_scrna``, ``delta_auc_scrna``…; NaN where a ``known`` row came without its scRNA mode).
     The references are added to ``names`` when missing. ``known``: out-of-fold predictions on these folds that exist already, by configuration
     (:func:`stage04_rows`: per unit ``fold``, ``unit``, ``label``, ``probability``), read instead of refitted. Every
     other configuration's folds are submitted to ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` of
@@ -153,10 +156,10 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
             raise ValueError(f"known: the predictions of {name!r} must be a configuration's, one per unit of these "
                              "folds.")
     workers = workers or FoldWorkers(samples)
-    pending, read, reads_cells = {}, {}, {}
+    pending, read = {}, {}
     for name in names:
         changed, modalities, sources = configuration(name, config)
-        read[name], reads_cells[name] = modalities, "network" in changed.learners and bool(modalities)
+        read[name] = modalities
         if name not in known:
             pending[name] = start_cross_validation(samples, units, folds, methods=["gmvae4p"], config=changed,
                                                    n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
@@ -167,7 +170,8 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
         done = result.result(progress=False).predictions
         bulk = done[done["method"] == GMVAE4P_NAME].drop(columns="method")
         scrna = done[done["method"] == SCRNA_NAME].set_index("unit")["probability"]
-        computed[name] = bulk.assign(probability_scrna=bulk["unit"].map(scrna) if reads_cells[name] else np.nan)
+        # a model that reads no modalities has no scRNA rows: given the cells, it predicts as from bulk
+        computed[name] = bulk.assign(probability_scrna=bulk["unit"].map(scrna) if len(scrna) else bulk["probability"])
     computed.update({name: known[name] if "probability_scrna" in known[name]
                      else known[name].assign(probability_scrna=np.nan) for name in names if name in known})
     predictions = pd.concat([computed[name].assign(method=name) for name in names], ignore_index=True)
@@ -185,16 +189,19 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
             return 0.0, np.nan, np.nan
         return paired_auc_difference(y, p, p_reference, patients=patients, n_boot=n_boot, seed=seed)
 
+    def given_auc(name: str) -> tuple[float, float, float]:
+        p = by_unit["scrna"][name].to_numpy()
+        return (np.nan,) * 3 if np.isnan(p).any() else auc_with_ci(y, p, patients=patients, n_boot=n_boot, seed=seed)
+
     rows = []
     for name in names:
         bulk, scrna = delta("bulk", name), delta("scrna", name)
-        given = by_unit["scrna"][name].to_numpy()
         rows.append({"configuration": name,
                      "changes": "+".join(k for k in ABLATIONS[name] if k != "reference") or "nothing",
                      "reference": reference(name), "modalities": " ".join(read[name]), "n_modalities": len(read[name]),
                      **binary_metrics(y, by_unit["bulk"][name].to_numpy(), patients=patients, n_boot=n_boot,
                                       seed=seed),
                      "delta_auc": bulk[0], "delta_auc_low": bulk[1], "delta_auc_high": bulk[2],
-                     "auc_scrna": np.nan if np.isnan(given).any() else auc(y, given),
+                     **dict(zip(["auc_scrna", "auc_scrna_low", "auc_scrna_high"], given_auc(name))),
                      "delta_auc_scrna": scrna[0], "delta_auc_scrna_low": scrna[1], "delta_auc_scrna_high": scrna[2]})
     return predictions, pd.DataFrame(rows)
