@@ -70,9 +70,10 @@ def stage04_rows(predictions: pd.DataFrame, learners: pd.DataFrame, config: Clas
                  ) -> dict[str, pd.DataFrame]:
     """The configurations whose out-of-fold predictions stage 04 has made, by name: :data:`FULL` (its GMVAE4P rows
     of ``tables/predictions.csv``, ``predictions``, with the scRNA mode's as ``probability_scrna``; as from bulk
-    where it has none) and each single learner of ``config.learners`` (from ``tables/gmvae4p_learners.csv``, ``learners``: a single
-    learner's probability is its logit taken as it is, clipped as the stack clips it; the network's scRNA mode from
-    ``network_scrna``, the others' as from bulk). Empty when stage 04 did not run GMVAE4P."""
+    where it has none) and each single learner of ``config.learners`` (from ``tables/gmvae4p_learners.csv``,
+    ``learners``: a single learner's probability is its logit taken as it is, clipped as the stack clips it; the
+    network's scRNA mode from ``network_scrna``, the others' as from bulk). Empty when stage 04 did not run
+    GMVAE4P."""
     full = predictions[predictions["method"] == GMVAE4P_NAME].drop(columns="method")
     if not len(full):
         return {}
@@ -138,11 +139,12 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
     such a network, else the same as from bulk) and Table 4: per configuration what it changes (``config``,
     ``modalities`` or ``sources``), its ``reference`` row, the modalities it reads, the per-unit metrics from bulk and
     ``delta_auc`` (vs its reference) with its paired CI, and the AUC and Δ in the scRNA mode with their intervals
-    (``auc_scrna``, ``delta_auc_scrna``…; NaN where a ``known`` row came without its scRNA mode).
-    The references are added to ``names`` when missing. ``known``: out-of-fold predictions on these folds that exist already, by configuration
-    (:func:`stage04_rows`: per unit ``fold``, ``unit``, ``label``, ``probability``), read instead of refitted. Every
-    other configuration's folds are submitted to ``workers`` (:class:`~gmvae4p.classify.workers.FoldWorkers` of
-    these ``samples``; default: this process) before any is collected."""
+    (``auc_scrna``, ``delta_auc_scrna``…; NaN where a ``known`` row came without its scRNA mode). The references
+    are added to ``names`` when missing. ``known``: out-of-fold predictions on these folds that exist already, by
+    configuration (:func:`stage04_rows`: per unit ``fold``, ``unit``, ``label``, ``probability`` and, where known,
+    ``probability_scrna``), read instead of refitted. Every other configuration's folds are submitted to ``workers``
+    (:class:`~gmvae4p.classify.workers.FoldWorkers` of these ``samples``; default: this process) before any is
+    collected."""
     names = list(ABLATIONS) if names is None else list(names)
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
@@ -171,7 +173,8 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
         bulk = done[done["method"] == GMVAE4P_NAME].drop(columns="method")
         scrna = done[done["method"] == SCRNA_NAME].set_index("unit")["probability"]
         # a model that reads no modalities has no scRNA rows: given the cells, it predicts as from bulk
-        computed[name] = bulk.assign(probability_scrna=bulk["unit"].map(scrna) if len(scrna) else bulk["probability"])
+        computed[name] = bulk.assign(probability_scrna=bulk["unit"].map(scrna) if len(scrna)
+                                     else bulk["probability"])
     computed.update({name: known[name] if "probability_scrna" in known[name]
                      else known[name].assign(probability_scrna=np.nan) for name in names if name in known})
     predictions = pd.concat([computed[name].assign(method=name) for name in names], ignore_index=True)
