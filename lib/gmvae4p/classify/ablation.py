@@ -74,11 +74,9 @@ def stage04_rows(predictions: pd.DataFrame, learners: pd.DataFrame, config: Clas
     ``learners``: a single learner's probability is its logit taken as it is, clipped as the stack clips it; the
     network's scRNA mode from ``network_scrna``, the others' as from bulk). Empty when stage 04 did not run
     GMVAE4P."""
-    full = predictions[predictions["method"] == GMVAE4P_NAME].drop(columns="method")
-    if not len(full):
+    if not (predictions["method"] == GMVAE4P_NAME).any():
         return {}
-    scrna = predictions[predictions["method"] == SCRNA_NAME].set_index("unit")["probability"]
-    rows = {FULL: full.assign(probability_scrna=full["unit"].map(scrna) if len(scrna) else full["probability"])}
+    rows = {FULL: _both_modes(predictions)}
     for name in ABLATIONS:
         learner = learner_alone(name)
         if learner in config.learners and learner in learners:
@@ -90,6 +88,15 @@ def stage04_rows(predictions: pd.DataFrame, learners: pd.DataFrame, config: Clas
             rows[name] = pd.concat([unit_probabilities(part, columns=list(modes)).assign(fold=fold)
                                     for fold, part in per_sample.groupby("fold", sort=True)], ignore_index=True)
     return rows
+
+
+def _both_modes(predictions: pd.DataFrame) -> pd.DataFrame:
+    """GMVAE4P's per-unit rows of ``predictions`` (``method`` gmvae4p and, where there, gmvae4p_scrna) with the scRNA
+    mode's probability as ``probability_scrna``: a model that reads no modalities has no scRNA rows and predicts
+    there as from bulk."""
+    bulk = predictions[predictions["method"] == GMVAE4P_NAME].drop(columns="method")
+    scrna = predictions[predictions["method"] == SCRNA_NAME].set_index("unit")["probability"]
+    return bulk.assign(probability_scrna=bulk["unit"].map(scrna) if len(scrna) else bulk["probability"])
 
 
 def _alone(probability: pd.Series) -> np.ndarray:
@@ -167,14 +174,8 @@ def ablate(samples: ad.AnnData, units: pd.DataFrame, folds: list[Fold], *, names
                                                    n_top_genes=n_top_genes, n_top_interactions=n_top_interactions,
                                                    modalities=modalities, sources=sources, device=device, seed=seed,
                                                    workers=workers)
-    computed = {}
-    for name, result in zip(pending, tqdm(pending.values(), desc="Ablations", disable=not progress)):
-        done = result.result(progress=False).predictions
-        bulk = done[done["method"] == GMVAE4P_NAME].drop(columns="method")
-        scrna = done[done["method"] == SCRNA_NAME].set_index("unit")["probability"]
-        # a model that reads no modalities has no scRNA rows: given the cells, it predicts as from bulk
-        computed[name] = bulk.assign(probability_scrna=bulk["unit"].map(scrna) if len(scrna)
-                                     else bulk["probability"])
+    computed = {name: _both_modes(result.result(progress=False).predictions)
+                for name, result in zip(pending, tqdm(pending.values(), desc="Ablations", disable=not progress))}
     computed.update({name: known[name] if "probability_scrna" in known[name]
                      else known[name].assign(probability_scrna=np.nan) for name in names if name in known})
     predictions = pd.concat([computed[name].assign(method=name) for name in names], ignore_index=True)
